@@ -1,0 +1,56 @@
+"""The evaluation Engine: top-1 / top-5 (percent) and loss."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Accuracy, Loss, TopKCategoricalAccuracy
+from torch import nn
+
+from .trainer import _unwrap, autocast_context
+
+
+def create_evaluator(
+    model: nn.Module,
+    *,
+    device: Union[str, torch.device, None] = None,
+    amp: str = "off",
+    channels_last: bool = False,
+    input_transform=None,
+    num_classes: Optional[int] = None,
+    non_blocking: bool = True,
+) -> Engine:
+    """Engine whose ``state.metrics`` holds ``top1``, ``top5`` (percent) and ``loss`` (mean CE).
+
+    A DDP-wrapped model is evaluated through its inner module: DDP's forward syncs buffers, which
+    would hang when ranks hold different numbers of batches (unpadded sharding). Metrics are
+    all-reduced by ignite, so pair this with a sampler that gives every sample to exactly one rank
+    (``resnest_engine.data`` does) and every rank must run the evaluator.
+    """
+    net = _unwrap(model)
+    if device is None:
+        device = next(net.parameters()).device
+    device = torch.device(device)
+    if num_classes is None:
+        num_classes = getattr(net, "num_classes", 1000)
+    autocast_context(device, amp)
+
+    @torch.no_grad()
+    def eval_step(engine: Engine, batch):
+        net.eval()
+        x = batch[0].to(device, non_blocking=non_blocking)
+        y = batch[1].to(device, non_blocking=non_blocking)
+        if input_transform is not None:
+            x = input_transform(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp):
+            logits = net(x)
+        return logits.float(), y
+
+    engine = Engine(eval_step)
+    (Accuracy(device=device) * 100.0).attach(engine, "top1")
+    (TopKCategoricalAccuracy(k=min(5, num_classes), device=device) * 100.0).attach(engine, "top5")
+    Loss(nn.CrossEntropyLoss(), device=device).attach(engine, "loss")
+    return engine

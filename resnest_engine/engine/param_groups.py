@@ -1,0 +1,46 @@
+"""Optimizer parameter groups and the optimizer factory."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Sequence
+
+import torch
+from torch import nn
+
+# Found by module type, not by name: the official code matches "bn" in parameter names and so
+# decays the deep stem's and the downsample shortcut's BatchNorm weights.
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool = True) -> List[Dict]:
+    """Two groups: decayed weights, and (when ``no_bn_wd``) norm-layer weights plus every bias
+    with ``weight_decay=0``. Frozen parameters are left out."""
+    if not no_bn_wd:
+        return [{"params": [p for p in model.parameters() if p.requires_grad],
+                 "weight_decay": weight_decay}]
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        is_norm = isinstance(module, NORM_TYPES)
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if is_norm or name == "bias" else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+OPTIMIZERS = ("sgd", "nesterov", "adamw")
+
+
+def create_optimizer(params: Iterable, name: str, lr: float, momentum: float = 0.9,
+                     weight_decay: float = 0.0, betas: Sequence[float] = (0.9, 0.999)
+                     ) -> torch.optim.Optimizer:
+    """``sgd`` / ``nesterov`` (SGD with Nesterov momentum, the published recipe) / ``adamw``.
+
+    ``weight_decay`` applies to groups that do not set their own."""
+    if name in ("sgd", "nesterov"):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=name == "nesterov")
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")

@@ -1,0 +1,175 @@
+"""The training Engine and its step.
+
+ignite's ``create_supervised_trainer`` hard-codes CUDA fp16 autocast and accumulates gradients
+over the global iteration (windows cross epoch ends), so the step is written here: one engine
+iteration is one optimizer step, and accumulation splits that step's batch into micro-batches.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import torch
+from ignite.engine import DeterministicEngine, Engine
+from torch import nn
+
+from .rng import decode_ignite_rng_states, encode_ignite_rng_states
+
+AMP_MODES = ("off", "fp16", "bf16")
+
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+class SeededDeterministicEngine(DeterministicEngine):
+    """ignite's ``DeterministicEngine`` with a pinned seed.
+
+    ignite draws ``state.seed`` at random on every ``STARTED`` (and does not checkpoint it); here it
+    is fixed at construction, stored in ``state_dict()`` and restored by ``load_state_dict``. The
+    RNG states ignite keeps for a mid-epoch resume are stored as tensors and plain types so the
+    checkpoint loads with ``weights_only=True``.
+    """
+
+    def __init__(self, process_function: Callable, seed: int) -> None:
+        super().__init__(process_function)
+        self._pinned_seed = int(seed)
+        self.state.seed = self._pinned_seed
+
+    def _init_run(self) -> None:
+        super()._init_run()
+        self.state.seed = self._pinned_seed
+
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["seed"] = self._pinned_seed
+        if sd.get("rng_states") is not None:
+            sd["rng_states"] = encode_ignite_rng_states(sd["rng_states"])
+        return sd
+
+    def load_state_dict(self, state_dict) -> None:
+        state_dict = dict(state_dict)
+        seed = state_dict.pop("seed", None)
+        if isinstance(state_dict.get("rng_states"), dict):
+            state_dict["rng_states"] = decode_ignite_rng_states(state_dict["rng_states"])
+        super().load_state_dict(state_dict)
+        if seed is not None:
+            self._pinned_seed = int(seed)
+            self.state.seed = self._pinned_seed
+
+
+def autocast_context(device: torch.device, amp: str):
+    """``torch.autocast`` for ``amp`` in ``("off", "fp16", "bf16")`` on CPU or CUDA."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def create_trainer(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    device: Union[str, torch.device, None] = None,
+    amp: str = "off",
+    scaler: Optional[torch.amp.GradScaler] = None,
+    grad_accum: int = 1,
+    clip_grad: float = 0.0,
+    channels_last: bool = False,
+    batch_transform: Optional[BatchTransform] = None,
+    input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    non_blocking: bool = True,
+    deterministic: bool = False,
+    seed: Optional[int] = None,
+) -> Engine:
+    """Build the training ``Engine``; one iteration = one optimizer step.
+
+    Args:
+        model: the model, optionally wrapped in ``DistributedDataParallel``.
+        loss_fn: ``loss_fn(logits, target)``, mean over the batch; the target is whatever
+            ``batch_transform`` returns (soft targets after mixup).
+        device: where batches go (default: the model's device).
+        amp: ``"off"``, ``"fp16"`` (autocast + ``GradScaler``) or ``"bf16"`` (autocast), on CPU or
+            CUDA. For fp16 a ``GradScaler`` is created unless given; it is ``engine.scaler``.
+        grad_accum: split each batch into this many micro-batches; gradients are accumulated and
+            DDP syncs only on the last one (``no_sync``). The batch always means images per step.
+        clip_grad: clip the global gradient norm to this value (after unscaling); 0 = off.
+        channels_last: move inputs to channels_last memory format (convert the model yourself).
+        batch_transform: ``(x, y) -> (x, y)`` after the transfer (mixup/cutmix plug in here);
+            ``output["y"]`` keeps the hard labels.
+        input_transform: ``x -> x`` after the transfer, before ``batch_transform`` (e.g. uint8 to
+            normalised float for the fast JPEG path).
+        deterministic: use :class:`SeededDeterministicEngine` with ``seed``.
+
+    ``engine.state.output`` is a dict: ``loss`` (0-d tensor, mean over the whole batch, not
+    synced to the host), ``batch_size`` (int), ``y_pred`` (detached logits), ``y`` (hard labels),
+    and ``grad_norm`` (0-d tensor) when clipping.
+    """
+    if grad_accum < 1:
+        raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    if amp == "fp16" and scaler is None:
+        scaler = torch.amp.GradScaler(device.type)
+    autocast_context(device, amp)  # validates amp
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    is_ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+
+    def train_step(engine: Engine, batch: Any) -> Dict[str, Any]:
+        model.train()
+        x, y = batch[0], batch[1]
+        x = x.to(device, non_blocking=non_blocking)
+        y = y.to(device, non_blocking=non_blocking)
+        if input_transform is not None:
+            x = input_transform(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        hard_y = y
+        if batch_transform is not None:
+            x, y = batch_transform(x, y)
+        n = x.shape[0]
+        k = min(grad_accum, n)
+        optimizer.zero_grad(set_to_none=True)
+        total_loss = torch.zeros((), device=device)
+        preds = []
+        for i, (xi, yi) in enumerate(zip(x.chunk(k), y.chunk(k))):
+            sync = not is_ddp or i == k - 1
+            with (contextlib.nullcontext() if sync else model.no_sync()):
+                with autocast_context(device, amp):
+                    out = model(xi)
+                    # Weight by the micro-batch's share so the sum equals the full batch's mean.
+                    loss = loss_fn(out, yi) * (xi.shape[0] / n)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            total_loss += loss.detach().float()
+            preds.append(out.detach())
+        output: Dict[str, Any] = {}
+        if clip_grad > 0:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            output["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        output.update(loss=total_loss, batch_size=n, y_pred=torch.cat(preds), y=hard_y)
+        return output
+
+    if deterministic:
+        engine: Engine = SeededDeterministicEngine(train_step, seed=0 if seed is None else seed)
+    else:
+        engine = Engine(train_step)
+    engine.model = model
+    engine.optimizer = optimizer
+    engine.scaler = scaler
+    engine.amp = amp
+    return engine

@@ -1,0 +1,197 @@
+"""Crash-safe checkpoints on ignite's ``Checkpoint``.
+
+ignite's ``Checkpoint`` asks its saver to delete the oldest file *before* it writes the new one,
+and ``DiskSaver`` does not fsync. :class:`AtomicDiskSaver` writes to a temp file in the same
+directory, fsyncs it, renames it, fsyncs the directory, and only then carries out the deletions
+ignite asked for, so at least ``n_saved`` valid files exist at every moment.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
+from ignite.handlers import Checkpoint
+from ignite.handlers.checkpoint import BaseSaveHandler
+
+FORMAT_VERSION = 1
+RESUME_PREFIX = "resume-"
+BEST_PREFIX = "best-"
+CHECKPOINT_KEYS = ("format_version", "meta", "model", "optimizer", "trainer", "schedulers",
+                   "scaler", "ema", "rng", "metrics")
+# Test hook: SIGKILL this process inside the N-th checkpoint write (temp file written, not renamed).
+KILL_IN_SAVE_ENV = "RESNEST_ENGINE_KILL_IN_SAVE"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or does not load/verify."""
+
+
+def fsync_dir(path: Union[str, Path]) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable] = None) -> None:
+    """``torch.save`` to ``path`` so that ``path`` is either the old file or the complete new one.
+
+    Raises :class:`CheckpointError` with the reason (e.g. disk full) and leaves no temp file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if on_written is not None:
+            on_written()
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise CheckpointError(f"cannot write {path}: {reason}") from None
+
+
+class AtomicDiskSaver(BaseSaveHandler):
+    """ignite save handler: atomic, fsynced writes; deletions deferred until after a write.
+
+    Only rank 0 writes. Stale temp files from an interrupted run are removed on construction.
+    """
+
+    def __init__(self, dirname: Union[str, Path]) -> None:
+        self.dirname = Path(dirname)
+        self._pending: List[str] = []
+        self._writes = 0
+        if idist.get_rank() == 0:
+            self.dirname.mkdir(parents=True, exist_ok=True)
+            for stale in self.dirname.glob(".*.tmp-*"):
+                stale.unlink(missing_ok=True)
+
+    def _maybe_kill(self) -> None:
+        target = os.environ.get(KILL_IN_SAVE_ENV)
+        if target and int(target) == self._writes:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
+        if idist.get_rank() != 0:
+            return
+        self._writes += 1
+        atomic_save(checkpoint, self.dirname / filename, on_written=self._maybe_kill)
+        pending, self._pending = self._pending, []
+        for name in pending:
+            if name != filename:
+                (self.dirname / name).unlink(missing_ok=True)
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(filename)
+
+
+class Stateful:
+    """Adapts a getter/setter pair to the ``state_dict`` protocol ignite's Checkpoint expects."""
+
+    def __init__(self, get: Callable[[], Any], set: Optional[Callable[[Any], None]] = None) -> None:
+        self._get, self._set = get, set
+
+    def state_dict(self) -> Any:
+        return self._get()
+
+    def load_state_dict(self, state: Any) -> None:
+        if self._set is not None:
+            self._set(state)
+
+
+def _resume_step(engine: Engine, _event: Any = None) -> str:
+    return f"e{engine.state.epoch:03d}-i{engine.state.iteration:07d}"
+
+
+def create_resume_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,
+                               n_saved: int = 2) -> Checkpoint:
+    """Resume points ``resume-e{epoch:03d}-i{iteration:07d}.pt``, newest ``n_saved`` kept.
+
+    Rotation state is saved inside each file (``include_self``), so it continues across resumes.
+    """
+    return Checkpoint(to_save, saver, filename_pattern=RESUME_PREFIX + "{global_step}.{ext}",
+                      score_function=lambda e: e.state.iteration, global_step_transform=_resume_step,
+                      n_saved=n_saved, include_self=True)
+
+
+def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,
+                             score_fn: Callable[[Engine], float], n_saved: int = 1) -> Checkpoint:
+    """Best-``n_saved`` by ``score_fn`` (validation top-1): ``best-e{epoch:03d}-top1={x:.2f}.pt``.
+
+    Holds the same objects as a resume point, so a best checkpoint is resumable.
+    """
+    return Checkpoint(to_save, saver, filename_pattern=BEST_PREFIX + "{global_step}.{ext}",
+                      score_function=score_fn,
+                      global_step_transform=lambda e, _: f"e{e.state.epoch:03d}-top1={score_fn(e):.2f}",
+                      n_saved=n_saved, include_self=True)
+
+
+def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check its format; never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            msg = "it contains pickled objects that are not plain weights (refused)"
+        raise CheckpointError(f"cannot load checkpoint {path}: {msg}") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise CheckpointError(f"{path} is not a resnest-engine checkpoint (no format_version)")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {ckpt['format_version']}, "
+                              f"this version reads {FORMAT_VERSION}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks keys: {', '.join(missing)}")
+    return ckpt
+
+
+def check_architecture(ckpt: Mapping[str, Any], model_state: Mapping[str, torch.Tensor],
+                       path: Union[str, Path] = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` naming mismatched keys when ``ckpt`` is for another model."""
+    saved = ckpt["model"]
+    missing = [k for k in model_state if k not in saved]
+    unexpected = [k for k in saved if k not in model_state]
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}"
+              for k, v in model_state.items() if k in saved and saved[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatch: " + ", ".join(shapes[:4]))
+        if missing:
+            parts.append("missing: " + ", ".join(missing[:4]))
+        if unexpected:
+            parts.append("unexpected: " + ", ".join(unexpected[:4]))
+        name = ckpt.get("meta", {}).get("model", "?")
+        raise CheckpointError(f"{path} is for another architecture ({name}): " + "; ".join(parts))
+
+
+def list_checkpoints(dirname: Union[str, Path], prefix: str = RESUME_PREFIX) -> List[Path]:
+    """Checkpoint files in ``dirname``, newest (highest iteration) first."""
+    def iteration(p: Path) -> int:
+        try:
+            return int(p.stem.split("-i")[-1])
+        except ValueError:
+            return -1
+    files = [p for p in Path(dirname).glob(f"{prefix}*.pt")]
+    return sorted(files, key=iteration, reverse=True)
+
+
+def load_checkpoint(ckpt: Mapping[str, Any], to_load: Mapping[str, Any]) -> None:
+    """Load a checkpoint read by :func:`read_checkpoint` into the objects of ``to_load``."""
+    Checkpoint.load_objects(to_load={k: v for k, v in to_load.items() if k in ckpt},
+                            checkpoint=dict(ckpt))

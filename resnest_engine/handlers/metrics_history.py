@@ -1,0 +1,77 @@
+"""``metrics.json``: final numbers, best numbers and a per-validation history."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
+
+
+class MetricsHistory:
+    """Tracks validations and writes ``metrics.json`` atomically after each one (rank 0).
+
+    ``weights`` names the model whose numbers are final (``"ema"`` when EMA is on, else
+    ``"raw"``); ``top1``/``top5``/``loss``/``epoch`` are its latest validation, ``best_*`` its best.
+    No wall-clock values, so two runs of a recipe compare equal. ``state_dict`` goes into
+    checkpoints so a resumed run keeps its history.
+    """
+
+    def __init__(self, path: Optional[Union[str, Path]], weights: str = "raw") -> None:
+        self.path = Path(path) if path else None
+        self.weights = weights
+        self.history: List[Dict[str, Any]] = []
+        self.best: Dict[str, Any] = {"best_top1": None, "best_top5": None, "best_epoch": None}
+
+    def record(self, epoch: int, results: Dict[str, Dict[str, float]], lr: float) -> None:
+        raw = results["raw"]
+        entry = {"epoch": epoch, "top1": raw["top1"], "top5": raw["top5"], "loss": raw["loss"], "lr": lr}
+        if "ema" in results:
+            entry.update(ema_top1=results["ema"]["top1"], ema_top5=results["ema"]["top5"],
+                         ema_loss=results["ema"]["loss"])
+        self.history = [h for h in self.history if h["epoch"] < epoch] + [entry]
+        final = results[self.weights]
+        if self.best["best_top1"] is None or final["top1"] > self.best["best_top1"]:
+            self.best = {"best_top1": final["top1"], "best_top5": final["top5"], "best_epoch": epoch}
+
+    def summary(self) -> Dict[str, Any]:
+        last = self.history[-1] if self.history else None
+        prefix = "ema_" if self.weights == "ema" else ""
+        out: Dict[str, Any] = {"weights": self.weights, "epoch": last["epoch"] if last else None,
+                               "top1": last[prefix + "top1"] if last else None,
+                               "top5": last[prefix + "top5"] if last else None,
+                               "loss": last[prefix + "loss" if prefix else "loss"] if last else None}
+        out.update(self.best)
+        out["history"] = self.history
+        return out
+
+    def write(self) -> None:
+        if self.path is None or idist.get_rank() != 0:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(self.summary(), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"weights": self.weights, "history": list(self.history), "best": dict(self.best)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.best = dict(state["best"])
+
+    def attach(self, trainer: Engine, lr_fn) -> "MetricsHistory":
+        """Record ``trainer.state.val_results`` at each ``EPOCH_COMPLETED`` that validated."""
+
+        def _record(engine: Engine) -> None:
+            if getattr(engine.state, "val_epoch", None) != engine.state.epoch:
+                return
+            self.record(engine.state.epoch, engine.state.val_results, lr_fn())
+            self.write()
+
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, _record)
+        return self

@@ -1,0 +1,65 @@
+"""Stop every process together when the loss goes NaN/Inf."""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+
+logger = logging.getLogger("resnest_engine")
+
+NAN_EXIT_CODE = 3
+
+
+class NanGuard:
+    """Accumulates a non-finite-loss flag on the device each step (no host sync) and checks it,
+    all-reduced over processes, every ``every`` steps, at epoch ends and whenever ``force(engine)``
+    is true (e.g. a resume point is due: none is written after an unchecked step).
+
+    On a bad loss it logs the iteration and remedies, sets ``engine.state.nan_detected`` and
+    terminates the engine; the standard handlers write nothing afterwards, so the last resume
+    point is the last good one. fp16 ``GradScaler`` skips are not faults: only the loss counts.
+    """
+
+    def __init__(self, every: int = 1, force: Optional[Callable[[Engine], bool]] = None) -> None:
+        self.every = max(int(every), 1)
+        self.force = force
+        self._bad: Optional[torch.Tensor] = None
+        self._first_bad_iter: Optional[int] = None
+
+    def _accumulate(self, engine: Engine) -> None:
+        loss = engine.state.output["loss"] if isinstance(engine.state.output, dict) else engine.state.output
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._bad = bad if self._bad is None else self._bad | bad
+
+    def _due(self, engine: Engine) -> bool:
+        it = engine.state.iteration
+        return (it % self.every == 0 or it % engine.state.epoch_length == 0
+                or (self.force is not None and self.force(engine)))
+
+    def _check(self, engine: Engine) -> None:
+        if self._bad is None:
+            return
+        flag = idist.all_reduce(self._bad.to(torch.float32))
+        self._bad = None
+        if float(flag) > 0:
+            engine.state.nan_detected = True
+            world = idist.get_world_size()
+            logger.error(
+                "Loss is NaN/Inf at iteration %d (epoch %d)%s; stopping. Try a lower OPTIMIZER.LR, "
+                "longer OPTIMIZER.WARMUP_EPOCHS, TRAINING.CLIP_GRAD or AMP off; the last resume "
+                "point is the last good state.", engine.state.iteration, engine.state.epoch,
+                f" on at least one of {world} processes" if world > 1 else "")
+            engine.terminate()
+
+    def __call__(self, engine: Engine) -> None:
+        self._accumulate(engine)
+        if self._due(engine):
+            self._check(engine)
+
+    def attach(self, trainer: Engine) -> "NanGuard":
+        trainer.state.nan_detected = False
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self)
+        return self
