@@ -1,0 +1,100 @@
+"""Deployment paths: torch.export, channels_last memory format, torch.compile training."""
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnest_engine.models import get_model
+
+
+def _x(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def resnest14():
+    torch.manual_seed(0)
+    model = get_model("resnest14")
+    # Non-trivial BN statistics so eval mode exercises the running stats.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_torch_export_matches_eager(resnest14):
+    model = resnest14.eval()
+    x = _x(1, 3, 64, 64)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        expected = model(x)
+        out = ep.module()(x)
+        other = _x(1, 3, 64, 64, seed=1)
+        out_other = ep.module()(other)
+        expected_other = model(other)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_other, expected_other, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnest14", "resnest50_fast_4s2x40d", "resnet50"])
+def test_channels_last_same_outputs(name):
+    torch.manual_seed(0)
+    model = get_model(name).eval()
+    x = _x(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        model_cl = model.to(memory_format=torch.channels_last)
+        out = model_cl(x.contiguous(memory_format=torch.channels_last))
+    # Relative to the logits' scale: elementwise rtol is meaningless for logits near zero.
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+    # Train mode, gradients too.
+    model_cl.train()
+    out = model_cl(x.contiguous(memory_format=torch.channels_last))
+    F.cross_entropy(out, torch.tensor([0, 1])).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model_cl.parameters())
+
+
+def _have_compiler() -> bool:
+    return any(shutil.which(c) for c in ("gcc", "cc", "clang", "g++"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_compiler(),
+                    reason="torch.compile (inductor) needs a C/C++ compiler for CPU kernels")
+def test_compiled_training_step_matches_eager(resnest14):
+    """One SGD step through torch.compile (about a minute of compilation on 2 CPU cores)."""
+    eager = copy.deepcopy(resnest14).train()
+    compiled_model = copy.deepcopy(resnest14).train()
+    x = _x(4, 3, 32, 32)
+    target = torch.tensor([5, 7, 1, 2])
+    losses, grads = [], []
+    for model, fn in ((eager, eager), (compiled_model, torch.compile(compiled_model))):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loss = F.cross_entropy(fn(x), target)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        opt.step()
+        losses.append(loss.detach())
+
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    scale = max(g.abs().max() for g in grads[0].values())
+    for name, g_eager in grads[0].items():
+        g_comp = grads[1][name]
+        if name.endswith("conv2.fc1.bias"):
+            # A bias right before a train-mode BatchNorm has zero gradient; both are noise.
+            assert g_comp.abs().max() < 1e-5 * scale and g_eager.abs().max() < 1e-5 * scale
+            continue
+        err = (g_comp - g_eager).abs().max() / g_eager.abs().max()
+        assert err < 1e-3, f"{name}: rel grad err {err:.2e}"
+    initial = resnest14.state_dict()
+    pe = dict(eager.named_parameters())
+    for name, p in compiled_model.named_parameters():
+        assert not torch.equal(p, initial[name]) or name.endswith("fc1.bias"), name
+        torch.testing.assert_close(p.detach(), pe[name].detach(), rtol=1e-4, atol=1e-5)
