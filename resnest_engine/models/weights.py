@@ -46,6 +46,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
 
     Accepts a plain state_dict, a dict holding it under ``model``/``state_dict``/``model_ema``
     (a resnest-engine or timm training checkpoint), with ``module.``/``_orig_mod.`` prefixes.
+    From a resnest-engine checkpoint of a run with EMA, the EMA weights (the ones it reports).
     """
     path = Path(path)
     if not path.is_file():
@@ -55,6 +56,8 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     except Exception as e:  # truncated zip, garbage, or a pickle needing unsafe globals
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"cannot load {path} as a weights-only checkpoint: {first}") from None
+    if isinstance(obj, dict) and "format_version" in obj and obj.get("ema"):
+        obj = obj["ema"]  # a resnest-engine checkpoint of an EMA run: its final weights
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):

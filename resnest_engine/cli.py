@@ -1,0 +1,294 @@
+"""``resnest-train``: argument parsing, run-directory rules, distributed launch, error reporting.
+
+User errors (config, paths, flags, unusable checkpoints) end with one line on stderr and exit
+status 2; a NaN/Inf loss exits 3; an interrupted run (SIGTERM/SIGINT, resume point written) 4;
+other failures (e.g. a checkpoint that cannot be written) 1.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+USER_ERROR_EXIT_CODE = 2
+
+
+class UsageError(ValueError):
+    """A bad command line."""
+
+
+def _user_errors():
+    from .config import ConfigError
+    from .data import DataError
+    from .handlers.checkpoint import CheckpointError
+    from .models.registry import UnknownModelError
+    from .models.weights import WeightsError
+    return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, UsageError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="resnest-train", description="Train or evaluate a ResNeSt recipe.",
+        epilog="Trailing KEY=VALUE arguments override config keys, e.g. TRAINING.EPOCHS=5.")
+    p.add_argument("--config-file", required=True, help="YAML recipe")
+    p.add_argument("--outdir", help="run directory (default: output/<config file stem>)")
+    p.add_argument("--resume", help="checkpoint path, or 'auto' for the newest valid one in --outdir")
+    p.add_argument("--eval-only", action="store_true", help="evaluate --resume's weights and exit")
+    p.add_argument("--export", metavar="PATH", help="write --resume's weights (.pt state_dict or "
+                   ".pt2 torch.export program) and exit")
+    p.add_argument("--force", action="store_true",
+                   help="move an existing --outdir aside to DIR.bak-<timestamp> and start afresh")
+    p.add_argument("--nproc-per-node", type=int, help="processes to spawn on this node")
+    p.add_argument("--nnodes", "--world-size", dest="nnodes", type=int, help="number of nodes")
+    p.add_argument("--node-rank", type=int, help="this node's rank")
+    p.add_argument("--master-addr", help="address of the rank-0 node")
+    p.add_argument("--master-port", type=int, help="port of the rank-0 node")
+    p.add_argument("--backend", choices=("gloo", "nccl"), help="default: nccl on GPUs, else gloo")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    return p
+
+
+def _check_dist_flags(a: argparse.Namespace) -> None:
+    if a.nproc_per_node is not None and a.nproc_per_node < 1:
+        raise UsageError(f"--nproc-per-node must be >= 1, got {a.nproc_per_node}")
+    if a.nnodes is not None and a.nnodes < 1:
+        raise UsageError(f"--nnodes must be >= 1, got {a.nnodes}")
+    nnodes = a.nnodes or 1
+    if a.node_rank is not None and not 0 <= a.node_rank < nnodes:
+        raise UsageError(f"--node-rank must be in [0, {nnodes - 1}] for --nnodes {nnodes}, "
+                         f"got {a.node_rank}")
+    if nnodes > 1:
+        if a.nproc_per_node is None:
+            raise UsageError("--nnodes > 1 needs --nproc-per-node")
+        if a.node_rank is None or a.master_addr is None or a.master_port is None:
+            raise UsageError("--nnodes > 1 needs --node-rank, --master-addr and --master-port")
+    if a.master_port is not None and not 0 < a.master_port < 65536:
+        raise UsageError(f"--master-port must be in 1..65535, got {a.master_port}")
+
+
+def _under_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
+
+
+def _world_size(a: argparse.Namespace) -> int:
+    if _under_torchrun():
+        return int(os.environ["WORLD_SIZE"])
+    return (a.nproc_per_node or 1) * (a.nnodes or 1)
+
+
+def _set_parent_death_signal() -> None:
+    """Die with the launcher: a spawned worker must not keep training after SIGKILL of its parent."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _newest_valid_checkpoint(ckpt_dir: Path, model_name: str) -> Optional[Path]:
+    from .handlers.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
+    for path in list_checkpoints(ckpt_dir):
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as e:
+            print(f"warning: skipping {path}: {e}", file=sys.stderr)
+            continue
+        if ckpt["meta"].get("model") != model_name:
+            print(f"warning: skipping {path}: it is for {ckpt['meta'].get('model')}", file=sys.stderr)
+            continue
+        return path
+    return None
+
+
+def _move_aside(outdir: Path) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = outdir.with_name(f"{outdir.name}.bak-{stamp}")
+    n = 1
+    while target.exists():
+        target = outdir.with_name(f"{outdir.name}.bak-{stamp}-{n}")
+        n += 1
+    outdir.rename(target)
+    return target
+
+
+def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str]) -> None:
+    """Body of every process; ends with ``sys.exit(code)`` so the launcher sees the status."""
+    _set_parent_death_signal()
+    import ignite.distributed as idist
+
+    from .config import config_from_dict
+    from .run import train
+    code = 1
+    try:
+        result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None)
+        code = result.exit_code
+    except _user_errors() as e:
+        if idist.get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        code = USER_ERROR_EXIT_CODE
+    except Exception as e:  # checkpoint write failures and the like: one line, status 1
+        from .handlers.checkpoint import CheckpointError
+        if isinstance(e, CheckpointError) or isinstance(e, OSError):
+            print(f"error: {e}", file=sys.stderr)
+            code = 1
+        else:
+            raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path]) -> int:
+    import datetime as dt
+
+    import ignite.distributed as idist
+    import torch
+
+    from .config import config_to_dict
+    cfg_dict = config_to_dict(cfg)
+    timeout = dt.timedelta(seconds=cfg.TRAINING.DIST_TIMEOUT)
+    backend = a.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    args = (cfg_dict, str(outdir), str(resume) if resume else None)
+    if _under_torchrun():
+        # idist.Parallel initialises a torchrun launch without a timeout; do it ourselves.
+        idist.initialize(backend, timeout=timeout)
+        try:
+            _worker(idist.get_local_rank(), *args)
+        except SystemExit as e:
+            return int(e.code or 0)
+        finally:
+            if idist.get_world_size() > 1:
+                idist.finalize()
+        return 0
+    if a.nproc_per_node is None:
+        try:
+            _worker(0, *args)
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+    from torch.multiprocessing import ProcessExitedException
+    try:
+        with idist.Parallel(backend=backend, nproc_per_node=a.nproc_per_node, nnodes=a.nnodes,
+                            node_rank=a.node_rank, master_addr=a.master_addr,
+                            master_port=a.master_port, timeout=timeout) as parallel:
+            parallel.run(_worker, *args)
+    except ProcessExitedException as e:
+        return e.exit_code if e.exit_code and e.exit_code > 0 else 1
+    return 0
+
+
+def _finished(ckpt_path: Path) -> bool:
+    from .handlers.checkpoint import read_checkpoint
+    t = read_checkpoint(ckpt_path)["trainer"]
+    return t.get("max_epochs") is not None and t["iteration"] >= t["max_epochs"] * t["epoch_length"]
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    a = build_parser().parse_args(argv)
+    _check_dist_flags(a)
+    from .config import apply_overrides, check_resume_overrides, load_config
+    cfg = load_config(a.config_file, a.overrides)
+    outdir = Path(a.outdir) if a.outdir else Path("output") / Path(a.config_file).stem
+
+    if a.export or a.eval_only:
+        return _eval_or_export(a, cfg, outdir)
+
+    world = _world_size(a)
+    if cfg.TRAINING.BATCH_SIZE % world:
+        raise UsageError(f"TRAINING.BATCH_SIZE {cfg.TRAINING.BATCH_SIZE} does not divide by "
+                         f"{world} processes")
+    _check_data_paths(cfg)
+    is_main_node = (a.node_rank or 0) == 0 and int(os.environ.get("RANK", "0")) == 0
+    resume: Optional[Path] = None
+    exists = outdir.exists() and any(outdir.iterdir())
+    if a.resume:
+        saved = outdir / "config.yaml"
+        if a.resume == "auto":
+            resume = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME) if exists else None
+            if resume is None:
+                print(f"no checkpoint in {outdir}; starting from the beginning", file=sys.stderr)
+        else:
+            resume = Path(a.resume)
+            if not resume.is_file():
+                raise UsageError(f"--resume: checkpoint not found: {resume}")
+        if resume is not None and saved.is_file():
+            saved_cfg = load_config(saved)
+            new_cfg = apply_overrides(saved_cfg, a.overrides)
+            check_resume_overrides(saved_cfg, new_cfg)
+            cfg = new_cfg
+        if resume is not None and _finished(resume):
+            print(f"{outdir}: the run already finished ({resume.name}); nothing to do")
+            return 0
+    elif exists:
+        if not a.force:
+            raise UsageError(f"--outdir {outdir} already exists; use --resume auto to continue it "
+                             "or --force to move it aside")
+        if is_main_node:
+            moved = _move_aside(outdir)
+            print(f"moved the existing {outdir} to {moved}", file=sys.stderr)
+    return _launch(a, cfg, outdir, resume)
+
+
+def _check_data_paths(cfg) -> None:
+    """Find missing dataset roots before any process is spawned."""
+    from .data import list_datasets
+    from .data import DataError
+    name = cfg.DATA.DATASET
+    if name not in list_datasets():
+        import difflib
+        close = difflib.get_close_matches(name, list_datasets(), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise DataError(f"DATA.DATASET: unknown dataset {name!r}{hint} "
+                        f"(known: {', '.join(list_datasets())})")
+    if name in ("imagefolder", "imagenet", "cifar10", "cifar100"):
+        root = cfg.DATA.ROOT
+        if not root:
+            raise DataError(f"DATA.ROOT: dataset {name!r} needs a root directory")
+        if not Path(root).is_dir() and not (name.startswith("cifar") and cfg.DATA.DOWNLOAD):
+            raise DataError(f"DATA.ROOT: directory not found: {root}")
+
+
+def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path) -> int:
+    if not a.resume:
+        raise UsageError("--eval-only and --export need --resume PATH (a checkpoint or weights file)")
+    path = Path(a.resume)
+    if a.resume == "auto":
+        path = outdir / "model_weights.pt"
+        if not path.is_file():
+            found = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
+            if found is None:
+                raise UsageError(f"--resume auto: no weights or checkpoint in {outdir}")
+            path = found
+    if not path.is_file():
+        raise UsageError(f"--resume: file not found: {path}")
+    if a.export:
+        from .export import export_weights
+        out = export_weights(cfg, path, Path(a.export))
+        print(f"exported {path} to {out}")
+        return 0
+    from .run import evaluate
+    m = evaluate(cfg, path)
+    print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run_cli(argv)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

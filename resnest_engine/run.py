@@ -1,0 +1,258 @@
+"""The recipe runner: config -> model, data, optimizer -> engines -> handlers -> ``trainer.run``.
+
+A thin composition of public pieces; a user can do the same in Python (see README). Runs inside
+each process of a distributed launch (``cli`` starts them).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import ignite.distributed as idist
+import torch
+from ignite.utils import manual_seed
+from torch import nn
+
+from .config import Config, config_to_dict, dump_config, effective_lr
+from .data import DataOptions, attach_sampler_epochs, create_loaders
+from .engine import create_evaluator, create_optimizer, create_trainer, param_groups
+from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, StandardOptions,
+                       attach_standard_handlers, check_architecture, load_checkpoint,
+                       read_checkpoint, run_validation, setup_logger, training_finished)
+from .models import get_model, get_variant, load_pretrained
+from .models.weights import read_state_dict
+
+logger = logging.getLogger("resnest_engine")
+
+INTERRUPTED_EXIT_CODE = 4
+
+
+def data_options(cfg: Config) -> DataOptions:
+    """DATA section (plus the variant's data defaults) as the data package's options."""
+    d, variant = cfg.DATA, get_variant(cfg.MODEL.NAME)
+    rand_aug = None
+    if d.RAND_AUG:
+        n, m = (int(v) for v in str(d.RAND_AUG).split(","))
+        rand_aug = (n, m)
+    return DataOptions(
+        dataset=d.DATASET, root=d.ROOT, download=d.DOWNLOAD,
+        crop_size=d.CROP_SIZE or variant.crop_size,
+        eval_crop_fraction=d.EVAL_CROP_FRACTION or variant.eval_crop_fraction,
+        interpolation=d.INTERPOLATION or variant.interpolation,
+        mean=variant.mean, std=variant.std, in_chans=cfg.MODEL.IN_CHANS, hflip=d.HFLIP,
+        color_jitter=d.COLOR_JITTER, pca_lighting=d.PCA_LIGHTING, rand_aug=rand_aug,
+        auto_aug=d.AUTO_AUG, trivial_aug=d.TRIVIAL_AUG, random_erase=d.RANDOM_ERASE,
+        small_image=d.SMALL_IMAGE, aug_repeats=d.AUG_REPEATS, workers=d.WORKERS,
+        skip_corrupt=d.SKIP_CORRUPT, fast_jpeg=d.FAST_JPEG, synthetic_size=d.SYNTHETIC_SIZE,
+        synthetic_classes=d.SYNTHETIC_CLASSES, image_size=d.IMAGE_SIZE,
+    )
+
+
+def model_kwargs(cfg: Config) -> Dict[str, Any]:
+    """Constructor overrides the MODEL section asks for."""
+    m = cfg.MODEL
+    kw: Dict[str, Any] = dict(final_drop=m.FINAL_DROP, dropblock_prob=m.DROPBLOCK_PROB,
+                              zero_init_last=m.ZERO_INIT_LAST, in_chans=m.IN_CHANS)
+    if m.STEM:
+        kw["stem"] = m.STEM
+    return kw
+
+
+def build_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The MODEL section's network with its pretrained weights, if any (not yet on a device)."""
+    model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
+    if cfg.MODEL.PRETRAINED:
+        report = load_pretrained(model, cfg.MODEL.PRETRAINED)
+        if report.skipped_classifier:
+            logger.info("Pretrained weights loaded; classifier re-initialised (%s)",
+                        ", ".join(report.skipped_classifier))
+    if cfg.MODEL.GRAD_CHECKPOINTING:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+def checkpoint_meta(cfg: Config, model: nn.Module) -> Dict[str, Any]:
+    return {"model": cfg.MODEL.NAME, "model_args": dict(model.model_args),
+            "num_classes": model.num_classes, "config": config_to_dict(cfg),
+            "world_size": idist.get_world_size(), "threads": torch.get_num_threads()}
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    metrics: Optional[Dict[str, Any]] = None
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGINT arrived; a resume point was written."""
+
+
+def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult:
+    """Train ``cfg`` into ``outdir``, optionally resuming from checkpoint ``resume``."""
+    rank = idist.get_rank()
+    outdir = Path(outdir)
+    if rank == 0:
+        outdir.mkdir(parents=True, exist_ok=True)
+    idist.barrier()
+    setup_logger(outdir / "log.txt")
+    manual_seed(cfg.SEED)
+    if cfg.TRAINING.DETERMINISTIC:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = idist.device()
+
+    ckpt = None
+    if resume is not None:
+        ckpt = read_checkpoint(resume)
+        saved_threads = ckpt["meta"].get("threads")
+        if cfg.TRAINING.DETERMINISTIC and saved_threads and saved_threads != torch.get_num_threads():
+            torch.set_num_threads(int(saved_threads))
+            logger.info("Thread count restored to %d from the checkpoint", saved_threads)
+        saved_world = ckpt["meta"].get("world_size")
+        if saved_world and saved_world != idist.get_world_size():
+            from .handlers.checkpoint import CheckpointError
+            raise CheckpointError(f"{resume} was written by {saved_world} processes; this run has "
+                                  f"{idist.get_world_size()} (resume with the same world size)")
+
+    opts = data_options(cfg)
+    train_loader, val_loader, num_classes = create_loaders(
+        opts, cfg.TRAINING.BATCH_SIZE, cfg.TRAINING.TEST_BATCH_SIZE, cfg.SEED)
+    if cfg.MODEL.NUM_CLASSES and cfg.MODEL.NUM_CLASSES != num_classes:
+        from .data import DataError
+        raise DataError(f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {cfg.DATA.DATASET} has "
+                        f"{num_classes} classes")
+    model = build_model(cfg, num_classes)
+    if ckpt is not None:
+        check_architecture(ckpt, model.state_dict(), resume)
+    if cfg.MODEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    model = idist.auto_model(model, sync_bn=cfg.MODEL.SYNC_BN)
+    raw_model = model.module if hasattr(model, "module") else model
+    net = torch.compile(model) if cfg.MODEL.COMPILE else model
+
+    o = cfg.OPTIMIZER
+    lr = effective_lr(cfg)
+    groups = param_groups(raw_model, o.WEIGHT_DECAY, no_bn_wd=o.DISABLE_BN_WD)
+    optimizer = create_optimizer(groups, o.NAME, lr, o.MOMENTUM, o.WEIGHT_DECAY, o.BETAS)
+
+    d = cfg.DATA
+    mix = None
+    if d.MIXUP > 0 or d.CUTMIX > 0:
+        mix = MixupCutmix(num_classes, d.MIXUP, d.CUTMIX, d.MIXUP_PROB, d.MIXUP_SWITCH_PROB,
+                          d.LABEL_SMOOTHING)
+        loss_fn: nn.Module = SoftTargetCrossEntropy()
+    else:
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=d.LABEL_SMOOTHING)
+    t = cfg.TRAINING
+    input_tf = getattr(train_loader, "device_transform", None)
+    trainer = create_trainer(
+        net, optimizer, loss_fn, device=device, amp=t.AMP, grad_accum=t.GRAD_ACCUM,
+        clip_grad=t.CLIP_GRAD, channels_last=cfg.MODEL.CHANNELS_LAST, batch_transform=mix,
+        input_transform=input_tf, deterministic=t.DETERMINISTIC, seed=cfg.SEED)
+    if mix is not None:
+        mix.attach(trainer, d.MIXUP_OFF_EPOCH)
+    attach_sampler_epochs(trainer, train_loader)
+    evaluator = create_evaluator(raw_model, device=device, amp=t.AMP,
+                                 channels_last=cfg.MODEL.CHANNELS_LAST,
+                                 input_transform=getattr(val_loader, "device_transform", None))
+    epoch_length = len(train_loader)
+    if ckpt is not None:
+        # The resumed iteration must be known before TensorBoard opens (to purge later points).
+        trainer.state.iteration = int(ckpt["trainer"]["iteration"])
+    handlers = attach_standard_handlers(
+        trainer, model, optimizer, val_loader,
+        StandardOptions(
+            epochs=t.EPOCHS, epoch_length=epoch_length, lr=lr, output_dir=str(outdir),
+            lr_scheduler=o.LR_SCHEDULER, warmup_epochs=o.WARMUP_EPOCHS,
+            warmup_start_factor=o.WARMUP_START_FACTOR, min_lr=o.MIN_LR, milestones=o.STEPS,
+            gamma=o.GAMMA, poly_power=o.POLY_POWER, dropblock_prob=cfg.MODEL.DROPBLOCK_PROB,
+            ema_decay=t.EMA_DECAY, val_every=t.VAL_EVERY, ckpt_every=t.CKPT_EVERY,
+            ckpt_every_iters=t.CKPT_EVERY_ITERS, keep_checkpoints=t.KEEP_CHECKPOINTS,
+            keep_best=t.KEEP_BEST, nan_check_every=t.NAN_CHECK_EVERY,
+            log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,
+            progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=t.AMP,
+            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model)),
+        evaluator=evaluator)
+    if handlers.ema is not None and cfg.MODEL.CHANNELS_LAST:
+        handlers.ema.ema_model.to(memory_format=torch.channels_last)
+
+    if ckpt is not None:
+        load_checkpoint(ckpt, handlers.to_save)
+        is_resume_file = Path(resume).name.startswith("resume-")
+        if is_resume_file and "checkpointer" in ckpt and handlers.resume_checkpointer is not None:
+            handlers.resume_checkpointer.load_state_dict(ckpt["checkpointer"])
+        best_state = ckpt.get("checkpointer") if not is_resume_file else ckpt.get("best_checkpointer")
+        if best_state and handlers.best_checkpointer is not None:
+            handlers.best_checkpointer.load_state_dict(best_state)
+        logger.info("Resumed from %s (epoch %d, iteration %d)", resume, trainer.state.epoch,
+                    trainer.state.iteration)
+    else:
+        if rank == 0:
+            dump_config(cfg, outdir / "config.yaml")
+        logger.info("Run directory %s; %s on %d process(es), effective LR %.6f for batch %d",
+                    outdir, cfg.MODEL.NAME, idist.get_world_size(), lr, t.BATCH_SIZE)
+
+    interrupted = _install_signal_handlers(trainer, handlers)
+    trainer.run(train_loader, max_epochs=t.EPOCHS)
+    if getattr(trainer.state, "nan_detected", False):
+        return RunResult(NAN_EXIT_CODE)
+    if interrupted["signal"] is not None:
+        return RunResult(INTERRUPTED_EXIT_CODE)
+    if not training_finished(trainer):
+        return RunResult(1)
+    return RunResult(0, handlers.history.summary())
+
+
+def _install_signal_handlers(trainer, handlers) -> Dict[str, Any]:
+    """On SIGTERM/SIGINT: finish the current step, write a resume point, stop."""
+    import signal
+    from ignite.engine import Events
+
+    box: Dict[str, Any] = {"signal": None}
+
+    def _on_signal(signum, _frame):
+        box["signal"] = signum
+
+    if idist.get_world_size() == 1 or idist.get_local_rank() >= 0:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, _on_signal)
+            except ValueError:  # not the main thread
+                pass
+
+    def _check(engine):
+        flag = torch.tensor(1.0 if box["signal"] is not None else 0.0)
+        if idist.get_world_size() > 1:
+            flag = idist.all_reduce(flag)
+            if float(flag) > 0 and box["signal"] is None:
+                box["signal"] = signal.SIGTERM
+        if float(flag) > 0:
+            if handlers.resume_checkpointer is not None and not getattr(engine.state, "nan_detected", False):
+                handlers.resume_checkpointer(engine)
+            logger.error("Interrupted by signal %s at iteration %d; a resume point was written. "
+                         "Continue with --resume auto.", box["signal"], engine.state.iteration)
+            engine.terminate()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, _check)
+    return box
+
+
+def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
+    """Evaluate a checkpoint or weights file on the validation split; prints the official line."""
+    setup_logger(None)
+    manual_seed(cfg.SEED)
+    opts = data_options(cfg)
+    _, val_loader, num_classes = create_loaders(opts, cfg.TRAINING.BATCH_SIZE,
+                                                cfg.TRAINING.TEST_BATCH_SIZE, cfg.SEED)
+    model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
+    load_pretrained(model, weights)
+    model = model.to(idist.device())
+    if cfg.MODEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    ev = create_evaluator(model, amp=cfg.TRAINING.AMP, channels_last=cfg.MODEL.CHANNELS_LAST,
+                          input_transform=getattr(val_loader, "device_transform", None))
+    ev.model = model
+    return run_validation({"raw": ev}, val_loader)["raw"]
