@@ -31,7 +31,7 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
             size = cfg.DATA.IMAGE_SIZE
         example = torch.randn(1, cfg.MODEL.IN_CHANS, size, size)
         program = torch.export.export(model, (example,))
-        tmp = out.with_name(f".{out.name}.tmp")
+        tmp = out.with_name(f".{out.stem}.tmp.pt2")
         torch.export.save(program, str(tmp))
         tmp.replace(out)
     else:

@@ -147,17 +147,17 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
     else:
         loss_fn = nn.CrossEntropyLoss(label_smoothing=d.LABEL_SMOOTHING)
     t = cfg.TRAINING
-    input_tf = getattr(train_loader, "device_transform", None)
     trainer = create_trainer(
         net, optimizer, loss_fn, device=device, amp=t.AMP, grad_accum=t.GRAD_ACCUM,
         clip_grad=t.CLIP_GRAD, channels_last=cfg.MODEL.CHANNELS_LAST, batch_transform=mix,
-        input_transform=input_tf, deterministic=t.DETERMINISTIC, seed=cfg.SEED)
+        prepare_batch=getattr(train_loader, "prepare_batch", None),
+        deterministic=t.DETERMINISTIC, seed=cfg.SEED)
     if mix is not None:
         mix.attach(trainer, d.MIXUP_OFF_EPOCH)
     attach_sampler_epochs(trainer, train_loader)
     evaluator = create_evaluator(raw_model, device=device, amp=t.AMP,
                                  channels_last=cfg.MODEL.CHANNELS_LAST,
-                                 input_transform=getattr(val_loader, "device_transform", None))
+                                 prepare_batch=getattr(val_loader, "prepare_batch", None))
     epoch_length = len(train_loader)
     if ckpt is not None:
         # The resumed iteration must be known before TensorBoard opens (to purge later points).
@@ -253,6 +253,6 @@ def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
     if cfg.MODEL.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     ev = create_evaluator(model, amp=cfg.TRAINING.AMP, channels_last=cfg.MODEL.CHANNELS_LAST,
-                          input_transform=getattr(val_loader, "device_transform", None))
+                          prepare_batch=getattr(val_loader, "prepare_batch", None))
     ev.model = model
     return run_validation({"raw": ev}, val_loader)["raw"]

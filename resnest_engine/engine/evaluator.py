@@ -8,7 +8,7 @@ from ignite.engine import Engine
 from ignite.metrics import Accuracy, Loss, TopKCategoricalAccuracy
 from torch import nn
 
-from .trainer import _unwrap, autocast_context
+from .trainer import _unwrap, autocast_context, default_prepare_batch
 
 
 def create_evaluator(
@@ -17,7 +17,7 @@ def create_evaluator(
     device: Union[str, torch.device, None] = None,
     amp: str = "off",
     channels_last: bool = False,
-    input_transform=None,
+    prepare_batch=None,
     num_classes: Optional[int] = None,
     non_blocking: bool = True,
 ) -> Engine:
@@ -35,14 +35,12 @@ def create_evaluator(
     if num_classes is None:
         num_classes = getattr(net, "num_classes", 1000)
     autocast_context(device, amp)
+    prepare = prepare_batch or default_prepare_batch
 
     @torch.no_grad()
     def eval_step(engine: Engine, batch):
         net.eval()
-        x = batch[0].to(device, non_blocking=non_blocking)
-        y = batch[1].to(device, non_blocking=non_blocking)
-        if input_transform is not None:
-            x = input_transform(x)
+        x, y = prepare(batch, device, non_blocking)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, amp):

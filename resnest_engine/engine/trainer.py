@@ -11,13 +11,26 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from ignite.engine import DeterministicEngine, Engine
+from ignite.engine.deterministic import ReproducibleBatchSampler, update_dataloader
 from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
 from .rng import decode_ignite_rng_states, encode_ignite_rng_states
 
 AMP_MODES = ("off", "fp16", "bf16")
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+class _EagerBatchSampler(ReproducibleBatchSampler):
+    """ignite's ``ReproducibleBatchSampler`` drawing the epoch's order when the DataLoader
+    iterator is created (right after the engine seeds the epoch), not at the first batch: on a
+    mid-epoch resume ignite restores the saved RNG state in between, so a lazily drawn shuffle
+    order (``RandomSampler`` without its own generator) would differ from the original run's."""
+
+    def __iter__(self):
+        self.setup_batch_indices()
+        return iter(self.batch_indices)
 
 
 class SeededDeterministicEngine(DeterministicEngine):
@@ -37,6 +50,14 @@ class SeededDeterministicEngine(DeterministicEngine):
     def _init_run(self) -> None:
         super()._init_run()
         self.state.seed = self._pinned_seed
+
+    def _setup_engine(self) -> None:
+        dl = self.state.dataloader
+        if (isinstance(dl, DataLoader) and not isinstance(dl.dataset, IterableDataset)
+                and isinstance(dl.batch_sampler, BatchSampler)
+                and not isinstance(dl.batch_sampler, ReproducibleBatchSampler)):
+            self.state.dataloader = update_dataloader(dl, _EagerBatchSampler(dl.batch_sampler))
+        super()._setup_engine()
 
     def state_dict(self):
         sd = super().state_dict()
@@ -66,6 +87,16 @@ def autocast_context(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+PrepareBatch = Callable[[Any, torch.device, bool], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def default_prepare_batch(batch: Any, device: torch.device, non_blocking: bool = False
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` from a batch's first two items, moved to ``device``."""
+    return (batch[0].to(device, non_blocking=non_blocking),
+            batch[1].to(device, non_blocking=non_blocking))
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -82,7 +113,7 @@ def create_trainer(
     clip_grad: float = 0.0,
     channels_last: bool = False,
     batch_transform: Optional[BatchTransform] = None,
-    input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    prepare_batch: Optional[PrepareBatch] = None,
     non_blocking: bool = True,
     deterministic: bool = False,
     seed: Optional[int] = None,
@@ -102,8 +133,9 @@ def create_trainer(
         channels_last: move inputs to channels_last memory format (convert the model yourself).
         batch_transform: ``(x, y) -> (x, y)`` after the transfer (mixup/cutmix plug in here);
             ``output["y"]`` keeps the hard labels.
-        input_transform: ``x -> x`` after the transfer, before ``batch_transform`` (e.g. uint8 to
-            normalised float for the fast JPEG path).
+        prepare_batch: ``(batch, device, non_blocking) -> (x, y)``, ignite's convention: moves
+            the loader's batch to the device (default: its first two items). The data package's
+            loaders provide ``loader.prepare_batch`` (it also normalises the fast uint8 JPEG path).
         deterministic: use :class:`SeededDeterministicEngine` with ``seed``.
 
     ``engine.state.output`` is a dict: ``loss`` (0-d tensor, mean over the whole batch, not
@@ -119,15 +151,12 @@ def create_trainer(
         scaler = torch.amp.GradScaler(device.type)
     autocast_context(device, amp)  # validates amp
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    prepare = prepare_batch or default_prepare_batch
     is_ddp = isinstance(model, nn.parallel.DistributedDataParallel)
 
     def train_step(engine: Engine, batch: Any) -> Dict[str, Any]:
         model.train()
-        x, y = batch[0], batch[1]
-        x = x.to(device, non_blocking=non_blocking)
-        y = y.to(device, non_blocking=non_blocking)
-        if input_transform is not None:
-            x = input_transform(x)
+        x, y = prepare(batch, device, non_blocking)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         hard_y = y
