@@ -1,0 +1,45 @@
+"""Shared helpers of the CLI tests."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = {
+    "SEED": 0,
+    "MODEL": {"NAME": "resnest14"},
+    "DATA": {"DATASET": "synthetic", "IMAGE_SIZE": 32, "CROP_SIZE": 32, "SYNTHETIC_SIZE": 48,
+             "SYNTHETIC_CLASSES": 4, "SMALL_IMAGE": True, "COLOR_JITTER": 0.0,
+             "PCA_LIGHTING": 0.0, "WORKERS": 0},
+    "TRAINING": {"EPOCHS": 2, "BATCH_SIZE": 16, "TEST_BATCH_SIZE": 16, "DETERMINISTIC": True},
+    "OPTIMIZER": {"LR": 0.4, "WARMUP_EPOCHS": 1},
+    "LOGGING": {"LOG_EVERY": 1, "TENSORBOARD": False},
+}
+
+
+def merge(base, extra):
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict):
+            out.setdefault(k, {}).update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def cli_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run_cli(*args, cwd=None, timeout=240, env=None):
+    """Run ``resnest-train`` (as ``python -m resnest_engine.cli``) and capture its output."""
+    return subprocess.run([sys.executable, "-m", "resnest_engine.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=env or cli_env())
