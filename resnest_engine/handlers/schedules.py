@@ -50,7 +50,11 @@ def _decay(optimizer: Optimizer, name: str, lr: float, min_lr: float, steps: int
     if name == "step":
         # A step function from linear pieces: ignite only evaluates integer indices, so a ramp
         # from m - 1 to m is an exact jump at m.
-        points, value = [(0, lr)], lr
+        # Milestones at or before the decay's start (inside warmup) apply from its first step.
+        value = lr
+        for _ in (m for m in milestones if m <= 0):
+            value = max(value * gamma, min_lr)
+        points = [(0, value)]
         for m in sorted(milestones):
             if m <= 0:
                 continue
@@ -59,7 +63,7 @@ def _decay(optimizer: Optimizer, name: str, lr: float, min_lr: float, steps: int
             value = max(value * gamma, min_lr)
             points.append((m, value))
         if len(points) == 1:
-            points.append((1, lr))
+            points.append((1, value))
         return PiecewiseLinear(optimizer, "lr", points)
     raise ValueError(f"unknown LR schedule {name!r}; expected one of {SCHEDULES}")
 

@@ -5,8 +5,8 @@ Order (ignite runs handlers in insertion order):
 - ITERATION_STARTED: LR schedule, DropBlock ramp.
 - ITERATION_COMPLETED: NaN guard, EMA update, text log (+ TensorBoard), resume point (every N
   iterations).
-- EPOCH_COMPLETED: validation (raw, EMA), metrics.json, best-N checkpoint, resume point (every N
-  epochs).
+- EPOCH_COMPLETED: validation (raw, EMA) (+ TensorBoard), metrics.json, best-N checkpoint,
+  resume point (every N epochs).
 - COMPLETED: final weights (``model_weights.pt``) and metrics.json, only when training finished.
 """
 from __future__ import annotations
@@ -112,10 +112,6 @@ def attach_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch
     nan_guard = NanGuard(opts.nan_check_every, force=resume_due_iter).attach(trainer)
     ema = attach_ema(trainer, model, opts.ema_decay) if opts.ema_decay > 0 else None
     TrainLogger(opts.log_every).attach(trainer)
-    tb = None
-    if out_dir is not None and opts.tensorboard:
-        tb = attach_tensorboard(trainer, out_dir / "tb", opts.log_every,
-                                purge_step=trainer.state.iteration or None)
     attach_progress_bar(trainer, opts.progress_bar)
 
     evaluators: Dict[str, Engine] = {}
@@ -127,6 +123,11 @@ def attach_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch
             evaluators["ema"] = create_evaluator(ema.ema_model, **ev_kwargs)
             evaluators["ema"].model = ema.ema_model
         attach_validation(trainer, evaluators, val_loader, opts.val_every)
+    tb = None
+    if out_dir is not None and opts.tensorboard:
+        # After validation: its EPOCH_COMPLETED handler writes the val/* scalars of this epoch.
+        tb = attach_tensorboard(trainer, out_dir / "tb", opts.log_every,
+                                purge_step=trainer.state.iteration or None)
 
     history = MetricsHistory(out_dir / "metrics.json" if out_dir else None,
                              weights="ema" if ema is not None else "raw")

@@ -1,0 +1,91 @@
+"""log.txt in the official script's format, TensorBoard event files, metrics.json."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from ignite.engine import Events
+
+from resnest_engine.engine import create_trainer
+from resnest_engine.handlers import StandardOptions, attach_standard_handlers, setup_logger
+
+BATCH_RE = re.compile(r"Epoch: (\d+) Batch: (\d+)\| Loss: (\d+\.\d{3}) \| Top1: (\d+\.\d{3}) \| "
+                      r"LR: (\d+\.\d{6}) \| (\d+\.\d) img/s$")
+VAL_RE = re.compile(r"Validation: Top1: (\d+\.\d{3}) \| Top5: (\d+\.\d{3}) \| Loss: (\d+\.\d{4})$")
+
+
+@pytest.fixture
+def log_file(tmp_path):
+    path = tmp_path / "log.txt"
+    setup_logger(path, stream=False)
+    yield path
+    log = logging.getLogger("resnest_engine")
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+
+
+def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loader):
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = create_trainer(model, opt, F.cross_entropy)
+    val = loader(n=10, batch_size=4, seed=1)
+    opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path), log_every=2,
+                           progress_bar="off")
+    handlers = attach_standard_handlers(trainer, model, opt, val, opts)
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(
+        (float(e.state.output["loss"]), int((e.state.output["y_pred"].argmax(1) == e.state.output["y"]).sum()),
+         e.state.output["batch_size"])))
+    trainer.run(loader(n=16, batch_size=4), max_epochs=2)
+
+    lines = log_file.read_text().splitlines()
+    assert all(re.match(r"\[\d\d/\d\d \d\d:\d\d:\d\d\] ", ln) for ln in lines)
+    messages = [ln.split("] ", 1)[1] for ln in lines]
+    batch = [m for m in (BATCH_RE.match(x) for x in messages) if m]
+    assert [(int(m[1]), int(m[2])) for m in batch] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    # Each line averages the steps since the previous one.
+    for i, m in enumerate(batch):
+        window = outputs[2 * i: 2 * i + 2]
+        n = sum(b for _, _, b in window)
+        assert float(m[3]) == pytest.approx(sum(l * b for l, _, b in window) / n, abs=6e-4)
+        assert float(m[4]) == pytest.approx(100 * sum(c for _, c, _ in window) / n, abs=6e-4)
+    vals = [m for m in (VAL_RE.match(x) for x in messages) if m]
+    assert len(vals) == 2
+    assert float(vals[-1][1]) == pytest.approx(trainer.state.val_results["raw"]["top1"], abs=6e-4)
+    assert float(vals[-1][2]) == pytest.approx(trainer.state.val_results["raw"]["top5"], abs=6e-4)
+    assert sum("done in" in x for x in messages) == 2
+
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    blob = b"".join(p.read_bytes() for p in events)
+    for tag in (b"train/loss", b"train/top1", b"train/lr", b"train/images_per_sec",
+                b"val/top1", b"val/top5", b"val/loss"):
+        assert tag in blob, tag
+    assert handlers.tb_logger is not None
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"weights", "epoch", "top1", "top5", "loss", "best_top1", "best_top5",
+                            "best_epoch", "history"}
+    assert metrics["weights"] == "raw" and metrics["epoch"] == 2
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert set(metrics["history"][0]) == {"epoch", "top1", "top5", "loss", "lr"}
+    assert metrics["top1"] == pytest.approx(trainer.state.val_results["raw"]["top1"])
+    assert (tmp_path / "model_weights.pt").exists()
+
+
+def test_no_output_dir_writes_nothing(tmp_path, tiny_model, loader, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = create_trainer(model, opt, F.cross_entropy)
+    opts = StandardOptions(epochs=1, epoch_length=2, lr=0.1, progress_bar="off")
+    h = attach_standard_handlers(trainer, model, opt, loader(n=4, batch_size=4), opts)
+    trainer.run(loader(n=8, batch_size=4), max_epochs=1)
+    assert list(tmp_path.iterdir()) == []
+    assert h.resume_checkpointer is None and h.tb_logger is None
+    assert trainer.state.val_results["raw"]["top1"] >= 0
