@@ -22,6 +22,16 @@ class UsageError(ValueError):
     """A bad command line."""
 
 
+def one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line; for an error re-raised from a DataLoader worker, the
+    original message rather than the worker's traceback."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split())
+
+
 def _user_errors():
     from .config import ConfigError
     from .data import DataError
@@ -119,7 +129,12 @@ def _move_aside(outdir: Path) -> Path:
 def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str]) -> None:
     """Body of every process; ends with ``sys.exit(code)`` so the launcher sees the status."""
     _set_parent_death_signal()
+    import logging
+
     import ignite.distributed as idist
+
+    # ignite's engines log every exception before re-raising it; the CLI reports errors itself.
+    logging.getLogger("ignite.engine").setLevel(logging.CRITICAL)
 
     from .config import config_from_dict
     from .run import train
@@ -129,12 +144,12 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str])
         code = result.exit_code
     except _user_errors() as e:
         if idist.get_rank() == 0:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
         code = USER_ERROR_EXIT_CODE
     except Exception as e:  # checkpoint write failures and the like: one line, status 1
         from .handlers.checkpoint import CheckpointError
-        if isinstance(e, CheckpointError) or isinstance(e, OSError):
-            print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, (CheckpointError, OSError)):
+            print(f"error: {one_line(e)}", file=sys.stderr)
             code = 1
         else:
             raise
@@ -216,6 +231,11 @@ def run_cli(argv: Sequence[str]) -> int:
             resume = Path(a.resume)
             if not resume.is_file():
                 raise UsageError(f"--resume: checkpoint not found: {resume}")
+            from .handlers.checkpoint import read_checkpoint
+            saved_model = read_checkpoint(resume)["meta"].get("model")
+            if saved_model != cfg.MODEL.NAME:
+                raise UsageError(f"--resume: {resume} is a {saved_model} checkpoint but "
+                                 f"MODEL.NAME is {cfg.MODEL.NAME}")
         if resume is not None and saved.is_file():
             saved_cfg = load_config(saved)
             new_cfg = apply_overrides(saved_cfg, a.overrides)
@@ -283,7 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return run_cli(argv)
     except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

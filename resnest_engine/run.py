@@ -248,7 +248,11 @@ def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
     _, val_loader, num_classes = create_loaders(opts, cfg.TRAINING.BATCH_SIZE,
                                                 cfg.TRAINING.TEST_BATCH_SIZE, cfg.SEED)
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
-    load_pretrained(model, weights)
+    report = load_pretrained(model, weights)
+    if report.skipped_classifier:
+        from .models import WeightsError
+        raise WeightsError(f"{weights} does not fit: its classifier (fc.weight) is for another "
+                           f"number of classes than the dataset's {num_classes}")
     model = model.to(idist.device())
     if cfg.MODEL.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
