@@ -1,0 +1,198 @@
+"""Loaders: ``create_loaders`` (global batch split over processes) and ``attach_sampler_epochs``.
+
+Per process: batch = global batch / world size (an error when it does not divide), ``workers``
+DataLoader workers (not divided), persistent workers, pinned memory on CUDA, ``drop_last`` for
+training. Training shuffles with ``TrainSampler`` seeded from the config seed (not through
+``idist.auto_dataloader``, whose DistributedSampler always uses seed 0); evaluation shards with
+``EvalShardSampler`` (no padding: every sample counted once over all ranks).
+
+The loaders are ``ImageLoader`` objects (a ``DataLoader`` subclass, so ignite's
+``DeterministicEngine`` can rebuild them): ``loader.batch_transform(batch)`` returns
+``(float images, labels)`` for a batch already on the device, and ``loader.prepare_batch`` is a
+drop-in ``prepare_batch`` for ignite's ``create_supervised_trainer`` / ``_evaluator`` that moves
+the batch and applies it. On the default (float) path the transform returns the batch unchanged;
+with ``fast_jpeg`` it normalises the uint8 batch (see ``jpeg.py``).
+
+Reproducibility: call ``attach_sampler_epochs(trainer, train_loader)`` so the sampler's epoch is
+set before each epoch's DataLoader iterator is created, including after a mid-epoch resume.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .datasets import ImageFolderSplit, build_dataset
+from .errors import DataError
+from .jpeg import FastJpegSample, fast_collate, identity_batch_transform, make_device_transform
+from .options import DataOptions, validate_options
+from .reproducible import SeededDataset, TransformedSample
+from .samplers import EvalShardSampler, TrainSampler
+from .transforms import build_eval_transform, build_train_transform
+
+__all__ = ["ImageLoader", "create_loaders", "make_train_loader", "make_eval_loader",
+           "attach_sampler_epochs", "find_epoch_sampler", "close_loader"]
+
+
+class ImageLoader(DataLoader):
+    """A ``DataLoader`` carrying the batch transform to apply after the host-to-device copy.
+
+    ``batch_transform`` is a constructor argument (not only an attribute) so that ignite's
+    ``update_dataloader`` (used by ``DeterministicEngine``), which rebuilds the loader from its
+    public attributes, keeps it.
+    """
+
+    def __init__(self, *args: Any, batch_transform: Optional[Callable] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_transform = batch_transform if batch_transform is not None else identity_batch_transform
+
+    def prepare_batch(self, batch: Sequence[Any], device: Optional[Any] = None,
+                      non_blocking: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Move every tensor of ``batch`` to ``device``, then apply ``batch_transform``."""
+        from ignite.utils import convert_tensor
+
+        moved = [convert_tensor(t, device=device, non_blocking=non_blocking) for t in batch]
+        return self.batch_transform(moved)
+
+    def close(self) -> None:
+        """Stop this loader's persistent workers now (see ``close_loader``)."""
+        close_loader(self)
+
+
+def close_loader(loader: Any) -> None:
+    """Stop the persistent workers of ``loader`` (a no-op without them); a later ``iter()``
+    starts new ones.
+
+    Persistent workers normally stop when their loader is freed. But a loader reachable only
+    through a reference cycle (an ignite Engine's state holds its loader, and Engines sit in
+    cycles) is freed by the cycle collector, which closes the worker queues before the
+    iterator's shutdown runs; each worker then waits out torch's 5 s join timeout. Close loaders
+    explicitly when you drop them mid-process (tests, notebooks, repeated runs); for the loader
+    a ``DeterministicEngine`` ran, pass ``engine.state.dataloader`` (it rebuilds the loader).
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is None:
+        return
+    loader._iterator = None
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _world() -> Tuple[int, int]:
+    import ignite.distributed as idist
+
+    return idist.get_world_size(), idist.get_rank()
+
+
+def _pin_memory(opts: DataOptions) -> bool:
+    if opts.pin_memory is not None:
+        return bool(opts.pin_memory)
+    if not torch.cuda.is_available():
+        return False
+    import ignite.distributed as idist
+
+    return idist.device().type == "cuda"
+
+
+def _sample_fn(dataset: Dataset, opts: DataOptions, train: bool) -> Callable[[int], Any]:
+    if opts.fast_jpeg:
+        if not isinstance(dataset, ImageFolderSplit):
+            raise DataError(f"data.fast_jpeg needs an image-folder dataset (imagefolder/imagenet), "
+                            f"not data.dataset={opts.dataset}")
+        return FastJpegSample(dataset, opts, train)
+    transform = build_train_transform(opts) if train else build_eval_transform(opts)
+    return TransformedSample(dataset, transform)
+
+
+def _loader_kwargs(opts: DataOptions) -> dict:
+    workers = opts.workers
+    return dict(num_workers=workers, persistent_workers=bool(opts.persistent_workers and workers > 0),
+                pin_memory=_pin_memory(opts), collate_fn=fast_collate if opts.fast_jpeg else None,
+                batch_transform=make_device_transform(opts))
+
+
+def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, seed: int,
+                      num_replicas: Optional[int] = None, rank: Optional[int] = None) -> ImageLoader:
+    """The train loader of one process over an untransformed ``dataset``."""
+    sampler = TrainSampler(len(dataset), num_replicas=num_replicas, rank=rank, seed=seed,
+                           aug_repeats=opts.aug_repeats)
+    if len(sampler) < local_batch:
+        raise DataError(f"the train split has {len(dataset)} samples, fewer than one global batch "
+                        f"({local_batch} x {sampler.num_replicas} processes)")
+    data = SeededDataset(_sample_fn(dataset, opts, train=True), len(dataset), seed)
+    return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
+                       **_loader_kwargs(opts))
+
+
+def make_eval_loader(dataset: Dataset, opts: DataOptions, local_batch: int,
+                     num_replicas: Optional[int] = None, rank: Optional[int] = None) -> ImageLoader:
+    """The eval loader of one process: this rank's unpadded shard, in order, last batch kept."""
+    sampler = EvalShardSampler(len(dataset), num_replicas=num_replicas, rank=rank)
+    data = SeededDataset(_sample_fn(dataset, opts, train=False), len(dataset), seed=0)
+    return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=False,
+                       **_loader_kwargs(opts))
+
+
+def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
+                   seed: int) -> Tuple[ImageLoader, ImageLoader, int]:
+    """``(train_loader, val_loader, num_classes)`` for this process.
+
+    ``batch_size`` and ``test_batch_size`` are global: each must divide by
+    ``idist.get_world_size()``. Raises ``DataError`` for user errors.
+    """
+    validate_options(opts)
+    world, rank = _world()
+    for name, value in (("batch_size", batch_size), ("test_batch_size", test_batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise DataError(f"{name} must be a positive integer, got {value!r}")
+        if value % world:
+            raise DataError(f"{name}={value} is a global batch and must divide by the number of "
+                            f"processes ({world})")
+    train_set = build_dataset(opts, "train")
+    val_set = build_dataset(opts, "val")
+    train = make_train_loader(train_set, opts, batch_size // world, seed, world, rank)
+    val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank)
+    return train, val, len(train_set.classes)
+
+
+def find_epoch_sampler(loader: DataLoader) -> Any:
+    """The sampler with ``set_epoch`` behind ``loader``, looking through ignite's
+    ``ReproducibleBatchSampler`` and torch's ``BatchSampler``."""
+    candidates = []
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    while batch_sampler is not None:
+        candidates.append(getattr(batch_sampler, "sampler", None))
+        batch_sampler = getattr(batch_sampler, "batch_sampler", None)
+    candidates.append(getattr(loader, "sampler", None))
+    for sampler in candidates:
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            return sampler
+    raise DataError("the loader has no sampler with set_epoch(); build it with create_loaders")
+
+
+def attach_sampler_epochs(engine: Any, loader: DataLoader) -> None:
+    """Keep ``loader``'s sampler epoch in step with ``engine``.
+
+    The epoch must be set before the DataLoader iterator of that epoch is created (the iterator
+    draws the whole epoch's order, and persistent workers never see later changes). ignite
+    creates it after ``STARTED``/``EPOCH_STARTED`` for the first epoch and right after
+    ``DATALOADER_STOP_ITERATION`` for later ones, so the epoch is set on those two events to
+    ``iteration // len(loader)``: the 0-based pass over the data, which is the engine's epoch
+    when ``epoch_length == len(loader)`` (the default) and is right after a mid-epoch resume
+    (``engine.load_state_dict`` with any iteration).
+    """
+    from ignite.engine import Events
+
+    sampler = find_epoch_sampler(loader)
+
+    def _set_epoch(engine: Any) -> None:
+        try:
+            length = len(loader)
+        except TypeError:
+            length = engine.state.epoch_length
+        sampler.set_epoch(engine.state.iteration // max(1, int(length)))
+
+    engine.add_event_handler(Events.STARTED, _set_epoch)
+    engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, _set_epoch)

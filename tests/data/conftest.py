@@ -1,0 +1,10 @@
+"""Fixtures for the data tests."""
+import pytest
+
+from data_helpers import make_folder
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_folder(tmp_path, {"train": {"cat": 3, "dog": 2, "emu": 2},
+                                  "val": {"cat": 1, "dog": 2}})
