@@ -196,6 +196,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
                     outdir, cfg.MODEL.NAME, idist.get_world_size(), lr, t.BATCH_SIZE)
 
     interrupted = _install_signal_handlers(trainer, handlers)
+    _install_test_kill_hook(trainer)
     trainer.run(train_loader, max_epochs=t.EPOCHS)
     if getattr(trainer.state, "nan_detected", False):
         return RunResult(NAN_EXIT_CODE)
@@ -238,6 +239,22 @@ def _install_signal_handlers(trainer, handlers) -> Dict[str, Any]:
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED, _check)
     return box
+
+
+KILL_AT_ITER_ENV = "RESNEST_ENGINE_KILL_AT_ITER"
+
+
+def _install_test_kill_hook(trainer) -> None:
+    """Test hook: SIGKILL this process after iteration N (env ``RESNEST_ENGINE_KILL_AT_ITER``)."""
+    target = os.environ.get(KILL_AT_ITER_ENV)
+    if not target:
+        return
+    import signal
+    from ignite.engine import Events
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=int(target)))
+    def _kill(_):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:

@@ -29,8 +29,18 @@ class _EagerBatchSampler(ReproducibleBatchSampler):
     order (``RandomSampler`` without its own generator) would differ from the original run's."""
 
     def __iter__(self):
-        self.setup_batch_indices()
-        return iter(self.batch_indices)
+        # A multi-worker DataLoader calls iter() on its batch sampler twice while building one
+        # iterator (__init__ and _reset), so the resume offset is consumed only once batches
+        # are actually taken.
+        self.batch_indices = list(self.batch_sampler)
+        start = self.start_iteration or 0
+        indices = self.batch_indices[start:]
+
+        def _batches():
+            self.start_iteration = None
+            yield from indices
+
+        return _batches()
 
 
 class SeededDeterministicEngine(DeterministicEngine):

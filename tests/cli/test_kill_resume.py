@@ -1,0 +1,49 @@
+"""A run SIGKILLed at any moment and resumed with --resume auto ends bitwise where it would have."""
+import json
+import signal
+
+import pytest
+import torch
+
+import yaml
+
+from cli_helpers import TINY, cli_env, merge, run_cli
+
+CONFIG = {"TRAINING": {"EPOCHS": 3, "CKPT_EVERY_ITERS": 2, "KEEP_CHECKPOINTS": 2},
+          "DATA": {"WORKERS": 1}}  # a worker process: the per-sample augmentation keys must travel
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, request):
+    d = tmp_path_factory.mktemp("reference")
+    cfg = d / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(merge(TINY, CONFIG)))
+    r = run_cli("--config-file", cfg, "--outdir", d / "run")
+    assert r.returncode == 0, r.stderr
+    return cfg, d / "run"
+
+
+def _same_result(a, b):
+    wa = torch.load(a / "model_weights.pt", weights_only=True)
+    wb = torch.load(b / "model_weights.pt", weights_only=True)
+    assert wa.keys() == wb.keys()
+    diff = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not diff, f"weights differ: {diff[:5]}"
+    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("env", [
+    {"RESNEST_ENGINE_KILL_AT_ITER": "5"},   # mid-epoch (3 steps per epoch), between checkpoints
+    {"RESNEST_ENGINE_KILL_IN_SAVE": "3"},   # inside the 3rd checkpoint write (temp file on disk)
+], ids=["mid-epoch", "inside-checkpoint-write"])
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, env):
+    cfg, ref = reference
+    out = tmp_path / "run"
+    killed = run_cli("--config-file", cfg, "--outdir", out, env={**cli_env(), **env})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "model_weights.pt").exists()
+    resumed = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resumed from" in (out / "log.txt").read_text()
+    assert not list((out / "checkpoints").glob(".*.tmp-*")), "a stray temp file was left"
+    _same_result(ref, out)
