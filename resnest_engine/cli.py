@@ -187,6 +187,15 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path]) ->
             return int(e.code or 0)
         return 0
     from torch.multiprocessing import ProcessExitedException
+
+    def _forward(signum, _frame):
+        # Pre-emption reaches the launcher: pass it on so every worker writes its resume point.
+        import multiprocessing
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
     try:
         with idist.Parallel(backend=backend, nproc_per_node=a.nproc_per_node, nnodes=a.nnodes,
                             node_rank=a.node_rank, master_addr=a.master_addr,

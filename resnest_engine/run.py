@@ -217,12 +217,11 @@ def _install_signal_handlers(trainer, handlers) -> Dict[str, Any]:
     def _on_signal(signum, _frame):
         box["signal"] = signum
 
-    if idist.get_world_size() == 1 or idist.get_local_rank() >= 0:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                signal.signal(sig, _on_signal)
-            except ValueError:  # not the main thread
-                pass
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread
+            pass
 
     def _check(engine):
         flag = torch.tensor(1.0 if box["signal"] is not None else 0.0)
@@ -242,12 +241,15 @@ def _install_signal_handlers(trainer, handlers) -> Dict[str, Any]:
 
 
 KILL_AT_ITER_ENV = "RESNEST_ENGINE_KILL_AT_ITER"
+KILL_RANK_ENV = "RESNEST_ENGINE_KILL_RANK"  # only this rank (default: every rank)
 
 
 def _install_test_kill_hook(trainer) -> None:
-    """Test hook: SIGKILL this process after iteration N (env ``RESNEST_ENGINE_KILL_AT_ITER``)."""
+    """Test hook: SIGKILL this process after iteration N (env ``RESNEST_ENGINE_KILL_AT_ITER``,
+    optionally only on rank ``RESNEST_ENGINE_KILL_RANK``)."""
     target = os.environ.get(KILL_AT_ITER_ENV)
-    if not target:
+    rank = os.environ.get(KILL_RANK_ENV)
+    if not target or (rank is not None and int(rank) != idist.get_rank()):
         return
     import signal
     from ignite.engine import Events

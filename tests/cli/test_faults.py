@@ -1,0 +1,122 @@
+"""Faults: SIGTERM, NaN loss, a dying DDP process, SIGKILL of the launcher."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from cli_helpers import TINY, cli_env, merge, run_cli
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cfg(tmp_path, extra=None):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(merge(TINY, extra)))
+    return path
+
+
+def _popen(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "resnest_engine.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or cli_env())
+
+
+def _wait_for(path, text, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early: {proc.communicate()}")
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+SLOW = {"TRAINING": {"EPOCHS": 50, "CKPT_EVERY": 0}, "DATA": {"SYNTHETIC_SIZE": 32}}
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_sigterm_writes_resume_point_and_says_how_to_resume(tmp_path, nproc):
+    cfg = _cfg(tmp_path, SLOW)
+    out = tmp_path / "run"
+    extra = ["--nproc-per-node", 2, "--master-port", _port()] if nproc == 2 else []
+    proc = _popen("--config-file", cfg, "--outdir", out, *extra)
+    _wait_for(out / "log.txt", "Batch: 2|", proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 4, (stdout, stderr)
+    assert "--resume auto" in (out / "log.txt").read_text()
+    points = sorted((out / "checkpoints").glob("resume-*.pt"))
+    assert points, "no resume point written"
+    # The resumed run picks up from that point (stopped again by SIGTERM to keep the test short).
+    n_before = len((out / "log.txt").read_text().splitlines())
+    proc = _popen("--config-file", cfg, "--outdir", out, "--resume", "auto", *extra)
+    _wait_for(out / "log.txt", "Resumed from", proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 4
+    assert len((out / "log.txt").read_text().splitlines()) > n_before
+
+
+def test_nan_loss_stops_with_status_3_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, {"TRAINING": {"EPOCHS": 4, "CKPT_EVERY": 1},
+                          "OPTIMIZER": {"LR": 1.0e+12, "WARMUP_EPOCHS": 0, "WEIGHT_DECAY": 0.0}})
+    out = tmp_path / "run"
+    r = run_cli("--config-file", cfg, "--outdir", out)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    log = (out / "log.txt").read_text()
+    assert "NaN/Inf at iteration" in log and "OPTIMIZER.LR" in log
+    assert not (out / "model_weights.pt").exists()
+
+
+@pytest.mark.parametrize("launcher", ["spawn", "torchrun"])
+def test_dead_ddp_process_does_not_hang_the_others(tmp_path, launcher):
+    cfg = _cfg(tmp_path, {"TRAINING": {"EPOCHS": 3, "DIST_TIMEOUT": 30, "CKPT_EVERY_ITERS": 1}})
+    out = tmp_path / "run"
+    env = {**cli_env(), "RESNEST_ENGINE_KILL_AT_ITER": "4", "RESNEST_ENGINE_KILL_RANK": "1"}
+    port = _port()
+    if launcher == "spawn":
+        cmd = [sys.executable, "-m", "resnest_engine.cli", "--nproc-per-node", "2",
+               "--master-port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", str(port), "-m", "resnest_engine.cli"]
+    t0 = time.time()
+    r = subprocess.run(cmd + ["--config-file", str(cfg), "--outdir", str(out)], capture_output=True,
+                       text=True, env=env, timeout=200)
+    assert r.returncode != 0
+    assert time.time() - t0 < 120, "the surviving process waited too long"
+    # The run continues from its last checkpoint.
+    resume_cmd = list(cmd)
+    resume_cmd[resume_cmd.index("--master-port") + 1] = str(_port())
+    r = subprocess.run(resume_cmd + ["--config-file", str(cfg), "--outdir", str(out), "--resume", "auto"],
+                       capture_output=True, text=True, env=cli_env(), timeout=200)
+    assert r.returncode == 0, r.stderr
+    assert (out / "model_weights.pt").exists()
+
+
+def test_workers_die_with_the_launcher(tmp_path):
+    cfg = _cfg(tmp_path, SLOW)
+    out = tmp_path / "run"
+    proc = _popen("--config-file", cfg, "--outdir", out, "--nproc-per-node", 2, "--master-port", _port())
+    _wait_for(out / "log.txt", "Batch: 1|", proc)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert children
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    alive = children
+    while alive and time.time() < deadline:
+        alive = [c for c in children if os.path.exists(f"/proc/{c}") and
+                 "Z" not in open(f"/proc/{c}/stat").read().split()[2]]
+        time.sleep(0.2)
+    assert not alive, f"orphans still running: {alive}"
