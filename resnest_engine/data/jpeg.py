@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .datasets import ImageFolderSplit
+from .errors import DataError
 from .options import DataOptions, channel_stats
 from .transforms import (LARGE_CROP, ecenter_crop_box, erandom_crop_box, eval_resize_size,
                          interpolation_mode, lighting_offset, train_photometric)
@@ -53,7 +54,7 @@ NUM_PARAMS = 7  # 3 lighting alphas + erase box (top, left, height, width)
 _PIL_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 _JPEG = ("JPEG", "MPO")  # Pillow names some camera JPEGs MPO
 _TV_DECODES = _JPEG + ("PNG", "WEBP")
-_READ_ERRORS = (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError)
+_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def _to_chw(pil: Image.Image) -> torch.Tensor:
@@ -75,7 +76,6 @@ class FastJpegSample:
         self.read_mode = ImageReadMode.GRAY if opts.in_chans == 1 else ImageReadMode.RGB
         large = opts.crop_size >= LARGE_CROP
         interp = opts.large_crop_interpolation if large else opts.interpolation
-        self.interp_name = interp
         self.resample = _PIL_RESAMPLE[interp]
         self.interpolation = interpolation_mode(interp)
         self.large = large
@@ -116,8 +116,11 @@ class FastJpegSample:
             with warnings.catch_warnings():
                 # torchvision 0.29 deprecates its decoders (for torchcodec); still the fastest here.
                 warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                    mode=self.read_mode)
+                try:
+                    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                        mode=self.read_mode)
+                except RuntimeError as e:  # torchvision reports broken files as RuntimeError
+                    raise OSError(str(e)) from e
         return _to_chw(im.convert(self.mode))  # formats torchvision cannot decode (BMP, TIFF)
 
     def _eval_image(self, data: bytes, im: Image.Image) -> torch.Tensor:
@@ -151,7 +154,7 @@ class FastJpegSample:
                 return img, label
             except _READ_ERRORS as e:
                 index = self.dataset.unreadable(index, e)
-        raise RuntimeError(f"no readable image found near {samples[index][0]}")
+        raise DataError(f"no readable image found near {samples[index][0]}")
 
     def __call__(self, index: int):
         img, label = self._load(index)

@@ -6,10 +6,8 @@ from ignite.engine import DeterministicEngine, Engine, Events
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from resnest_engine.data import (DataError, DataOptions, SeededDataset, TrainSampler,
-                                 attach_sampler_epochs, close_loader, create_loaders, make_train_loader)
-from resnest_engine.data.reproducible import TransformedSample
-from resnest_engine.data.transforms import build_train_transform
+from resnest_engine.data import (DataError, DataOptions, TrainSampler, attach_sampler_epochs,
+                                 close_loader, create_loaders, make_train_loader)
 
 from data_helpers import make_folder
 
