@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import Config, config_to_dict, dump_config, effective_lr
 from .data import DataOptions, attach_sampler_epochs, create_loaders
+from .data.loaders import close_loader
 from .engine import create_evaluator, create_optimizer, create_trainer, param_groups
 from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, StandardOptions,
                        attach_standard_handlers, check_architecture, load_checkpoint,
@@ -197,7 +198,13 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
 
     interrupted = _install_signal_handlers(trainer, handlers)
     _install_test_kill_hook(trainer)
-    trainer.run(train_loader, max_epochs=t.EPOCHS)
+    try:
+        trainer.run(train_loader, max_epochs=t.EPOCHS)
+    finally:
+        # Persistent workers freed by the garbage collector each wait out a 5 s timeout.
+        close_loader(trainer.state.dataloader)
+        close_loader(train_loader)
+        close_loader(val_loader)
     if getattr(trainer.state, "nan_detected", False):
         return RunResult(NAN_EXIT_CODE)
     if interrupted["signal"] is not None:

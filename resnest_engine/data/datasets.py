@@ -161,7 +161,7 @@ class ImageFolderSplit(Dataset):
         path = self.samples[index][0]
         if not self.skip_corrupt:
             raise DataError(f"cannot read image file {path}: {type(exc).__name__}: {exc} "
-                            f"(set data.skip_corrupt=true to skip such files)") from exc
+                            f"(set DATA.SKIP_CORRUPT: true to skip such files)") from exc
         self.skipped_at_load += 1
         replacement = (index + 1) % len(self.samples)
         warnings.warn(f"skipping unreadable image file {path} ({type(exc).__name__}: {exc}); using "

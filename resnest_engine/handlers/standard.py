@@ -116,7 +116,8 @@ def attach_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch
 
     evaluators: Dict[str, Engine] = {}
     if val_loader is not None:
-        ev_kwargs = dict(amp=opts.amp, channels_last=opts.channels_last)
+        ev_kwargs = dict(amp=opts.amp, channels_last=opts.channels_last,
+                         prepare_batch=getattr(val_loader, "prepare_batch", None))
         evaluators["raw"] = evaluator or create_evaluator(model, **ev_kwargs)
         evaluators["raw"].model = _unwrap(model)
         if ema is not None:
