@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast bench clean
+.PHONY: install test test-fast digits stress clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# Quick start: train the bundled-digits recipe (installs first if needed).
+digits: $(STAMP)
+	$(VENV)/bin/resnest-train --config-file recipes/digits.yaml --outdir output/digits --force
+
+# Random-kill stress test of exact resume (not part of `make test`).
+stress: $(STAMP)
+	$(PY) tests/stress_resume.py --runs 20 --seed 0
 
 clean:
 	rm -rf $(VENV) *.egg-info

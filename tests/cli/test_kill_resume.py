@@ -47,3 +47,18 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, env):
     assert "Resumed from" in (out / "log.txt").read_text()
     assert not list((out / "checkpoints").glob(".*.tmp-*")), "a stray temp file was left"
     _same_result(ref, out)
+
+
+def test_resume_auto_falls_back_when_the_newest_point_is_corrupt(tmp_path, reference):
+    cfg, ref = reference
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    (out / "model_weights.pt").unlink()
+    newest, previous = sorted((out / "checkpoints").glob("resume-*.pt"), reverse=True)[:2]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
+    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto")
+    assert r.returncode == 0, r.stderr
+    assert f"skipping {newest}" in r.stderr
+    assert f"Resumed from {previous}" in (out / "log.txt").read_text()
+    _same_result(ref, out)
