@@ -12,8 +12,8 @@ model = get_model("resnest14", num_classes=10)
 # Build the optimizer while everything is trainable: param_groups leaves frozen parameters out.
 optimizer = create_optimizer(param_groups(model, weight_decay=1e-4), "nesterov", lr=0.05)
 trainer = create_trainer(model, optimizer, torch.nn.CrossEntropyLoss())
-data = DataLoader(TensorDataset(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))),
-                  batch_size=8)
+data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))),
+                  batch_size=4)
 opts = StandardOptions(epochs=2, epoch_length=len(data), lr=0.05, progress_bar="off")
 handlers = attach_standard_handlers(trainer, model, optimizer, None, opts)
 
