@@ -1,4 +1,4 @@
-"""Small models and synthetic loaders for the engine tests (CPU, a few ms per step).
+"""Small models and synthetic loaders for the engine and handler tests (CPU, a few ms per step).
 
 A uniquely named module (not ``conftest``) so test files can import it directly."""
 from __future__ import annotations
