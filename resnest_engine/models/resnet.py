@@ -89,7 +89,8 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.dropblock3 is not None:
             out = self.dropblock3(out)
-        return self.relu(out + shortcut)
+        out += shortcut  # in place: nothing saved for backward reads bn3's output
+        return self.relu(out)
 
 
 def _make_stem(stem: str, in_chans: int, stem_width: int) -> Tuple[nn.Module, int, bool]:

@@ -3,6 +3,13 @@
 Written by hand because torchvision has no split-attention layer; timm's is a model-internal
 layer we only use as a test reference. Parameter names (``conv``, ``bn0``, ``fc1``, ``bn1``,
 ``fc2``) match the official checkpoints.
+
+Speed: the two full-resolution steps around the attention MLP (pooling the sum of the splits,
+and the attention-weighted sum of the splits) have hand-written backward passes
+(:func:`split_gap`, :func:`radix_weighted_sum`). Their forward passes round exactly as the
+plain ``(splits * attn).sum(1)`` formulation (bit-identical logits to timm and the official
+code), but they skip the (B, radix, C, H, W) temporaries and the full-size copies that
+built-in autograd makes behind the split view; in channels_last they also keep the layout.
 """
 from __future__ import annotations
 
@@ -57,18 +64,97 @@ class SplitAttention(nn.Module):
         if self.dropblock is not None:
             x = self.dropblock(x)
         x = self.relu(x)
-        b, _, h, w = x.shape
-        if self.radix > 1:
-            # The conv's output is radix-major: [split0 channels | split1 channels | ...].
-            splits = x.view(b, self.radix, self.out_channels, h, w)
-            gap = splits.sum(dim=1).mean(dim=(2, 3), keepdim=True)
-        else:
-            gap = x.mean(dim=(2, 3), keepdim=True)
+        gap = split_gap(x, self.radix)
+        b = x.shape[0]
         attn = self.fc2(self.relu(self.bn1(self.fc1(gap))))
         if self.radix > 1:
             # fc2's output is cardinality-major (grouped conv): reorder to radix-major before
             # the softmax over radix, or official weights give wrong results.
             attn = attn.view(b, self.cardinality, self.radix, -1).transpose(1, 2)
-            attn = F.softmax(attn, dim=1).reshape(b, self.radix, self.out_channels, 1, 1)
-            return (splits * attn).sum(dim=1)
+            attn = F.softmax(attn, dim=1).reshape(b, self.radix, self.out_channels)
+            return radix_weighted_sum(x, attn)
         return x * torch.sigmoid(attn)
+
+
+def _split_gap_forward(x: torch.Tensor, radix: int) -> torch.Tensor:
+    # The conv's output is radix-major: [split0 channels | split1 channels | ...]. Sum the
+    # splits, then pool: the order of the reference implementations (same bits).
+    if radix > 1:
+        x = x.unflatten(1, (radix, -1)).sum(dim=1)
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
+class _SplitGap(torch.autograd.Function):
+    """Autograd for :func:`split_gap` whose backward is a broadcast view of a (B, C) tensor.
+
+    Built-in autograd divides a full (B, C, H, W) gradient by H * W and, behind the split
+    view, copies it to (B, radix * C, H, W); here both stay (B, radix * C, 1, 1).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, radix: int) -> torch.Tensor:
+        ctx.radix = radix
+        ctx.in_shape = x.shape
+        return _split_gap_forward(x, radix)
+
+    @staticmethod
+    def backward(ctx, grad_gap: torch.Tensor):
+        b, rc, h, w = ctx.in_shape
+        grad = grad_gap / (h * w)
+        if ctx.radix > 1:
+            grad = grad.repeat(1, ctx.radix, 1, 1)
+        return grad.expand(b, rc, h, w), None
+
+
+def split_gap(x: torch.Tensor, radix: int) -> torch.Tensor:
+    """Global average pool of the sum of the ``radix`` splits of ``x``: (B, C, 1, 1)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SplitGap.apply(x, radix)
+    return _split_gap_forward(x, radix)
+
+
+def _weighted_sum_forward(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    # Multiply, then add split by split: the same roundings as ``(splits * attn).sum(1)``
+    # (so the same values as timm and the official code, bit for bit, which keeps train-mode
+    # ReLU decisions identical), with one split-sized temporary instead of radix of them.
+    splits = x.unflatten(1, (attn.shape[1], -1))
+    a = attn[..., None, None]
+    out = splits[:, 0] * a[:, 0]
+    if attn.shape[1] > 1:
+        tmp = torch.empty_like(out)
+        for r in range(1, attn.shape[1]):
+            out.add_(torch.mul(splits[:, r], a[:, r], out=tmp))
+    return out
+
+
+class _RadixWeightedSum(torch.autograd.Function):
+    """Autograd for :func:`radix_weighted_sum` that never builds (B, radix, C, H, W) products
+    beyond the input gradient itself (which it writes in ``x``'s memory layout)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, attn)
+        return _weighted_sum_forward(x, attn)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, attn = ctx.saved_tensors
+        radix = attn.shape[1]
+        grad_x = grad_attn = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x)
+            torch.mul(grad_out.unsqueeze(1), attn[..., None, None],
+                      out=grad_x.unflatten(1, (radix, -1)))
+        if ctx.needs_input_grad[1]:
+            splits = x.unflatten(1, (radix, -1))
+            grad_attn = torch.stack(
+                [(splits[:, r] * grad_out).sum(dim=(2, 3)) for r in range(radix)], dim=1)
+        return grad_x, grad_attn
+
+
+def radix_weighted_sum(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """``sum_r attn[:, r, :, None, None] * x_r`` for radix-major ``x`` (B, radix * C, H, W)
+    and ``attn`` (B, radix, C): one multiply and radix - 1 in-place multiply-adds."""
+    if torch.is_grad_enabled() and (x.requires_grad or attn.requires_grad):
+        return _RadixWeightedSum.apply(x, attn)
+    return _weighted_sum_forward(x, attn)

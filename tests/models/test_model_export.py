@@ -93,8 +93,7 @@ def test_compiled_training_step_matches_eager(resnest14):
             continue
         err = (g_comp - g_eager).abs().max() / g_eager.abs().max()
         assert err < 1e-3, f"{name}: rel grad err {err:.2e}"
+    # The optimizer step ran on the compiled model's gradients (first momentum step = plain SGD).
     initial = resnest14.state_dict()
-    pe = dict(eager.named_parameters())
     for name, p in compiled_model.named_parameters():
-        assert not torch.equal(p, initial[name]) or name.endswith("fc1.bias"), name
-        torch.testing.assert_close(p.detach(), pe[name].detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(p.detach(), initial[name] - 0.1 * grads[1][name])
