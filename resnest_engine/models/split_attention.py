@@ -147,8 +147,10 @@ class _RadixWeightedSum(torch.autograd.Function):
                       out=grad_x.unflatten(1, (radix, -1)))
         if ctx.needs_input_grad[1]:
             splits = x.unflatten(1, (radix, -1))
+            tmp = torch.empty_like(grad_out)  # one split-sized buffer for all the products
             grad_attn = torch.stack(
-                [(splits[:, r] * grad_out).sum(dim=(2, 3)) for r in range(radix)], dim=1)
+                [torch.mul(splits[:, r], grad_out, out=tmp).sum(dim=(2, 3))
+                 for r in range(radix)], dim=1)
         return grad_x, grad_attn
 
 
