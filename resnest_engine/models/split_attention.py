@@ -76,6 +76,15 @@ class SplitAttention(nn.Module):
         return x * torch.sigmoid(attn)
 
 
+def _use_custom_autograd(*tensors: torch.Tensor) -> bool:
+    # Under torch.compile / torch.export the plain formulation is better: inductor fuses it
+    # (and chooses what to save for backward) itself, while a hand-written backward is traced
+    # as written. Measured on CPU, compiled, channels_last: 0.59x timm's training throughput
+    # with the hand-written backward, 1.00x without.
+    return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+            and not torch.compiler.is_compiling())
+
+
 def _split_gap_forward(x: torch.Tensor, radix: int) -> torch.Tensor:
     # The conv's output is radix-major: [split0 channels | split1 channels | ...]. Sum the
     # splits, then pool: the order of the reference implementations (same bits).
@@ -108,7 +117,7 @@ class _SplitGap(torch.autograd.Function):
 
 def split_gap(x: torch.Tensor, radix: int) -> torch.Tensor:
     """Global average pool of the sum of the ``radix`` splits of ``x``: (B, C, 1, 1)."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _use_custom_autograd(x):
         return _SplitGap.apply(x, radix)
     return _split_gap_forward(x, radix)
 
@@ -157,6 +166,8 @@ class _RadixWeightedSum(torch.autograd.Function):
 def radix_weighted_sum(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     """``sum_r attn[:, r, :, None, None] * x_r`` for radix-major ``x`` (B, radix * C, H, W)
     and ``attn`` (B, radix, C): one multiply and radix - 1 in-place multiply-adds."""
-    if torch.is_grad_enabled() and (x.requires_grad or attn.requires_grad):
+    if _use_custom_autograd(x, attn):
         return _RadixWeightedSum.apply(x, attn)
+    if torch.compiler.is_compiling():
+        return (x.unflatten(1, (attn.shape[1], -1)) * attn[..., None, None]).sum(dim=1)
     return _weighted_sum_forward(x, attn)
