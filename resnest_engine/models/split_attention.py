@@ -128,6 +128,11 @@ def _weighted_sum_forward(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     # ReLU decisions identical), with one split-sized temporary instead of radix of them.
     splits = x.unflatten(1, (attn.shape[1], -1))
     a = attn[..., None, None]
+    if attn.shape[1] > 2 and torch.result_type(x, attn) in (torch.float16, torch.bfloat16):
+        # A half-precision running sum would round after every add; the reduction keeps a
+        # float32 accumulator and rounds once (radix 2 has a single add either way).
+        out = torch.empty_like(splits[:, 0], dtype=torch.result_type(x, attn))
+        return torch.sum(splits * a, dim=1, out=out)  # out=: keep x's memory layout
     out = splits[:, 0] * a[:, 0]
     if attn.shape[1] > 1:
         tmp = torch.empty_like(out)

@@ -29,13 +29,18 @@ def test_gradcheck(radix, channels_last):
     assert torch.autograd.gradcheck(_RadixWeightedSum.apply, (x, attn))
 
 
+DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+          (torch.bfloat16, torch.float32), (torch.float16, torch.float16)]
+
+
 @pytest.mark.parametrize("radix", [2, 4])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_forward_bit_identical_to_plain(radix, channels_last):
-    x = torch.randn(4, radix * 16, 14, 14).relu()
+@pytest.mark.parametrize("dtypes", DTYPES, ids=lambda d: f"{d[0]}-{d[1]}".replace("torch.", ""))
+def test_forward_bit_identical_to_plain(radix, channels_last, dtypes):
+    x = torch.randn(4, radix * 16, 14, 14).relu().to(dtypes[0])
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    attn = torch.softmax(torch.randn(4, radix, 16), dim=1)
+    attn = torch.softmax(torch.randn(4, radix, 16), dim=1).to(dtypes[1])
     gap, out = _plain(x, attn)
     assert torch.equal(split_gap(x, radix), gap)
     assert torch.equal(radix_weighted_sum(x, attn), out)
