@@ -170,7 +170,8 @@ class _RadixWeightedSum(torch.autograd.Function):
 
 def radix_weighted_sum(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     """``sum_r attn[:, r, :, None, None] * x_r`` for radix-major ``x`` (B, radix * C, H, W)
-    and ``attn`` (B, radix, C): one multiply and radix - 1 in-place multiply-adds."""
+    and ``attn`` (B, radix, C), in ``x``'s memory layout, rounding like the plain
+    ``(splits * attn).sum(1)``."""
     if _use_custom_autograd(x, attn):
         return _RadixWeightedSum.apply(x, attn)
     if torch.compiler.is_compiling():
