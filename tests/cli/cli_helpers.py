@@ -43,3 +43,20 @@ def run_cli(*args, cwd=None, timeout=240, env=None):
     return subprocess.run([sys.executable, "-m", "resnest_engine.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env=env or cli_env())
+
+
+def run_main(*args):
+    """Call ``resnest_engine.cli.main`` in this process (no interpreter start-up per call), with
+    stdout/stderr captured; returns the same shape as ``run_cli``. For errors that stop a run
+    before training; the real console behaviour is covered by ``run_cli`` tests."""
+    import contextlib
+    import io
+
+    from resnest_engine.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

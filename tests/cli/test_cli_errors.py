@@ -7,7 +7,7 @@ import torch
 import yaml
 from PIL import Image
 
-from cli_helpers import TINY, merge, run_cli
+from cli_helpers import TINY, merge, run_cli, run_main
 
 
 def assert_user_error(r, *needles):
@@ -47,7 +47,8 @@ def test_config_errors(tmp_path, name, content, overrides, needles):
     cfg = tmp_path / "cfg.yaml"
     if content is not None:
         write(cfg, content)
-    r = run_cli("--config-file", cfg, "--outdir", tmp_path / "out", *overrides)
+    run = run_cli if name == "syntax" else run_main  # one real console run, the rest in-process
+    r = run("--config-file", cfg, "--outdir", tmp_path / "out", *overrides)
     assert_user_error(r, *needles)
     assert not (tmp_path / "out").exists()
 
@@ -61,7 +62,7 @@ def test_config_errors(tmp_path, name, content, overrides, needles):
 ])
 def test_inconsistent_distributed_flags(tmp_path, flags, needle):
     cfg = write(tmp_path / "cfg.yaml", TINY)
-    assert_user_error(run_cli("--config-file", cfg, "--outdir", tmp_path / "out", *flags), needle)
+    assert_user_error(run_main("--config-file", cfg, "--outdir", tmp_path / "out", *flags), needle)
 
 
 def _folder(root, classes, val_classes=None):
@@ -81,7 +82,7 @@ def _folder_cfg(tmp_path, root):
 
 def test_missing_root(tmp_path):
     cfg = _folder_cfg(tmp_path, tmp_path / "nowhere")
-    assert_user_error(run_cli("--config-file", cfg, "--outdir", tmp_path / "out"), "nowhere")
+    assert_user_error(run_main("--config-file", cfg, "--outdir", tmp_path / "out"), "nowhere")
 
 
 def test_missing_split(tmp_path):
@@ -89,7 +90,7 @@ def test_missing_split(tmp_path):
     _folder(root, ["a", "b"])
     import shutil
     shutil.rmtree(root / "val")
-    r = run_cli("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
+    r = run_main("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
     assert_user_error(r, "val")
 
 
@@ -97,14 +98,14 @@ def test_empty_class(tmp_path):
     root = tmp_path / "data"
     _folder(root, ["a", "b"])
     (root / "train" / "c").mkdir()
-    r = run_cli("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
+    r = run_main("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
     assert_user_error(r, "c")
 
 
 def test_val_class_missing_from_train(tmp_path):
     root = tmp_path / "data"
     _folder(root, ["a", "b"], val_classes=["a", "b", "zebra"])
-    r = run_cli("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
+    r = run_main("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
     assert_user_error(r, "zebra")
 
 
@@ -112,7 +113,7 @@ def test_corrupt_image(tmp_path):
     root = tmp_path / "data"
     _folder(root, ["a", "b"])
     (root / "train" / "a" / "broken.png").write_bytes(b"\x89PNG not really")
-    r = run_cli("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
+    r = run_main("--config-file", _folder_cfg(tmp_path, root), "--outdir", tmp_path / "out")
     assert_user_error(r, "broken.png")
 
 
@@ -167,7 +168,7 @@ def test_bad_checkpoints(tmp_path, finished_run, kind, mode, monkeypatch):
     out = tmp_path / "out"
     args = ["--config-file", cfg, "--resume", bad]
     args += ["--outdir", out] if mode == "train" else ["--outdir", run, "--eval-only"]
-    r = run_cli(*args)
+    r = (run_cli if kind == "pickle" else run_main)(*args)  # the security case as a real console run
     assert_user_error(r, *needles)
     assert not marker.exists(), "the pickled code ran"
     assert not out.exists() or not any(out.glob("checkpoints/*.pt"))
