@@ -196,7 +196,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
         logger.info("Run directory %s; %s on %d process(es), effective LR %.6f for batch %d",
                     outdir, cfg.MODEL.NAME, idist.get_world_size(), lr, t.BATCH_SIZE)
 
-    interrupted = _install_signal_handlers(trainer, handlers)
+    interrupted = _install_signal_handlers(trainer, handlers, t.NAN_CHECK_EVERY)
     _install_test_kill_hook(trainer)
     try:
         trainer.run(train_loader, max_epochs=t.EPOCHS)
@@ -214,8 +214,9 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
     return RunResult(0, handlers.history.summary())
 
 
-def _install_signal_handlers(trainer, handlers) -> Dict[str, Any]:
-    """On SIGTERM/SIGINT: finish the current step, write a resume point, stop."""
+def _install_signal_handlers(trainer, handlers, every: int = 1) -> Dict[str, Any]:
+    """On SIGTERM/SIGINT: finish the current step, write a resume point, stop (checked every
+    ``every`` steps under DDP)."""
     import signal
     from ignite.engine import Events
 
@@ -230,9 +231,15 @@ def _install_signal_handlers(trainer, handlers) -> Dict[str, Any]:
         except ValueError:  # not the main thread
             pass
 
+    world = idist.get_world_size()
+
     def _check(engine):
+        # Under DDP the flag is all-reduced (every rank must stop at the same step), every
+        # `every` steps to keep collectives off most steps; alone, a Python flag is enough.
+        if world > 1 and engine.state.iteration % every:
+            return
         flag = torch.tensor(1.0 if box["signal"] is not None else 0.0)
-        if idist.get_world_size() > 1:
+        if world > 1:
             flag = idist.all_reduce(flag)
             if float(flag) > 0 and box["signal"] is None:
                 box["signal"] = signal.SIGTERM
