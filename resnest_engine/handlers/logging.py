@@ -112,34 +112,32 @@ class TrainLogger:
 
 def attach_tensorboard(trainer: Engine, log_dir: Union[str, Path], every: int = 50,
                        purge_step: Optional[int] = None):
-    """TensorBoard scalars via ignite's ``TensorboardLogger`` (tensorboardX): ``train/loss``,
-    ``train/top1``, ``train/lr``, ``train/images_per_sec`` every ``every`` steps (attach after
-    :class:`TrainLogger`, which computes them) and ``val/*`` after each validation, all at the
-    trainer's iteration. ``purge_step`` (the resumed iteration) drops points a killed run wrote
-    after its last checkpoint, so a resumed run has no duplicates. Rank 0 only; returns the logger
-    (or None)."""
+    """TensorBoard scalars via ignite's ``TensorboardLogger`` (tensorboardX) and ``OutputHandler``:
+    ``train/{loss,top1,lr,images_per_sec}`` every ``every`` steps (attach after
+    :class:`TrainLogger`, which computes them) and ``val/{top1,top5,loss}`` (``val/ema/*`` with
+    EMA) after each validation, all at the trainer's iteration. ``purge_step`` (the resumed
+    iteration) drops points a killed run wrote after its last checkpoint, so a resumed run has no
+    duplicates. Rank 0 only; returns the logger (or None)."""
     if idist.get_rank() != 0:
         return None
     from ignite.handlers import TensorboardLogger
+    from ignite.handlers.tensorboard_logger import OutputHandler
 
     kwargs = {"purge_step": purge_step} if purge_step else {}
     tb = TensorboardLogger(log_dir=str(log_dir), **kwargs)
+    at_iteration = lambda engine, _event: engine.state.iteration  # noqa: E731
 
-    def _train(engine: Engine) -> None:
-        for k, v in getattr(engine.state, "train_log", {}).items():
-            tb.writer.add_scalar(f"train/{k}", v, engine.state.iteration)
+    def _val_results(_output) -> dict:
+        results = dict(trainer.state.val_results)
+        return {**results.pop("raw"), **results}  # raw at val/*, others nested (val/ema/*)
 
-    def _val(engine: Engine) -> None:
-        if getattr(engine.state, "val_epoch", None) != engine.state.epoch:
-            return
-        for name, metrics in engine.state.val_results.items():
-            prefix = "val" if name == "raw" else f"val_{name}"
-            for k, v in metrics.items():
-                tb.writer.add_scalar(f"{prefix}/{k}", v, engine.state.iteration)
-        tb.writer.flush()
-
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=max(int(every), 1)), _train)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, _val)
+    tb.attach(trainer, OutputHandler("train", output_transform=lambda _: trainer.state.train_log,
+                                     global_step_transform=at_iteration),
+              Events.ITERATION_COMPLETED(every=max(int(every), 1)))
+    validated = lambda e, _: getattr(e.state, "val_epoch", None) == e.state.epoch  # noqa: E731
+    tb.attach(trainer, OutputHandler("val", output_transform=_val_results,
+                                     global_step_transform=at_iteration),
+              Events.EPOCH_COMPLETED(event_filter=validated))
     trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: tb.close())
     return tb
 
