@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -100,7 +100,8 @@ def _set_parent_death_signal() -> None:
             pass
 
 
-def _newest_valid_checkpoint(ckpt_dir: Path, model_name: str) -> Optional[Path]:
+def _newest_valid_checkpoint(ckpt_dir: Path, model_name: str) -> Tuple[Optional[Path], Optional[dict]]:
+    """The newest resume point that loads and is for ``model_name``, and its contents."""
     from .handlers.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
     for path in list_checkpoints(ckpt_dir):
         try:
@@ -111,8 +112,8 @@ def _newest_valid_checkpoint(ckpt_dir: Path, model_name: str) -> Optional[Path]:
         if ckpt["meta"].get("model") != model_name:
             print(f"warning: skipping {path}: it is for {ckpt['meta'].get('model')}", file=sys.stderr)
             continue
-        return path
-    return None
+        return path, ckpt
+    return None, None
 
 
 def _move_aside(outdir: Path) -> Path:
@@ -137,22 +138,19 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str])
     logging.getLogger("ignite.engine").setLevel(logging.CRITICAL)
 
     from .config import config_from_dict
+    from .handlers.checkpoint import CheckpointWriteError
     from .run import train
     code = 1
     try:
         result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None)
         code = result.exit_code
+    except (CheckpointWriteError, OSError) as e:  # a failure of the machine, not the user's input
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        code = 1
     except _user_errors() as e:
         if idist.get_rank() == 0:
             print(f"error: {one_line(e)}", file=sys.stderr)
         code = USER_ERROR_EXIT_CODE
-    except Exception as e:  # checkpoint write failures and the like: one line, status 1
-        from .handlers.checkpoint import CheckpointError
-        if isinstance(e, (CheckpointError, OSError)):
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            code = 1
-        else:
-            raise
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
@@ -206,9 +204,8 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path]) ->
     return 0
 
 
-def _finished(ckpt_path: Path) -> bool:
-    from .handlers.checkpoint import read_checkpoint
-    t = read_checkpoint(ckpt_path)["trainer"]
+def _finished(ckpt: dict) -> bool:
+    t = ckpt["trainer"]
     return t.get("max_epochs") is not None and t["iteration"] >= t["max_epochs"] * t["epoch_length"]
 
 
@@ -229,11 +226,13 @@ def run_cli(argv: Sequence[str]) -> int:
     _check_data_paths(cfg)
     is_main_node = (a.node_rank or 0) == 0 and int(os.environ.get("RANK", "0")) == 0
     resume: Optional[Path] = None
+    ckpt: Optional[dict] = None
     exists = outdir.exists() and any(outdir.iterdir())
     if a.resume:
         saved = outdir / "config.yaml"
         if a.resume == "auto":
-            resume = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME) if exists else None
+            if exists:
+                resume, ckpt = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
             if resume is None:
                 print(f"no checkpoint in {outdir}; starting from the beginning", file=sys.stderr)
         else:
@@ -241,7 +240,8 @@ def run_cli(argv: Sequence[str]) -> int:
             if not resume.is_file():
                 raise UsageError(f"--resume: checkpoint not found: {resume}")
             from .handlers.checkpoint import read_checkpoint
-            saved_model = read_checkpoint(resume)["meta"].get("model")
+            ckpt = read_checkpoint(resume)
+            saved_model = ckpt["meta"].get("model")
             if saved_model != cfg.MODEL.NAME:
                 raise UsageError(f"--resume: {resume} is a {saved_model} checkpoint but "
                                  f"MODEL.NAME is {cfg.MODEL.NAME}")
@@ -250,7 +250,7 @@ def run_cli(argv: Sequence[str]) -> int:
             new_cfg = apply_overrides(saved_cfg, a.overrides)
             check_resume_overrides(saved_cfg, new_cfg)
             cfg = new_cfg
-        if resume is not None and _finished(resume):
+        if resume is not None and _finished(ckpt):
             print(f"{outdir}: the run already finished ({resume.name}); nothing to do")
             return 0
     elif exists:
@@ -264,16 +264,10 @@ def run_cli(argv: Sequence[str]) -> int:
 
 
 def _check_data_paths(cfg) -> None:
-    """Find missing dataset roots before any process is spawned."""
-    from .data import list_datasets
+    """Find missing dataset roots before any process is spawned (the config already checked
+    the dataset name)."""
     from .data import DataError
     name = cfg.DATA.DATASET
-    if name not in list_datasets():
-        import difflib
-        close = difflib.get_close_matches(name, list_datasets(), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise DataError(f"DATA.DATASET: unknown dataset {name!r}{hint} "
-                        f"(known: {', '.join(list_datasets())})")
     if name in ("imagefolder", "imagenet", "cifar10", "cifar100"):
         root = cfg.DATA.ROOT
         if not root:
@@ -289,7 +283,7 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path) -> int:
     if a.resume == "auto":
         path = outdir / "model_weights.pt"
         if not path.is_file():
-            found = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
+            found, _ = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
             if found is None:
                 raise UsageError(f"--resume auto: no weights or checkpoint in {outdir}")
             path = found

@@ -1,5 +1,5 @@
 """Handlers: each attachable on its own; ``attach_standard_handlers`` wires the usual set."""
-from .checkpoint import (AtomicDiskSaver, CheckpointError, atomic_save, check_architecture,
+from .checkpoint import (AtomicDiskSaver, CheckpointError, CheckpointWriteError, atomic_save, check_architecture,
                          create_best_checkpointer, create_resume_checkpointer, list_checkpoints,
                          load_checkpoint, read_checkpoint)
 from .dropblock import attach_dropblock_ramp, dropblock_prob_at

@@ -32,6 +32,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or does not load/verify."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, unwritable directory)."""
+
+
 def fsync_dir(path: Union[str, Path]) -> None:
     fd = os.open(str(path), os.O_RDONLY)
     try:
@@ -43,7 +47,7 @@ def fsync_dir(path: Union[str, Path]) -> None:
 def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable] = None) -> None:
     """``torch.save`` to ``path`` so that ``path`` is either the old file or the complete new one.
 
-    Raises :class:`CheckpointError` with the reason (e.g. disk full) and leaves no temp file.
+    Raises :class:`CheckpointWriteError` with the reason (e.g. disk full) and leaves no temp file.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -59,7 +63,7 @@ def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable]
     except OSError as e:
         tmp.unlink(missing_ok=True)
         reason = os.strerror(e.errno) if e.errno else str(e)
-        raise CheckpointError(f"cannot write {path}: {reason}") from None
+        raise CheckpointWriteError(f"cannot write {path}: {reason}") from None
 
 
 class AtomicDiskSaver(BaseSaveHandler):
