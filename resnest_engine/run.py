@@ -160,9 +160,6 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
                                  channels_last=cfg.MODEL.CHANNELS_LAST,
                                  prepare_batch=getattr(val_loader, "prepare_batch", None))
     epoch_length = len(train_loader)
-    if ckpt is not None:
-        # The resumed iteration must be known before TensorBoard opens (to purge later points).
-        trainer.state.iteration = int(ckpt["trainer"]["iteration"])
     handlers = attach_standard_handlers(
         trainer, model, optimizer, val_loader,
         StandardOptions(
@@ -175,7 +172,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
             keep_best=t.KEEP_BEST, nan_check_every=t.NAN_CHECK_EVERY,
             log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,
             progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=t.AMP,
-            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model)),
+            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model),
+            resume_iteration=int(ckpt["trainer"]["iteration"]) if ckpt is not None else 0),
         evaluator=evaluator)
     if handlers.ema is not None and cfg.MODEL.CHANNELS_LAST:
         handlers.ema.ema_model.to(memory_format=torch.channels_last)

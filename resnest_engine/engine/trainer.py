@@ -200,7 +200,7 @@ def create_trainer(
             scaler.update()
         else:
             optimizer.step()
-        output.update(loss=total_loss, batch_size=n, y_pred=torch.cat(preds), y=hard_y)
+        output.update(loss=total_loss, batch_size=n, y_pred=preds[0] if k == 1 else torch.cat(preds), y=hard_y)
         return output
 
     if deterministic:

@@ -37,12 +37,10 @@ class MetricsHistory:
             self.best = {"best_top1": final["top1"], "best_top5": final["top5"], "best_epoch": epoch}
 
     def summary(self) -> Dict[str, Any]:
-        last = self.history[-1] if self.history else None
+        last = self.history[-1] if self.history else {}
         prefix = "ema_" if self.weights == "ema" else ""
-        out: Dict[str, Any] = {"weights": self.weights, "epoch": last["epoch"] if last else None,
-                               "top1": last[prefix + "top1"] if last else None,
-                               "top5": last[prefix + "top5"] if last else None,
-                               "loss": last[prefix + "loss" if prefix else "loss"] if last else None}
+        out: Dict[str, Any] = {"weights": self.weights, "epoch": last.get("epoch")}
+        out.update({k: last.get(prefix + k) for k in ("top1", "top5", "loss")})
         out.update(self.best)
         out["history"] = self.history
         return out

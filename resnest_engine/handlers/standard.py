@@ -65,6 +65,7 @@ class StandardOptions:
     amp: str = "off"
     channels_last: bool = False
     meta: Dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
+    resume_iteration: int = 0  # the checkpoint's iteration when resuming (TensorBoard purges after it)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def attach_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch
     if out_dir is not None and opts.tensorboard:
         # After validation: its EPOCH_COMPLETED handler writes the val/* scalars of this epoch.
         tb = attach_tensorboard(trainer, out_dir / "tb", opts.log_every,
-                                purge_step=trainer.state.iteration or None)
+                                purge_step=opts.resume_iteration or None)
 
     history = MetricsHistory(out_dir / "metrics.json" if out_dir else None,
                              weights="ema" if ema is not None else "raw")
