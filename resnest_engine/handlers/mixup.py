@@ -9,17 +9,16 @@ from ignite.engine import Engine, Events
 from torchvision.transforms import v2
 
 
-class SoftTargetCrossEntropy(torch.nn.Module):
-    """Cross-entropy against soft targets (rows summing to 1); mean over the batch.
+class SoftTargetCrossEntropy(torch.nn.CrossEntropyLoss):
+    """Cross-entropy for mixup's soft targets (rows summing to 1) and for hard labels alike.
 
-    ``nn.CrossEntropyLoss`` accepts probabilities too, but this keeps one loss for hard and soft
-    targets: hard integer labels are passed to ``F.cross_entropy`` unchanged.
+    ``nn.CrossEntropyLoss`` already accepts class probabilities as targets; this subclass only
+    computes it in fp32 for half-precision logits (as autocast would). Label smoothing belongs in
+    :class:`MixupCutmix`'s targets.
     """
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if target.dtype in (torch.int64, torch.int32):
-            return F.cross_entropy(logits, target)
-        return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        return super().forward(logits.float(), target)
 
 
 class MixupCutmix:
