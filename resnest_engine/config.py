@@ -37,8 +37,13 @@ __all__ = [
     "LoggingConfig", "load_config", "config_from_dict", "config_to_dict", "dump_config",
     "apply_overrides", "diff_configs", "validate_config", "effective_lr", "train_micro_batch",
     "eval_batch_per_process", "TRAJECTORY_KEYS", "RESUME_SAFE_KEYS",
-    "NONDETERMINISTIC_SAFE_KEYS", "check_resume_overrides",
+    "NONDETERMINISTIC_SAFE_KEYS", "check_resume_overrides", "FORMAT_KEY", "FORMAT_MARKER",
 ]
+
+#: Top-level key and value that mark a YAML file as a resnest-engine config. A file without it is
+#: read as an official ResNeSt config (see ``resnest_engine.config`` docs in README).
+FORMAT_KEY = "FORMAT"
+FORMAT_MARKER = "resnest-engine/1"
 
 
 class ConfigError(ValueError):
@@ -566,6 +571,11 @@ def _build_unsourced(data: Any, per_gpu_note: bool) -> "Config":
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: expected a mapping of sections, got {_type_name(data)}")
     # Unknown names first, so an official config reports its foreign keys before any value.
+    if FORMAT_KEY in data:
+        if data[FORMAT_KEY] != FORMAT_MARKER:
+            raise ConfigError(f"{FORMAT_KEY}: expected {FORMAT_MARKER!r}, got "
+                              f"{data[FORMAT_KEY]!r}", key=FORMAT_KEY)
+        data = {k: v for k, v in data.items() if k != FORMAT_KEY}
     for name, value in data.items():
         if not isinstance(name, str):
             raise ConfigError(f"config: keys must be strings, got {name!r}", key=str(name))

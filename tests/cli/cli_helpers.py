@@ -10,6 +10,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = {
+    "FORMAT": "resnest-engine/1",
     "SEED": 0,
     "MODEL": {"NAME": "resnest14"},
     "DATA": {"DATASET": "synthetic", "IMAGE_SIZE": 32, "CROP_SIZE": 32, "SYNTHETIC_SIZE": 48,
