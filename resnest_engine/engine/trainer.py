@@ -150,7 +150,7 @@ def create_trainer(
 
     ``engine.state.output`` is a dict: ``loss`` (0-d tensor, mean over the whole batch, not
     synced to the host), ``batch_size`` (int), ``y_pred`` (detached logits), ``y`` (hard labels),
-    and ``grad_norm`` (0-d tensor) when clipping.
+    and ``grad_norm`` (0-d tensor) when clipping. ``engine.batch_transform`` is ``batch_transform``.
     """
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
@@ -211,4 +211,5 @@ def create_trainer(
     engine.optimizer = optimizer
     engine.scaler = scaler
     engine.amp = amp
+    engine.batch_transform = batch_transform  # TrainLogger leaves out Top1 while it is .active
     return engine

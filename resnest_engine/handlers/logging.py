@@ -42,56 +42,107 @@ def setup_logger(log_file: Optional[Union[str, Path]] = None, stream: bool = Tru
 
 
 class TrainLogger:
-    """Every ``every`` steps: ``Batch: 100| Loss: 1.253 | Top1: 65.432 | LR: 0.1 | 812.3 img/s``.
+    """Text log lines that the official ResNeSt ``train.py`` log parsers read; our fields follow
+    the official ones.
 
-    Loss and hard-label top-1 are accumulated on the device and read once per log line (no host
-    sync per step). The values also land in ``engine.state.train_log`` for TensorBoard. At each
-    epoch end it logs the epoch time and throughput.
+    Every ``every`` steps (1-based step within the epoch)::
+
+        Batch: 200| Loss: 2.841 | Top1: 41.250 | epoch 4/120 | LR: 0.098765 | 812.3 img/s
+
+    ``Loss`` and ``Top1`` are running averages over the epoch so far (the official
+    ``AverageMeter.avg``); img/s is over the steps since the previous line. While the targets are
+    soft (the trainer's ``batch_transform`` is ``active``, i.e. mixup/cutmix; or the step's
+    ``y`` is missing or not 1-D) the ``Top1`` field is left out, as in the official script::
+
+        Batch: 200| Loss: 3.912 | epoch 4/120 | LR: 0.098765 | 812.3 img/s
+
+    After each epoch::
+
+        Epoch: 3, Time cost: 1234.5 | epoch 4/120 | 1037.2 img/s
+
+    ``Epoch:`` is 0-based, as in the official script (the first epoch prints ``Epoch: 0``); the
+    ``epoch 4/120`` extra is ignite's 1-based epoch. The time is the epoch's training time, without
+    validation. After a mid-epoch resume, the averages and time cover the steps since the resume.
+
+    Loss and correct counts are accumulated on the device over each window and read once per log
+    line (no host sync per step); the epoch totals are kept on the host. ``engine.state.train_log``
+    (for TensorBoard) holds the *window* values, the mean over the steps since the previous line,
+    so its curves do not reset each epoch: ``loss``, ``top1`` (absent while the targets are soft),
+    ``lr`` and ``images_per_sec``.
     """
 
     def __init__(self, every: int = 50) -> None:
         self.every = max(int(every), 1)
-        self._reset()
+        self._reset_window()
+        self._reset_epoch()
 
-    def _reset(self) -> None:
+    def _reset_window(self) -> None:
         self._loss = None
         self._correct = None
         self._n = 0
-        self._steps = 0
+        self._n_hard = 0
+
+    def _reset_epoch(self) -> None:
+        self._epoch_loss = 0.0
+        self._epoch_correct = 0
+        self._epoch_n = 0
+        self._epoch_n_hard = 0
+
+    @staticmethod
+    def _soft_targets(engine: Engine) -> bool:
+        return bool(getattr(getattr(engine, "batch_transform", None), "active", False))
 
     def _accumulate(self, engine: Engine) -> None:
         out = engine.state.output
-        loss = out["loss"].detach() * out["batch_size"]
+        n = out["batch_size"]
+        loss = out["loss"].detach().float() * n
         self._loss = loss if self._loss is None else self._loss + loss
         y_pred, y = out.get("y_pred"), out.get("y")
-        if y_pred is not None and y is not None and y.ndim == 1:
+        if (y_pred is not None and y is not None and y.ndim == 1
+                and not self._soft_targets(engine)):
             c = (y_pred.argmax(dim=1) == y).sum()
             self._correct = c if self._correct is None else self._correct + c
-        self._n += out["batch_size"]
-        self._steps += 1
+            self._n_hard += n
+        self._n += n
 
     def _log(self, engine: Engine) -> None:
         if self._n == 0:
             return
         now = time.perf_counter()
         elapsed = now - self._t0
-        world = idist.get_world_size()
-        loss = float(self._loss) / self._n
-        top1 = 100.0 * float(self._correct) / self._n if self._correct is not None else float("nan")
+        # One device-to-host read per log line.
+        if self._correct is not None:
+            loss_sum, correct = torch.stack([self._loss, self._correct.to(self._loss)]).tolist()
+        else:
+            loss_sum, correct = float(self._loss), 0.0
+        self._epoch_loss += loss_sum
+        self._epoch_correct += round(correct)
+        self._epoch_n += self._n
+        self._epoch_n_hard += self._n_hard
         lr = engine.optimizer.param_groups[0]["lr"] if hasattr(engine, "optimizer") else float("nan")
-        ips = self._n * world / elapsed if elapsed > 0 else float("nan")
-        engine.state.train_log = {"loss": loss, "top1": top1, "lr": lr, "images_per_sec": ips}
+        ips = self._n * idist.get_world_size() / elapsed if elapsed > 0 else float("nan")
+        train_log = {"loss": loss_sum / self._n, "lr": lr, "images_per_sec": ips}
+        if self._n_hard == self._n:
+            train_log["top1"] = 100.0 * correct / self._n
+        engine.state.train_log = train_log
+
         it = (engine.state.iteration - 1) % engine.state.epoch_length + 1
-        logger.info("Epoch: %d Batch: %d| Loss: %.3f | Top1: %.3f | LR: %.6f | %.1f img/s",
-                    engine.state.epoch, it, loss, top1, lr, ips)
+        msg = f"Batch: {it}| Loss: {self._epoch_loss / self._epoch_n:.3f}"
+        # Top1 only when every step of the epoch so far had hard targets.
+        if self._epoch_n_hard == self._epoch_n:
+            msg += f" | Top1: {100.0 * self._epoch_correct / self._epoch_n:.3f}"
+        msg += (f" | epoch {engine.state.epoch}/{engine.state.max_epochs} | LR: {lr:.6f}"
+                f" | {ips:.1f} img/s")
+        logger.info(msg)
         self._t0 = now
-        self._reset()
+        self._reset_window()
 
     def attach(self, trainer: Engine) -> "TrainLogger":
         def _start(_: Engine) -> None:
             self._t0 = self._epoch_t0 = time.perf_counter()
             self._epoch_images = 0
-            self._reset()
+            self._reset_window()
+            self._reset_epoch()
 
         def _iter(engine: Engine) -> None:
             self._accumulate(engine)
@@ -102,7 +153,9 @@ class TrainLogger:
         def _epoch(engine: Engine) -> None:
             dt = time.perf_counter() - self._epoch_t0
             ips = self._epoch_images * idist.get_world_size() / dt if dt > 0 else float("nan")
-            logger.info("Epoch %d done in %.1f s (%.1f img/s)", engine.state.epoch, dt, ips)
+            # Official format: 0-based epoch number first.
+            logger.info("Epoch: %d, Time cost: %.1f | epoch %d/%d | %.1f img/s",
+                        engine.state.epoch - 1, dt, engine.state.epoch, engine.state.max_epochs, ips)
 
         trainer.add_event_handler(Events.EPOCH_STARTED, _start)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _iter)

@@ -13,8 +13,11 @@ from ignite.engine import Events
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import StandardOptions, attach_standard_handlers, setup_logger
 
-BATCH_RE = re.compile(r"Epoch: (\d+) Batch: (\d+)\| Loss: (\d+\.\d{3}) \| Top1: (\d+\.\d{3}) \| "
-                      r"LR: (\d+\.\d{6}) \| (\d+\.\d) img/s$")
+BATCH_RE = re.compile(r"Batch: (\d+)\| Loss: (\d+\.\d{3}) \| Top1: (\d+\.\d{3}) \| "
+                      r"epoch (\d+)/2 \| LR: (\d+\.\d{6}) \| (\d+\.\d) img/s$")
+SOFT_BATCH_RE = re.compile(r"Batch: (\d+)\| Loss: (\d+\.\d{3}) \| epoch (\d+)/2 \| "
+                           r"LR: (\d+\.\d{6}) \| (\d+\.\d) img/s$")
+EPOCH_RE = re.compile(r"Epoch: (\d+), Time cost: (\d+\.\d) \| epoch (\d+)/2 \| (\d+\.\d) img/s$")
 VAL_RE = re.compile(r"Validation: Top1: (\d+\.\d{3}) \| Top5: (\d+\.\d{3}) \| Loss: (\d+\.\d{4})$")
 
 
@@ -47,18 +50,25 @@ def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loade
     assert all(re.match(r"\[\d\d/\d\d \d\d:\d\d:\d\d\] ", ln) for ln in lines)
     messages = [ln.split("] ", 1)[1] for ln in lines]
     batch = [m for m in (BATCH_RE.match(x) for x in messages) if m]
-    assert [(int(m[1]), int(m[2])) for m in batch] == [(1, 2), (1, 4), (2, 2), (2, 4)]
-    # Each line averages the steps since the previous one.
+    assert [(int(m[4]), int(m[1])) for m in batch] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    # Loss and Top1 are running averages over the epoch so far (the official AverageMeter.avg).
     for i, m in enumerate(batch):
-        window = outputs[2 * i: 2 * i + 2]
-        n = sum(b for _, _, b in window)
-        assert float(m[3]) == pytest.approx(sum(l * b for l, _, b in window) / n, abs=6e-4)
-        assert float(m[4]) == pytest.approx(100 * sum(c for _, c, _ in window) / n, abs=6e-4)
+        epoch, step = int(m[4]), int(m[1])
+        seen = outputs[4 * (epoch - 1): 4 * (epoch - 1) + step]
+        n = sum(b for _, _, b in seen)
+        assert float(m[2]) == pytest.approx(sum(l * b for l, _, b in seen) / n, abs=6e-4)
+        assert float(m[3]) == pytest.approx(100 * sum(c for _, c, _ in seen) / n, abs=6e-4)
+    # TensorBoard's train_log holds the last window (steps 3-4 of epoch 2), not the running mean.
+    window = outputs[-2:]
+    n = sum(b for _, _, b in window)
+    assert trainer.state.train_log["loss"] == pytest.approx(sum(l * b for l, _, b in window) / n, rel=1e-5)
+    assert trainer.state.train_log["top1"] == pytest.approx(100 * sum(c for _, c, _ in window) / n)
     vals = [m for m in (VAL_RE.match(x) for x in messages) if m]
     assert len(vals) == 2
     assert float(vals[-1][1]) == pytest.approx(trainer.state.val_results["raw"]["top1"], abs=6e-4)
     assert float(vals[-1][2]) == pytest.approx(trainer.state.val_results["raw"]["top5"], abs=6e-4)
-    assert sum("done in" in x for x in messages) == 2
+    epochs = [m for m in (EPOCH_RE.match(x) for x in messages) if m]
+    assert [(int(m[1]), int(m[3])) for m in epochs] == [(0, 1), (1, 2)]  # official: 0-based
 
     events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
@@ -89,3 +99,29 @@ def test_no_output_dir_writes_nothing(tmp_path, tiny_model, loader, monkeypatch)
     assert list(tmp_path.iterdir()) == []
     assert h.resume_checkpointer is None and h.tb_logger is None
     assert trainer.state.val_results["raw"]["top1"] >= 0
+
+
+def test_soft_targets_leave_out_top1(log_file, tiny_model, loader):
+    """With mixup active the batch line has no Top1 field (as the official script); once mixing
+    is switched off (MIXUP_OFF_EPOCH) Top1 is back."""
+    from resnest_engine.handlers import MixupCutmix, SoftTargetCrossEntropy
+
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mix = MixupCutmix(10, mixup_alpha=0.2)
+    trainer = create_trainer(model, opt, SoftTargetCrossEntropy(), batch_transform=mix)
+    mix.attach(trainer, off_epoch=1)
+    opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, log_every=2, progress_bar="off")
+    attach_standard_handlers(trainer, model, opt, None, opts)
+    logs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=2),
+                              lambda e: logs.append(dict(e.state.train_log)))
+    trainer.run(loader(n=16, batch_size=4), max_epochs=2)
+
+    messages = [ln.split("] ", 1)[1] for ln in log_file.read_text().splitlines()]
+    soft = [m for m in (SOFT_BATCH_RE.match(x) for x in messages) if m]
+    hard = [m for m in (BATCH_RE.match(x) for x in messages) if m]
+    assert [(int(m[3]), int(m[1])) for m in soft] == [(1, 2), (1, 4)]
+    assert [(int(m[4]), int(m[1])) for m in hard] == [(2, 2), (2, 4)]
+    assert ["top1" in x for x in logs] == [False, False, True, True]
+    assert all(x["loss"] > 0 for x in logs)
