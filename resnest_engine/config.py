@@ -38,6 +38,7 @@ __all__ = [
     "apply_overrides", "diff_configs", "validate_config", "effective_lr", "train_micro_batch",
     "eval_batch_per_process", "TRAJECTORY_KEYS", "RESUME_SAFE_KEYS",
     "NONDETERMINISTIC_SAFE_KEYS", "check_resume_overrides", "FORMAT_KEY", "FORMAT_MARKER",
+    "LoadedConfig", "read_config", "config_warnings", "dump_config_text", "SCHEDULE_ALIASES",
 ]
 
 #: Top-level key and value that mark a YAML file as a resnest-engine config. A file without it is
@@ -136,6 +137,17 @@ def _normalize_rand_aug(key: str, value: Any) -> Optional[str]:
     return f"{n},{m}"
 
 
+#: Other libraries' names of our schedules (same meaning): the ResNeSt article's and timm's.
+SCHEDULE_ALIASES = {"cosine": "cos", "multistep": "step"}
+
+
+def _normalize_schedule(key: str, value: Any) -> str:
+    if isinstance(value, str) and value in SCHEDULE_ALIASES:
+        value = SCHEDULE_ALIASES[value]
+    f = _FIELDS["OPTIMIZER"]["LR_SCHEDULER"]
+    return _convert(key, f, value, use_normalize=False)
+
+
 @dataclass
 class ModelConfig:
     NAME: str = _f("resnest50", "Model variant, one of `resnest_engine.list_models()` "
@@ -177,6 +189,10 @@ class DataConfig:
         _within(0, 1, False, True))
     INTERPOLATION: Optional[str] = _f(None, "Resize interpolation; null = the variant's.",
                                       choices=("bilinear", "bicubic", "nearest"))
+    CROP_STYLE: str = _f("auto", "auto: RandomResizedCrop + resize/center-crop below 320 px, "
+                         "ERandomCrop/ECenterCrop (bicubic) from 320 (the published recipe); "
+                         "ecrop: ERandomCrop/ECenterCrop at every size (the official torch "
+                         "train.py).", choices=("auto", "ecrop"))
     IMAGE_SIZE: int = _f(32, "Image side for the digits/synthetic datasets.", _ge(1))
     HFLIP: bool = _f(True, "Random horizontal flip when training.")
     COLOR_JITTER: float = _f(0.4, "Brightness/contrast/saturation jitter strength (0 = off).",
@@ -226,6 +242,9 @@ class TrainingConfig:
     EMA_DECAY: float = _f(0.0, "Decay of an exponential moving average of the weights "
                           "(0 = off).", _EMA)
     VAL_EVERY: int = _f(1, "Validate every this-many epochs (and after the last).", _ge(1))
+    VAL_START: Optional[int] = _f(None, "First validated epoch, then every VAL_EVERY; null = "
+                                  "VAL_EVERY (the official script: 1, i.e. epochs 1, 11, 21...).",
+                                  _ge(1))
     CKPT_EVERY: int = _f(1, "Checkpoint every this-many epochs (0 = off).", _ge(0))
     CKPT_EVERY_ITERS: int = _f(0, "Also checkpoint every this-many iterations (0 = off).",
                                _ge(0))
@@ -244,8 +263,11 @@ class OptimizerConfig:
     LR: float = _f(0.1, "Learning rate for a batch of 256; the run uses LR x BATCH_SIZE / 256.",
                    _gt(0))
     LR_SCHEDULER: str = _f("cos", "cos, step, linear or poly (decay after warmup, per "
-                           "iteration).", choices=("cos", "step", "linear", "poly"))
-    WARMUP_EPOCHS: int = _f(5, "Linear warmup epochs; must be < TRAINING.EPOCHS.", _ge(0))
+                           "iteration); also cosine, multistep (timm names of cos, step).",
+                           choices=("cos", "step", "linear", "poly"),
+                           normalize=lambda key, v: _normalize_schedule(key, v))
+    WARMUP_EPOCHS: int = _f(5, "Linear warmup epochs; at or above TRAINING.EPOCHS it is cut "
+                            "to the run (with a warning).", _ge(0))
     WARMUP_START_FACTOR: float = _f(0.0, "Warmup starts at this fraction of the LR.", _PROB)
     MIN_LR: float = _f(0.0, "LR floor (absolute, not scaled); must be below the effective LR.",
                        _ge(0))
@@ -291,14 +313,11 @@ _ALL_KEYS: Tuple[str, ...] = tuple(
 # Keys of the official ResNeSt / GluonCV configs that must not be read silently
 # ----------------------------------------------------------------------------------------------
 
-_PER_GPU_NOTE = ("this looks like an official ResNeSt config, whose TRAINING.BATCH_SIZE and "
-                 "OPTIMIZER.LR are per GPU: here TRAINING.BATCH_SIZE is the global batch and "
-                 "OPTIMIZER.LR the LR for a batch of 256 (ours = official LR x 256 / official "
-                 "per-GPU BATCH_SIZE)")
 _BN_WD = "use OPTIMIZER.DISABLE_BN_WD (bool, default true: no weight decay on BN and biases)"
 _DROPBLOCK = ("use MODEL.DROPBLOCK_PROB (float in [0, 1): target drop probability, ramped "
               "linearly from 0 over training; block size 3 as the official code)")
-# Keys of the official ResNeSt torch config (resnest/torch/config.py) that we do not have.
+# Keys of the official ResNeSt torch config (resnest/torch/config.py) that we do not have: in a
+# file with the FORMAT marker they are a mix of the two formats.
 _OFFICIAL_KEYS: Dict[str, str] = {
     "TRAINING.LAST_GAMMA": "use MODEL.ZERO_INIT_LAST (bool, default true: zero-init the last "
                            "BN gamma of each block)",
@@ -356,12 +375,11 @@ def _suggest(word: str, options: Iterable[str]) -> Optional[str]:
     return upper[hits[0]] if hits else None
 
 
-def _unknown_key_error(dotted: str, section: Optional[str], key: str,
-                       per_gpu_note: bool) -> ConfigError:
+def _unknown_key_error(dotted: str, section: Optional[str], key: str) -> ConfigError:
     if dotted in _OFFICIAL_KEYS:
-        msg = f"{dotted}: official ResNeSt key, not used here; {_OFFICIAL_KEYS[dotted]}"
-        if per_gpu_note:
-            msg += f" -- {_PER_GPU_NOTE}"
+        msg = (f"{dotted}: official ResNeSt key in a resnest-engine config; "
+               f"{_OFFICIAL_KEYS[dotted]} (a file without the {FORMAT_KEY} line is read as an "
+               "official config)")
         return ConfigError(msg, key=dotted)
     if dotted in _RENAMED_KEYS:
         return ConfigError(f"{dotted}: unknown key; {_RENAMED_KEYS[dotted]}", key=dotted)
@@ -387,12 +405,6 @@ def _unknown_key_error(dotted: str, section: Optional[str], key: str,
                            key=dotted)
     return ConfigError(f"{dotted}: unknown key; valid keys of {section}: "
                        f"{', '.join(_FIELDS[section])}", key=dotted)
-
-
-def _sets_batch_or_lr(data: Mapping) -> bool:
-    tr, op = data.get("TRAINING"), data.get("OPTIMIZER")
-    return ((isinstance(tr, Mapping) and "BATCH_SIZE" in tr)
-            or (isinstance(op, Mapping) and "LR" in op))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,9 +462,9 @@ def _scalar(tp: type, value: Any) -> Tuple[bool, Any]:
     raise TypeError(tp)  # pragma: no cover - schema error
 
 
-def _convert(dotted: str, f: dataclasses.Field, value: Any) -> Any:
+def _convert(dotted: str, f: dataclasses.Field, value: Any, use_normalize: bool = True) -> Any:
     md = f.metadata
-    if md.get("normalize"):
+    if use_normalize and md.get("normalize"):
         return md["normalize"](dotted, value)
     tp, optional = _unwrap(f.type)
 
@@ -525,10 +537,6 @@ def _cross_check(cfg: "Config") -> None:
     if t.BATCH_SIZE % t.GRAD_ACCUM:
         raise ConfigError(f"TRAINING.GRAD_ACCUM: must divide TRAINING.BATCH_SIZE "
                           f"({t.BATCH_SIZE}), got {t.GRAD_ACCUM}", key="TRAINING.GRAD_ACCUM")
-    if o.WARMUP_EPOCHS >= t.EPOCHS:
-        raise ConfigError(f"OPTIMIZER.WARMUP_EPOCHS: must be < TRAINING.EPOCHS ({t.EPOCHS}), "
-                          f"got {o.WARMUP_EPOCHS} (lower it for short runs)",
-                          key="OPTIMIZER.WARMUP_EPOCHS")
     if o.LR_SCHEDULER == "step":
         if not o.STEPS:
             raise ConfigError("OPTIMIZER.STEPS: LR_SCHEDULER 'step' needs a non-empty list of "
@@ -556,10 +564,9 @@ def _cross_check(cfg: "Config") -> None:
                           key=policies[1])
 
 
-def _build(data: Any, origins: Optional[Mapping[str, str]] = None,
-           per_gpu_note: bool = False) -> "Config":
+def _build(data: Any, origins: Optional[Mapping[str, str]] = None) -> "Config":
     try:
-        return _build_unsourced(data, per_gpu_note)
+        return _build_unsourced(data)
     except ConfigError as e:
         src = (origins or {}).get(e.key or "")
         if src is None:
@@ -567,10 +574,16 @@ def _build(data: Any, origins: Optional[Mapping[str, str]] = None,
         raise ConfigError(f"{e} (from {src})", key=e.key, path=e.path) from None
 
 
-def _build_unsourced(data: Any, per_gpu_note: bool) -> "Config":
+def _build_unsourced(data: Any) -> "Config":
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: expected a mapping of sections, got {_type_name(data)}")
-    # Unknown names first, so an official config reports its foreign keys before any value.
+    # Unknown names first, so a foreign key is reported before any value.
+    official = [k for k in _flat_keys(data) if k in _OFFICIAL_KEYS]
+    if len(official) > 1:
+        raise ConfigError(f"{official[0]}: official ResNeSt keys in a resnest-engine config "
+                          f"({', '.join(official)}); {_OFFICIAL_KEYS[official[0]]} (a file "
+                          f"without the {FORMAT_KEY} line is read as an official config)",
+                          key=official[0])
     if FORMAT_KEY in data:
         if data[FORMAT_KEY] != FORMAT_MARKER:
             raise ConfigError(f"{FORMAT_KEY}: expected {FORMAT_MARKER!r}, got "
@@ -584,7 +597,7 @@ def _build_unsourced(data: Any, per_gpu_note: bool) -> "Config":
         if name in _TOP_SCALARS:
             continue
         if name not in _SECTIONS:
-            raise _unknown_key_error(name, None, name, per_gpu_note)
+            raise _unknown_key_error(name, None, name)
         if value is not None and not isinstance(value, Mapping):
             raise ConfigError(f"{name}: expected a mapping of keys, got {value!r} "
                               f"({_type_name(value)})", key=name)
@@ -592,7 +605,7 @@ def _build_unsourced(data: Any, per_gpu_note: bool) -> "Config":
             if not isinstance(key, str):
                 raise ConfigError(f"{name}: keys must be strings, got {key!r}", key=name)
             if key not in _FIELDS[name]:
-                raise _unknown_key_error(f"{name}.{key}", name, key, per_gpu_note)
+                raise _unknown_key_error(f"{name}.{key}", name, key)
     kwargs: Dict[str, Any] = {}
     for name, value in data.items():
         if name in _TOP_SCALARS:
@@ -694,12 +707,27 @@ def _leaf_origins(data: Mapping[str, Any], src: str) -> Dict[str, str]:
     return out
 
 
-def _load_tree(path: str, stack: Tuple[str, ...]) -> Tuple[Dict[str, Any], Dict[str, str]]:
+def _file_format(path: str, data: Dict[str, Any]) -> str:
+    """``"ours"`` for a file with the FORMAT marker, ``"official"`` without (marker removed)."""
+    if FORMAT_KEY not in data:
+        return "official"
+    marker = data.pop(FORMAT_KEY)
+    if marker != FORMAT_MARKER:
+        raise ConfigError(f"{path}: {FORMAT_KEY}: expected {FORMAT_MARKER!r}, got {marker!r}",
+                          path=path, key=FORMAT_KEY)
+    return "ours"
+
+
+def _load_tree(path: str, stack: Tuple[str, ...]
+               ) -> Tuple[Dict[str, Any], Dict[str, str], str]:
+    """The merged mapping of ``path`` and its ``_BASE_`` files, where each key came from, and
+    the format, which every file of the chain must share."""
     real = os.path.realpath(path)
     if real in stack:
         chain = " -> ".join(list(stack[stack.index(real):]) + [real])
         raise ConfigError(f"{path}: _BASE_ cycle: {chain}", path=path)
     data = _read_yaml(path)
+    fmt = _file_format(path, data)
     bases = data.pop("_BASE_", None)
     if bases is None:
         bases = []
@@ -714,12 +742,18 @@ def _load_tree(path: str, stack: Tuple[str, ...]) -> Tuple[Dict[str, Any], Dict[
         base_path = os.path.join(os.path.dirname(path), os.path.expanduser(base))
         if not os.path.isfile(base_path):
             raise ConfigError(f"{path}: _BASE_ file not found: {base_path}", path=path)
-        b_data, b_origins = _load_tree(base_path, stack + (real,))
+        b_data, b_origins, b_fmt = _load_tree(base_path, stack + (real,))
+        if b_fmt != fmt:
+            has, lacks = (path, base_path) if fmt == "ours" else (base_path, path)
+            raise ConfigError(f"{path}: mixes the two config formats: {has} has the "
+                              f"'{FORMAT_KEY}: {FORMAT_MARKER}' line and its _BASE_ chain "
+                              f"file {lacks} does not (an official config); give every file "
+                              "of the chain the same format", path=path)
         merged = _merge(merged, b_data)
         origins.update(b_origins)
     merged = _merge(merged, data)
     origins.update(_leaf_origins(data, path))
-    return merged, origins
+    return merged, origins, fmt
 
 
 # ----------------------------------------------------------------------------------------------
@@ -783,8 +817,9 @@ def _apply_to_dict(data: Dict[str, Any], overrides: Sequence[str],
 # ----------------------------------------------------------------------------------------------
 
 def config_from_dict(d: Mapping) -> Config:
-    """Build and validate a Config from a (partial) nested mapping; missing keys get defaults."""
-    return _build(d, per_gpu_note=isinstance(d, Mapping) and _sets_batch_or_lr(d))
+    """Build and validate a Config from a (partial) nested mapping in our format (an optional
+    ``FORMAT`` key must be the marker); missing keys get defaults."""
+    return _build(d)
 
 
 def config_to_dict(cfg: Config) -> Dict[str, Any]:
@@ -799,21 +834,136 @@ def validate_config(cfg: Config) -> Config:
     return _build(config_to_dict(cfg))
 
 
+@dataclass
+class LoadedConfig:
+    """What :func:`read_config` found: the config, the file's format (``"resnest-engine"`` or
+    ``"official"``), the translation of an official file (lines to log) and warnings."""
+
+    config: Config
+    format: str
+    translation: List[str]
+    warnings: List[str]
+
+
+def _flat_keys(data: Mapping[str, Any]) -> List[str]:
+    out = []
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            out += [f"{k}.{kk}" for kk in v]
+        else:
+            out.append(str(k))
+    return out
+
+
+def _official_flat(path: str, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """The official file's keys as a dotted mapping, after checking every key is official."""
+    from .config_official import OFFICIAL_KEYS
+    flat: Dict[str, Any] = {}
+    ours = []
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{name}.{k}": v for k, v in value.items()})
+        elif value is None and name in _SECTIONS:
+            continue
+        else:
+            flat[str(name)] = value
+    ours = [k for k in flat if k not in OFFICIAL_KEYS and k in _ALL_KEYS]
+    if ours:
+        raise ConfigError(f"{path}: mixes the two config formats: {', '.join(ours)} "
+                          f"{'is a resnest-engine key' if len(ours) == 1 else 'are resnest-engine keys'}"
+                          f" but the file has no '{FORMAT_KEY}: {FORMAT_MARKER}' line, so it is "
+                          "read as an official ResNeSt config; add the line and use our keys "
+                          "throughout, or use official keys only", path=path, key=ours[0])
+    for k in flat:
+        if k not in OFFICIAL_KEYS:
+            guess = _suggest(k, OFFICIAL_KEYS)
+            tail = f"; did you mean {guess}?" if guess else ""
+            raise ConfigError(f"{path}: {k}: not a key of the official ResNeSt config (the file "
+                              f"has no '{FORMAT_KEY}: {FORMAT_MARKER}' line){tail}",
+                              path=path, key=k)
+    return flat
+
+
+def _read_official(path: str, data: Dict[str, Any], overrides: Sequence[str],
+                   world_size: int) -> LoadedConfig:
+    from .config_official import OFFICIAL_KEYS, translate_official
+    flat = _official_flat(path, data)
+    ours_overrides: List[str] = []
+    official_overrides: List[str] = []
+    for item in ([overrides] if isinstance(overrides, str) else overrides):
+        parts, value = _parse_override(item)
+        dotted = ".".join(parts)
+        if dotted in OFFICIAL_KEYS:
+            flat[dotted] = value
+            official_overrides.append(item)
+        else:
+            ours_overrides.append(item)
+    try:
+        translated, lines = translate_official(flat, world_size)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}", path=path, key=getattr(e, "key", None)) from None
+    origins = {k: path for k in _flat_keys(translated)}
+    data = _apply_to_dict(translated, ours_overrides, origins)
+    try:
+        cfg = _build(data, origins)
+    except ConfigError as e:
+        if str(e).startswith(path):
+            raise
+        raise ConfigError(f"{path} (official config, translated): {e}", key=e.key,
+                          path=path) from None
+    head = (f"official config {path} (no '{FORMAT_KEY}: {FORMAT_MARKER}' line), read with the "
+            f"official meaning for {world_size} process{'es' if world_size != 1 else ''}:")
+    lines = [head] + [f"  {ln}" for ln in lines]
+    if official_overrides:
+        lines.append(f"  overrides in the official meaning: {' '.join(official_overrides)}")
+    if ours_overrides:
+        lines.append(f"  overrides of resnest-engine keys: {' '.join(ours_overrides)}")
+    return LoadedConfig(cfg, "official", lines, config_warnings(cfg))
+
+
+def read_config(path: Union[str, "os.PathLike[str]"], overrides: Sequence[str] = (),
+                world_size: int = 1) -> LoadedConfig:
+    """Read a YAML config of either format, then ``KEY=VALUE`` overrides.
+
+    A file with the ``FORMAT: resnest-engine/1`` line (and its ``_BASE_`` files, which must
+    have it too) is ours. A file without it is an official ResNeSt config: its per-GPU batch
+    sizes and LR are multiplied by ``world_size`` and every key takes its official default and
+    meaning (see :mod:`resnest_engine.config_official`); overrides of official keys are read in
+    the official meaning, other keys in ours.
+    """
+    path = os.fspath(path)
+    data, origins, fmt = _load_tree(path, ())
+    if fmt == "official":
+        return _read_official(path, data, overrides, world_size)
+    data = _apply_to_dict(data, overrides, origins)
+    cfg = _build(data, origins)
+    return LoadedConfig(cfg, "resnest-engine", [], config_warnings(cfg))
+
+
 def load_config(path: Optional[Union[str, "os.PathLike[str]"]] = None,
-                overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file ``path`` (with ``_BASE_`` inheritance), then overrides.
+                overrides: Sequence[str] = (), world_size: int = 1) -> Config:
+    """Defaults, then the YAML file ``path`` (either format, see :func:`read_config`), then
+    overrides.
 
     Overrides are ``KEY=VALUE`` strings (``TRAINING.EPOCHS=5``, ``SEED=3``,
     ``OPTIMIZER.STEPS=[30,60]``); VALUE is read as YAML (an empty value, ``null``, ``~`` or
-    ``None`` is null).
+    ``None`` is null). Without ``path``: our defaults plus the overrides.
     """
-    data: Dict[str, Any] = {}
-    origins: Dict[str, str] = {}
-    if path is not None:
-        data, origins = _load_tree(os.fspath(path), ())
-    note = _sets_batch_or_lr(data)
-    data = _apply_to_dict(data, overrides, origins)
-    return _build(data, origins, per_gpu_note=note)
+    if path is None:
+        origins: Dict[str, str] = {}
+        return _build(_apply_to_dict({}, overrides, origins), origins)
+    return read_config(path, overrides, world_size).config
+
+
+def config_warnings(cfg: Config) -> List[str]:
+    """One-line warnings about settings that run, but not as written."""
+    out = []
+    t, o = cfg.TRAINING, cfg.OPTIMIZER
+    if o.WARMUP_EPOCHS >= t.EPOCHS:
+        out.append(f"OPTIMIZER.WARMUP_EPOCHS {o.WARMUP_EPOCHS} >= TRAINING.EPOCHS {t.EPOCHS}: the "
+                   "warmup is cut to the run (the LR follows the warmup line and never reaches "
+                   "its peak; no decay)")
+    return out
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
@@ -823,18 +973,26 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     return _build(data, origins)
 
 
+def dump_config_text(cfg: Config) -> str:
+    """The full config as YAML text in our format, FORMAT line first (what ``config.yaml`` and
+    ``--print-config`` hold)."""
+    text = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False,
+                     default_flow_style=False, allow_unicode=True)
+    return ("# resnest_engine config (complete); load with resnest_engine.config.load_config\n"
+            f"{FORMAT_KEY}: {FORMAT_MARKER}\n{text}")
+
+
 def dump_config(cfg: Config, path: Union[str, "os.PathLike[str]"]) -> None:
     """Write the full config as YAML (atomically); ``load_config(path)`` gives an equal Config."""
     path = os.fspath(path)
-    text = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False,
-                     default_flow_style=False, allow_unicode=True)
+    text = dump_config_text(cfg)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml.tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("# resnest_engine config (complete); load with resnest_engine.config."
-                     "load_config\n")
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -20,6 +20,7 @@ from torch import nn
 from .config import Config, config_to_dict, dump_config, effective_lr
 from .data import DataOptions, attach_sampler_epochs, create_loaders
 from .data.loaders import close_loader
+from .data.transforms import LARGE_CROP
 from .engine import create_evaluator, create_optimizer, create_trainer, param_groups
 from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, StandardOptions,
                        attach_standard_handlers, check_architecture, load_checkpoint,
@@ -50,6 +51,7 @@ def data_options(cfg: Config) -> DataOptions:
         small_image=d.SMALL_IMAGE, aug_repeats=d.AUG_REPEATS, workers=d.WORKERS,
         skip_corrupt=d.SKIP_CORRUPT, fast_jpeg=d.FAST_JPEG, synthetic_size=d.SYNTHETIC_SIZE,
         synthetic_classes=d.SYNTHETIC_CLASSES, image_size=d.IMAGE_SIZE,
+        ecrop_min_size=0 if d.CROP_STYLE == "ecrop" else LARGE_CROP,
     )
 
 
@@ -167,7 +169,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
             lr_scheduler=o.LR_SCHEDULER, warmup_epochs=o.WARMUP_EPOCHS,
             warmup_start_factor=o.WARMUP_START_FACTOR, min_lr=o.MIN_LR, milestones=o.STEPS,
             gamma=o.GAMMA, poly_power=o.POLY_POWER, dropblock_prob=cfg.MODEL.DROPBLOCK_PROB,
-            ema_decay=t.EMA_DECAY, val_every=t.VAL_EVERY, ckpt_every=t.CKPT_EVERY,
+            ema_decay=t.EMA_DECAY, val_every=t.VAL_EVERY, val_start=t.VAL_START,
+            ckpt_every=t.CKPT_EVERY,
             ckpt_every_iters=t.CKPT_EVERY_ITERS, keep_checkpoints=t.KEEP_CHECKPOINTS,
             keep_best=t.KEEP_BEST, nan_check_every=t.NAN_CHECK_EVERY,
             log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,

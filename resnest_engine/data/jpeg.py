@@ -44,7 +44,7 @@ from torchvision.transforms.v2 import functional as F
 from .datasets import ImageFolderSplit
 from .errors import DataError
 from .options import DataOptions, channel_stats
-from .transforms import (LARGE_CROP, ecenter_crop_box, erandom_crop_box, eval_resize_size,
+from .transforms import (ecenter_crop_box, erandom_crop_box, eval_resize_size,
                          interpolation_mode, lighting_offset, train_photometric)
 
 __all__ = ["FastJpegSample", "fast_collate", "normalize_batch", "BatchTransform",
@@ -74,7 +74,7 @@ class FastJpegSample:
         self.crop = opts.crop_size
         self.mode = "L" if opts.in_chans == 1 else "RGB"
         self.read_mode = ImageReadMode.GRAY if opts.in_chans == 1 else ImageReadMode.RGB
-        large = opts.crop_size >= LARGE_CROP
+        large = opts.crop_size >= opts.ecrop_min_size
         interp = opts.large_crop_interpolation if large else opts.interpolation
         self.resample = _PIL_RESAMPLE[interp]
         self.interpolation = interpolation_mode(interp)

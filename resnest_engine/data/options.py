@@ -20,8 +20,9 @@ class DataOptions:
     Dataset: ``dataset`` (see ``list_datasets()``), ``root``, ``download`` (CIFAR only),
     ``skip_corrupt`` (image folders), ``image_size`` (digits/synthetic side),
     ``synthetic_size`` / ``synthetic_classes`` (synthetic only).
-    Geometry: ``crop_size`` (train and eval side; >= 320 switches to the official ERandomCrop /
-    ECenterCrop path), ``eval_crop_fraction``, ``interpolation`` (below 320),
+    Geometry: ``crop_size`` (train and eval side; >= ``ecrop_min_size``, 320 by default, switches
+    to the official ERandomCrop / ECenterCrop path; 0 = at every size, as the official torch
+    train.py), ``eval_crop_fraction``, ``interpolation`` (below 320),
     ``large_crop_interpolation`` (320 and above, bicubic as in the official code),
     ``small_image`` (pad-and-crop + flip preset for 32x32 data).
     Augmentation (all off by default except the flip): ``hflip``, ``color_jitter``,
@@ -59,6 +60,7 @@ class DataOptions:
     image_size: int = 32
     # Fields beyond the fixed API, all defaulted.
     large_crop_interpolation: str = "bicubic"
+    ecrop_min_size: int = 320  # crops of this side and above use ERandomCrop/ECenterCrop (0: all)
     persistent_workers: bool = True
     pin_memory: Optional[bool] = None
     channels_last: bool = True

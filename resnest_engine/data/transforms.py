@@ -180,7 +180,7 @@ def train_geometry(opts: DataOptions) -> List[v2.Transform]:
         # Resize is a no-op when the images already have the crop size (CIFAR/digits at 32).
         return [v2.Resize((crop, crop), interpolation=interpolation_mode(opts.interpolation)),
                 v2.RandomCrop(crop, padding=max(1, crop // 8))]
-    if crop >= LARGE_CROP:
+    if crop >= opts.ecrop_min_size:
         return [ERandomCrop(crop, opts.large_crop_interpolation)]
     return [v2.RandomResizedCrop(crop, scale=(0.08, 1.0),
                                  interpolation=interpolation_mode(opts.interpolation),
@@ -221,7 +221,7 @@ def eval_geometry(opts: DataOptions) -> List[v2.Transform]:
     mode = interpolation_mode(opts.interpolation)
     if opts.small_image:
         return [v2.Resize(crop, interpolation=mode), v2.CenterCrop(crop)]
-    if crop >= LARGE_CROP:
+    if crop >= opts.ecrop_min_size:
         return [ECenterCrop(crop, opts.large_crop_interpolation)]
     return [v2.Resize(eval_resize_size(opts), interpolation=mode, antialias=True), v2.CenterCrop(crop)]
 

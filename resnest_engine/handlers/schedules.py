@@ -83,19 +83,26 @@ def create_lr_scheduler(
     """An ignite scheduler of the LR over ``total_steps`` optimizer steps.
 
     Step ``i < warmup_steps``: ``lr * (f + (1 - f) * i / warmup_steps)`` with
-    ``f = warmup_start_factor``; then the decay over the remaining steps. ``milestones`` (for
+    ``f = warmup_start_factor``; then the decay over the remaining steps. When
+    ``warmup_steps >= total_steps`` the whole run is that warmup line, cut short (no decay). ``milestones`` (for
     ``step``) count steps from the start of training, warmup included.
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"warmup_steps must be in [0, {total_steps}), got {warmup_steps}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    warmup = None
+    if warmup_steps > 0:
+        warmup = PiecewiseLinear(optimizer, "lr",
+                                 [(0, lr * warmup_start_factor), (warmup_steps, lr)])
+    if warmup is not None and warmup_steps >= total_steps:
+        # Warmup cut to the run: the LR follows the full warmup's line and stops short of the peak.
+        return warmup
     decay_steps = total_steps - warmup_steps
     decay = _decay(optimizer, name, lr, min_lr, decay_steps,
                    [m - warmup_steps for m in milestones], gamma, power)
     if warmup_steps == 0:
         return decay
-    warmup = PiecewiseLinear(optimizer, "lr", [(0, lr * warmup_start_factor), (warmup_steps, lr)])
     return ConcatScheduler([warmup, decay], durations=[warmup_steps])
 
 

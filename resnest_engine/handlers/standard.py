@@ -54,6 +54,7 @@ class StandardOptions:
     dropblock_prob: float = 0.0
     ema_decay: float = 0.0
     val_every: int = 1
+    val_start: Optional[int] = None  # first validated epoch; None = val_every
     ckpt_every: int = 1  # epochs; 0 = off
     ckpt_every_iters: int = 0
     keep_checkpoints: int = 2
@@ -124,7 +125,7 @@ def attach_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch
         if ema is not None:
             evaluators["ema"] = create_evaluator(ema.ema_model, **ev_kwargs)
             evaluators["ema"].model = ema.ema_model
-        attach_validation(trainer, evaluators, val_loader, opts.val_every)
+        attach_validation(trainer, evaluators, val_loader, opts.val_every, opts.val_start)
     tb = None
     if out_dir is not None and opts.tensorboard:
         # After validation: its EPOCH_COMPLETED handler writes the val/* scalars of this epoch.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 from ignite.engine import Engine, Events
 
@@ -11,10 +11,13 @@ from .ema import broadcast_buffers
 logger = logging.getLogger("resnest_engine")
 
 
-def validation_due(engine: Engine, every: int) -> bool:
-    """True at epochs that are multiples of ``every`` and at the last epoch."""
+def validation_due(engine: Engine, every: int, start: Optional[int] = None) -> bool:
+    """True at epochs ``start, start + every, ...`` (``start`` defaults to ``every``: the
+    multiples of ``every``) and at the last epoch."""
     e = engine.state.epoch
-    return (e % every == 0 or e == engine.state.max_epochs) and not getattr(engine.state, "nan_detected", False)
+    first = every if start is None else start
+    due = e >= first and (e - first) % every == 0
+    return (due or e == engine.state.max_epochs) and not getattr(engine.state, "nan_detected", False)
 
 
 def run_validation(evaluators: Mapping[str, Engine], loader: Iterable) -> Dict[str, Dict[str, float]]:
@@ -32,14 +35,14 @@ def run_validation(evaluators: Mapping[str, Engine], loader: Iterable) -> Dict[s
 
 
 def attach_validation(trainer: Engine, evaluators: Mapping[str, Engine], loader: Iterable,
-                      every: int = 1) -> None:
-    """At ``EPOCH_COMPLETED`` when due, run the evaluators and store the results in
+                      every: int = 1, start: Optional[int] = None) -> None:
+    """At ``EPOCH_COMPLETED`` when due (epochs ``start, start + every, ...`` and the last), run the evaluators and store the results in
     ``trainer.state.val_results`` (``{"raw": {...}, "ema": {...}}``) with ``state.val_epoch``.
 
     Each evaluator needs a ``model`` attribute (``create_evaluator`` output gets one here)."""
 
     def _validate(engine: Engine) -> None:
-        if not validation_due(engine, every):
+        if not validation_due(engine, every, start):
             return
         engine.state.val_results = run_validation(evaluators, loader)
         engine.state.val_epoch = engine.state.epoch

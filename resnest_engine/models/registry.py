@@ -69,6 +69,16 @@ _register(Variant("resnet50d", dict(layers=[3, 4, 6, 3], radix=0, stem="deep", s
                                     avg_down=True, avd=False), params_m=25.58))
 _register(Variant("resnet50", dict(layers=[3, 4, 6, 3], radix=0, stem="basic", avg_down=False,
                                    avd=False), params_m=25.56))
+# The official ResNeSt repository's own resnet50/101/152 (what an official config's MODEL.NAME
+# resnet50 builds): torchvision's layout, but every 3x3 conv is a radix-1 split-attention conv
+# (sigmoid gate). State_dict keys are the official ones (conv2.conv, conv2.bn0, conv2.fc1, ...).
+OFFICIAL_RESNET_NAMES = {"resnet50": "resnet50_splat", "resnet101": "resnet101_splat",
+                         "resnet152": "resnet152_splat"}
+for _layers, _params in (([3, 4, 6, 3], 26.20), ([3, 4, 23, 3], 45.76), ([3, 8, 36, 3], 61.86)):
+    _depth = {16: 50, 33: 101, 50: 152}[sum(_layers)]
+    _register(Variant(f"resnet{_depth}_splat",
+                      dict(layers=_layers, radix=1, stem="basic", avg_down=False, avd=False),
+                      params_m=_params))
 
 
 def list_models() -> List[str]:

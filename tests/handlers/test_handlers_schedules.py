@@ -139,6 +139,15 @@ def test_create_lr_scheduler_rejects_bad_arguments():
     with pytest.raises(ValueError, match="total_steps"):
         create_lr_scheduler(_opt(), "cos", LR, 0)
     with pytest.raises(ValueError, match="warmup_steps"):
-        create_lr_scheduler(_opt(), "cos", LR, 10, 10)
+        create_lr_scheduler(_opt(), "cos", LR, 10, -1)
+
+
+@pytest.mark.parametrize("warmup", [10, 25])
+def test_warmup_longer_than_the_run_is_cut_to_it(warmup):
+    """The LR follows the full warmup's line for the whole run and never reaches the peak."""
+    sched = create_lr_scheduler(_opt(), "cos", LR, 10, warmup, 0.1)
+    values = simulate_lr(sched, 10)
+    assert values == pytest.approx([LR * (0.1 + 0.9 * i / warmup) for i in range(10)])
+    assert max(values) < LR
     with pytest.raises(ValueError, match="unknown LR schedule"):
         create_lr_scheduler(_opt(), "exp", LR, 10)

@@ -1,0 +1,201 @@
+"""Read an official ResNeSt config (``scripts/torch/train.py``'s fvcore schema) with its meaning.
+
+A YAML file without the ``FORMAT: resnest-engine/1`` line is an official config. Its 22 keys
+and defaults are those of the official ``resnest/torch/config.py``; this module turns them into
+our schema's values, world size included (the official ``BATCH_SIZE``, ``TEST_BATCH_SIZE`` and
+``LR`` are per GPU), and returns the translation as short human-readable lines that the run
+logs. What cannot be reproduced exactly is named there; what would change meaning silently
+(``FINAL_DROP: true``, the ``step`` schedule the official script cannot run, ``START_EPOCHS``
+without a checkpoint) is refused. Written by hand: no library knows this schema.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Tuple
+
+__all__ = ["OFFICIAL_DEFAULTS", "OFFICIAL_KEYS", "translate_official"]
+
+#: Every key of the official config and its default (resnest/torch/config.py).
+OFFICIAL_DEFAULTS: Dict[str, Any] = {
+    "SEED": 1,
+    "DATA.DATASET": "ImageNet",
+    "DATA.ROOT": "~/.encoding/data/ILSVRC2012",
+    "DATA.BASE_SIZE": None,
+    "DATA.CROP_SIZE": 224,
+    "DATA.LABEL_SMOOTHING": 0.0,
+    "DATA.MIXUP": 0.0,
+    "DATA.RAND_AUG": False,
+    "MODEL.NAME": "resnet50",
+    "MODEL.FINAL_DROP": False,
+    "TRAINING.BATCH_SIZE": 64,
+    "TRAINING.TEST_BATCH_SIZE": 256,
+    "TRAINING.LAST_GAMMA": False,
+    "TRAINING.EPOCHS": 120,
+    "TRAINING.START_EPOCHS": 0,
+    "TRAINING.WORKERS": 4,
+    "OPTIMIZER.LR": 0.025,
+    "OPTIMIZER.LR_SCHEDULER": "cos",
+    "OPTIMIZER.MOMENTUM": 0.9,
+    "OPTIMIZER.WEIGHT_DECAY": 1e-4,
+    "OPTIMIZER.DISABLE_BN_WD": False,
+    "OPTIMIZER.WARMUP_EPOCHS": 0,
+}
+OFFICIAL_KEYS: Tuple[str, ...] = tuple(OFFICIAL_DEFAULTS)
+
+#: The official script validates after 0-based epochs 0, 10, 20, ... (1-based 1, 11, 21, ...).
+OFFICIAL_VAL_EVERY = 10
+OFFICIAL_LOG_EVERY = 100
+_SCHEDULES = {"cos": "cos", "cosine": "cos", "poly": "poly"}
+
+
+class _Error(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _int(key: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise _Error(key, f"expected an integer >= {lo}, got {value!r}")
+    return value
+
+
+def _num(key: str, value: Any, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
+        raise _Error(key, f"expected a number{' > 0' if positive else ''}, got {value!r}")
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Error(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def translate_official(flat: Mapping[str, Any], world_size: int
+                       ) -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
+    """Official keys (dotted, as set in the file; missing keys take the official defaults) ->
+    ``(our config as a nested dict, translation lines)`` for a run of ``world_size`` processes.
+
+    Raises ``ValueError`` (message ``"KEY: ..."``, attribute ``key``) for values that have no
+    faithful translation.
+    """
+    o = dict(OFFICIAL_DEFAULTS)
+    o.update(flat)
+    w = int(world_size)
+    lines: List[str] = []
+    approx: List[str] = []
+
+    batch = _int("TRAINING.BATCH_SIZE", o["TRAINING.BATCH_SIZE"], 1)
+    test_batch = _int("TRAINING.TEST_BATCH_SIZE", o["TRAINING.TEST_BATCH_SIZE"], 1)
+    lr = _num("OPTIMIZER.LR", o["OPTIMIZER.LR"], positive=True)
+    epochs = _int("TRAINING.EPOCHS", o["TRAINING.EPOCHS"], 1)
+    warmup = _int("OPTIMIZER.WARMUP_EPOCHS", o["OPTIMIZER.WARMUP_EPOCHS"], 0)
+    momentum = _num("OPTIMIZER.MOMENTUM", o["OPTIMIZER.MOMENTUM"])
+    wd = _num("OPTIMIZER.WEIGHT_DECAY", o["OPTIMIZER.WEIGHT_DECAY"])
+    no_bn_wd = _bool("OPTIMIZER.DISABLE_BN_WD", o["OPTIMIZER.DISABLE_BN_WD"])
+    last_gamma = _bool("TRAINING.LAST_GAMMA", o["TRAINING.LAST_GAMMA"])
+
+    start = o["TRAINING.START_EPOCHS"]
+    if start != 0:
+        raise _Error("TRAINING.START_EPOCHS", f"{start!r}: starting part-way through the schedule "
+                     "with fresh weights is not supported; resume from the official "
+                     "checkpoint_N.pth with --resume (it continues at epoch N+1)")
+
+    schedule = o["OPTIMIZER.LR_SCHEDULER"]
+    if schedule == "step":
+        raise _Error("OPTIMIZER.LR_SCHEDULER", "'step' cannot run in the official script (its "
+                     "scheduler needs lr_step, which train.py never passes); write a "
+                     "resnest-engine config with OPTIMIZER.LR_SCHEDULER: step and "
+                     "OPTIMIZER.STEPS: [...] instead")
+    if schedule not in _SCHEDULES:
+        raise _Error("OPTIMIZER.LR_SCHEDULER", f"expected one of 'cos', 'cosine', 'poly' (the "
+                     f"official schedules), got {schedule!r}")
+
+    final_drop = o["MODEL.FINAL_DROP"]
+    if final_drop is True:
+        raise _Error("MODEL.FINAL_DROP", "true would be Dropout(p=1.0) in the official code (it "
+                     "is used as a probability); give the probability, e.g. 0.2 (false = off)")
+    final_drop = 0.0 if final_drop is False else _num("MODEL.FINAL_DROP", final_drop)
+
+    rand_aug = o["DATA.RAND_AUG"]
+    if not isinstance(rand_aug, bool):
+        raise _Error("DATA.RAND_AUG", f"expected true or false (the official switch), got "
+                     f"{rand_aug!r}")
+
+    dataset = o["DATA.DATASET"]
+    if not isinstance(dataset, str) or not dataset:
+        raise _Error("DATA.DATASET", f"expected a dataset name, got {dataset!r}")
+    root = o["DATA.ROOT"]
+    if not isinstance(root, str) or not root:
+        raise _Error("DATA.ROOT", f"expected a directory, got {root!r}")
+
+    name = o["MODEL.NAME"]
+    if not isinstance(name, str) or not name:
+        raise _Error("MODEL.NAME", f"expected a model name, got {name!r}")
+    from .models.registry import OFFICIAL_RESNET_NAMES
+    model = OFFICIAL_RESNET_NAMES.get(name, name)
+
+    ours: Dict[str, Dict[str, Any]] = {
+        "SEED": o["SEED"],
+        "MODEL": {"NAME": model, "FINAL_DROP": final_drop, "ZERO_INIT_LAST": last_gamma,
+                  "DROPBLOCK_PROB": 0.0},
+        "DATA": {"DATASET": dataset.lower(), "ROOT": os.path.expanduser(root),
+                 "CROP_SIZE": o["DATA.CROP_SIZE"], "CROP_STYLE": "ecrop",
+                 "LABEL_SMOOTHING": o["DATA.LABEL_SMOOTHING"], "MIXUP": o["DATA.MIXUP"],
+                 "CUTMIX": 0.0, "RAND_AUG": "2,12" if rand_aug else None, "HFLIP": True,
+                 "COLOR_JITTER": 0.4, "PCA_LIGHTING": 0.1, "WORKERS": o["TRAINING.WORKERS"]},
+        "TRAINING": {"EPOCHS": epochs, "BATCH_SIZE": batch * w,
+                     "TEST_BATCH_SIZE": test_batch * w, "GRAD_ACCUM": 1, "AMP": "off",
+                     "EMA_DECAY": 0.0, "VAL_EVERY": OFFICIAL_VAL_EVERY, "VAL_START": 1},
+        "OPTIMIZER": {"NAME": "sgd", "LR": lr * 256 / batch, "LR_SCHEDULER": _SCHEDULES[schedule],
+                      "WARMUP_EPOCHS": warmup, "WARMUP_START_FACTOR": 0.0, "MIN_LR": 0.0,
+                      "MOMENTUM": momentum, "WEIGHT_DECAY": wd, "DISABLE_BN_WD": no_bn_wd,
+                      "POLY_POWER": 0.9},
+        "LOGGING": {"LOG_EVERY": OFFICIAL_LOG_EVERY},
+    }
+
+    procs = f"{w} process{'es' if w != 1 else ''}"
+    lines.append(f"global batch {batch * w} = TRAINING.BATCH_SIZE {batch} x {procs}; eval batch "
+                 f"{test_batch * w} = {test_batch} x {w}")
+    lines.append(f"LR {lr * w:g} = OPTIMIZER.LR {lr:g} x {procs} (OPTIMIZER.LR "
+                 f"{ours['OPTIMIZER']['LR']:g} per 256 images here)")
+    decay = ("no decay on norm layers and biases" if no_bn_wd else "decay on every parameter, "
+             "BN included")
+    lines.append(f"optimizer: SGD momentum {momentum:g} (no Nesterov), weight decay {wd:g}, {decay}")
+    lines.append(f"schedule: {_SCHEDULES[schedule]} over {epochs} epochs, warmup {warmup} "
+                 f"epoch{'s' if warmup != 1 else ''}; validation after epochs 1, 11, 21, ... "
+                 "and the last")
+    if model != name:
+        lines.append(f"model: {name} -> {model} (the official radix-1 split-attention "
+                     f"ResNet, not torchvision's {name})")
+    else:
+        lines.append(f"model: {model}")
+    lines.append(f"zero-init of the last BN gamma: {'on' if last_gamma else 'off'} "
+                 f"(TRAINING.LAST_GAMMA {str(last_gamma).lower()}); final dropout {final_drop:g}")
+    aug = ", RandAugment(2, 12)" if rand_aug else ""
+    mix = f", mixup alpha {o['DATA.MIXUP']:g}" if o["DATA.MIXUP"] else ""
+    lines.append(f"data: {dataset.lower()} at {ours['DATA']['ROOT']}; ERandomCrop/ECenterCrop "
+                 f"{o['DATA.CROP_SIZE']} (the official torch crops), flip, color jitter 0.4, "
+                 f"PCA lighting 0.1{aug}{mix}, label smoothing "
+                 f"{o['DATA.LABEL_SMOOTHING']:g}; {o['TRAINING.WORKERS']} workers per process")
+
+    if rand_aug:
+        approx.append("RAND_AUG: torchvision's RandAugment op list at magnitude 12 of 30, after "
+                      "the crop (the official list has its own ops and runs before the crop)")
+    if no_bn_wd:
+        approx.append("DISABLE_BN_WD: skips decay on every norm layer by module type (the "
+                      "official matched 'bn'/'bias' in names and still decayed downsample BNs)")
+    if last_gamma:
+        approx.append("LAST_GAMMA: the zero-init takes effect here (the official init loop reset "
+                      "those gammas to 1, a known bug)")
+    if warmup > 0 and schedule in ("cos", "cosine", "poly"):
+        approx.append(f"warmup: the {_SCHEDULES[schedule]} decay starts after the warmup (the "
+                      "official curve spans the whole run, warmup included)")
+    if o["DATA.BASE_SIZE"] is not None:
+        approx.append(f"DATA.BASE_SIZE {o['DATA.BASE_SIZE']!r} ignored, as the official "
+                      "transforms ignore it")
+    approx.append("checkpoints: resume points every epoch and the best by top-1, not "
+                  "checkpoint_N.pth; the random streams differ from the official script's")
+    lines += [f"approximated: {a}" for a in approx]
+    return ours, lines
