@@ -10,14 +10,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
 import torch
 from ignite.utils import manual_seed
 from torch import nn
 
-from .config import Config, config_to_dict, dump_config, effective_lr
+from .config import Config, config_to_dict, config_warnings, dump_config, effective_lr
 from .data import DataOptions, attach_sampler_epochs, create_loaders
 from .data.loaders import close_loader
 from .data.transforms import LARGE_CROP
@@ -26,7 +26,8 @@ from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, Stand
                        attach_standard_handlers, check_architecture, load_checkpoint,
                        read_checkpoint, run_validation, setup_logger, training_finished)
 from .models import get_model, get_variant, load_pretrained
-from .models.weights import read_state_dict
+from .handlers.official_checkpoint import is_official_checkpoint, load_official_checkpoint
+from .models.weights import strip_prefixes, read_state_dict
 
 logger = logging.getLogger("resnest_engine")
 
@@ -94,22 +95,32 @@ class Interrupted(Exception):
     """SIGTERM/SIGINT arrived; a resume point was written."""
 
 
-def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult:
-    """Train ``cfg`` into ``outdir``, optionally resuming from checkpoint ``resume``."""
+def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
+          preamble: Sequence[str] = ()) -> RunResult:
+    """Train ``cfg`` into ``outdir``, optionally resuming from checkpoint ``resume`` (ours, or
+    an official ``train.py`` checkpoint). ``preamble``: lines logged first (e.g. the launch
+    arguments and an official config's translation)."""
     rank = idist.get_rank()
     outdir = Path(outdir)
     if rank == 0:
         outdir.mkdir(parents=True, exist_ok=True)
     idist.barrier()
     setup_logger(outdir / "log.txt")
+    for line in preamble:
+        logger.info("%s", line)
+    for line in config_warnings(cfg):
+        logger.warning("warning: %s", line)
     manual_seed(cfg.SEED)
     if cfg.TRAINING.DETERMINISTIC:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = idist.device()
 
     ckpt = None
+    official = False
     if resume is not None:
-        ckpt = read_checkpoint(resume)
+        ckpt = read_checkpoint(resume, allow_official=True)
+        official = is_official_checkpoint(ckpt)
+    if ckpt is not None and not official:
         saved_threads = ckpt["meta"].get("threads")
         if cfg.TRAINING.DETERMINISTIC and saved_threads and saved_threads != torch.get_num_threads():
             torch.set_num_threads(int(saved_threads))
@@ -128,8 +139,11 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
         raise DataError(f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {cfg.DATA.DATASET} has "
                         f"{num_classes} classes")
     model = build_model(cfg, num_classes)
+    logger.info("Model %s: %.2fM parameters, %d classes", cfg.MODEL.NAME,
+                sum(p.numel() for p in model.parameters()) / 1e6, num_classes)
     if ckpt is not None:
-        check_architecture(ckpt, model.state_dict(), resume)
+        check_architecture({"model": strip_prefixes(ckpt["state_dict"]), "meta": {}}
+                           if official else ckpt, model.state_dict(), resume)
     if cfg.MODEL.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     model = idist.auto_model(model, sync_bn=cfg.MODEL.SYNC_BN)
@@ -181,7 +195,19 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None) -> RunResult
     if handlers.ema is not None and cfg.MODEL.CHANNELS_LAST:
         handlers.ema.ema_model.to(memory_format=torch.channels_last)
 
-    if ckpt is not None:
+    if official:
+        info = load_official_checkpoint(ckpt, raw_model, optimizer, trainer, handlers.lr_scheduler,
+                                        epoch_length, t.EPOCHS, resume)
+        if rank == 0:
+            dump_config(cfg, outdir / "config.yaml")
+        logger.info("Resumed from the official checkpoint %s: %d epoch(s) done (official epoch "
+                    "%d), continuing at epoch %d of %d (official epoch %d) with its weights and "
+                    "%d SGD momentum buffers. An official checkpoint resumes at an epoch boundary "
+                    "with fresh RNG, sampler and metrics history: not the bitwise continuation "
+                    "of our own checkpoints.", resume, info["epochs_done"],
+                    info["epochs_done"] - 1, info["epochs_done"] + 1, t.EPOCHS,
+                    info["epochs_done"], info["momentum_buffers"])
+    elif ckpt is not None:
         load_checkpoint(ckpt, handlers.to_save)
         is_resume_file = Path(resume).name.startswith("resume-")
         if is_resume_file and "checkpointer" in ckpt and handlers.resume_checkpointer is not None:

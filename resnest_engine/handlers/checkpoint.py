@@ -141,8 +141,11 @@ def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,
                       n_saved=n_saved, include_self=True)
 
 
-def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` and check its format; never unpickles code."""
+def read_checkpoint(path: Union[str, Path], allow_official: bool = False) -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check its format; never unpickles code.
+
+    With ``allow_official``, a checkpoint of the official ResNeSt ``train.py`` is returned as it
+    is (see :mod:`resnest_engine.handlers.official_checkpoint`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -153,6 +156,12 @@ def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             msg = "it contains pickled objects that are not plain weights (refused)"
         raise CheckpointError(f"cannot load checkpoint {path}: {msg}") from None
+    from .official_checkpoint import is_official_checkpoint
+    if is_official_checkpoint(ckpt):
+        if allow_official:
+            return ckpt
+        raise CheckpointError(f"{path} is an official ResNeSt checkpoint: resume training from "
+                              "it with --resume, or load its weights with MODEL.PRETRAINED")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise CheckpointError(f"{path} is not a resnest-engine checkpoint (no format_version)")
     if ckpt["format_version"] != FORMAT_VERSION:

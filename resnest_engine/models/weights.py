@@ -28,7 +28,8 @@ class LoadReport:
     unexpected: List[str] = field(default_factory=list)
 
 
-def _strip_prefixes(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def strip_prefixes(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state`` with ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) key prefixes removed."""
     out = {}
     for k, v in state.items():
         changed = True
@@ -65,7 +66,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path} does not hold a state_dict of tensors")
-    return _strip_prefixes(obj)
+    return strip_prefixes(obj)
 
 
 def load_pretrained(model: nn.Module, path: Union[str, Path], strict: bool = True) -> LoadReport:
