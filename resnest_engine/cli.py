@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -48,17 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", required=True, help="YAML recipe")
     p.add_argument("--outdir", help="run directory (default: output/<config file stem>)")
     p.add_argument("--resume", help="checkpoint path, or 'auto' for the newest valid one in --outdir")
-    p.add_argument("--eval-only", action="store_true", help="evaluate --resume's weights and exit")
-    p.add_argument("--export", metavar="PATH", help="write --resume's weights (.pt state_dict or "
-                   ".pt2 torch.export program) and exit")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate --resume's weights (default: the --outdir run's final, best or "
+                   "newest weights), write OUTDIR/eval_metrics.json and exit")
+    p.add_argument("--export", metavar="NAME",
+                   help="write --resume's weights (default: the --outdir run's final, best or newest "
+                   "weights) and exit: NAME.pth when NAME has no suffix (the official habit), .pt/.pth "
+                   "a state_dict, .pt2 a torch.export program")
     p.add_argument("--force", action="store_true",
                    help="move an existing --outdir aside to DIR.bak-<timestamp> and start afresh")
-    p.add_argument("--nproc-per-node", type=int, help="processes to spawn on this node")
-    p.add_argument("--nnodes", "--world-size", dest="nnodes", type=int, help="number of nodes")
+    p.add_argument("--nproc-per-node", type=int, help="processes to spawn on this node "
+                   "(default: one per visible GPU when there are several, else this one)")
+    p.add_argument("--nnodes", "--world-size", dest="nnodes", type=int,
+                   help="number of nodes (--world-size: the official script's name)")
     p.add_argument("--node-rank", type=int, help="this node's rank")
+    p.add_argument("--rank", type=int, help="the official script's name for --node-rank")
     p.add_argument("--master-addr", help="address of the rank-0 node")
     p.add_argument("--master-port", type=int, help="port of the rank-0 node")
+    p.add_argument("--dist-url", metavar="tcp://HOST:PORT",
+                   help="the official script's way to give --master-addr and --master-port")
     p.add_argument("--backend", choices=("gloo", "nccl"), help="default: nccl on GPUs, else gloo")
+    p.add_argument("--dist-backend", choices=("gloo", "nccl"),
+                   help="the official script's name for --backend")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return p
 
@@ -81,11 +94,85 @@ def _check_dist_flags(a: argparse.Namespace) -> None:
         raise UsageError(f"--master-port must be in 1..65535, got {a.master_port}")
 
 
+def parse_dist_url(url: str) -> Tuple[str, int]:
+    """``tcp://HOST:PORT`` (the official ``--dist-url``) -> ``(HOST, PORT)``; a :class:`UsageError`
+    naming ``--dist-url`` and the expected form for anything else."""
+    bad = UsageError(f"--dist-url must be tcp://HOST:PORT with a port in 1..65535, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number or is out of range
+        raise bad from None
+    if (parts.scheme != "tcp" or not parts.hostname or port is None or not 0 < port < 65536
+            or parts.path not in ("", "/") or parts.query or parts.fragment
+            or parts.username is not None):
+        raise bad
+    return parts.hostname, port
+
+
+def _merge_alias(a: argparse.Namespace, dest: str, flag: str, value, alias: str) -> None:
+    """Set ``a.<dest>`` (spelt ``flag``) from the official spelling ``alias``; both given with
+    different values is a :class:`UsageError` naming both."""
+    if value is None:
+        return
+    ours = getattr(a, dest)
+    if ours is not None and ours != value:
+        raise UsageError(f"{alias} and {flag} disagree: {alias} gives {value}, {flag} {ours}; "
+                         "pass one of them")
+    setattr(a, dest, value)
+
+
+def resolve_official_flags(a: argparse.Namespace) -> argparse.Namespace:
+    """Fold the official script's launch flags into ours: ``--rank`` -> ``node_rank``,
+    ``--dist-url tcp://HOST:PORT`` -> ``master_addr``/``master_port``, ``--dist-backend`` ->
+    ``backend`` (``--world-size`` is parsed as ``--nnodes`` already)."""
+    _merge_alias(a, "node_rank", "--node-rank", a.rank, "--rank")
+    if a.dist_url is not None:
+        host, port = parse_dist_url(a.dist_url)
+        _merge_alias(a, "master_addr", "--master-addr", host, f"--dist-url {a.dist_url}")
+        _merge_alias(a, "master_port", "--master-port", port, f"--dist-url {a.dist_url}")
+    _merge_alias(a, "backend", "--backend", a.dist_backend, "--dist-backend")
+    return a
+
+
+def default_nproc_per_node(a: argparse.Namespace) -> Optional[int]:
+    """Processes to start on this node: ``--nproc-per-node`` when given; else, like the official
+    script, one per visible CUDA device when there are several (or any, for a multi-node run) and
+    this is not a torchrun worker; else ``None`` (one process, this one)."""
+    if a.nproc_per_node is not None or _under_torchrun():
+        return a.nproc_per_node
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    count = torch.cuda.device_count()
+    if count > 1 or (count >= 1 and (a.nnodes or 1) > 1):
+        return count
+    return None
+
+
+def resolve_launch_args(a: argparse.Namespace, spawn: bool = True) -> argparse.Namespace:
+    """Official flags folded in, the process count resolved (``spawn``: a training launch, which
+    defaults to one process per GPU), then the consistency rules. Afterwards ``a.nproc_per_node``
+    is the count that will be started (``None``: this process only) and :func:`_world_size` gives
+    the world size."""
+    resolve_official_flags(a)
+    if spawn and a.nproc_per_node is None:
+        n = default_nproc_per_node(a)
+        if n is not None:
+            devices, procs = ("device", "process") if n == 1 else ("devices", "processes")
+            print(f"found {n} CUDA {devices}: starting {n} {procs} (one per GPU; "
+                  "--nproc-per-node 1 for one)", file=sys.stderr)
+        a.nproc_per_node = n
+    _check_dist_flags(a)
+    return a
+
+
 def _under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
 
 
 def _world_size(a: argparse.Namespace) -> int:
+    """Processes of the whole run; ``a`` must have gone through :func:`resolve_launch_args`."""
     if _under_torchrun():
         return int(os.environ["WORLD_SIZE"])
     return (a.nproc_per_node or 1) * (a.nnodes or 1)
@@ -211,7 +298,7 @@ def _finished(ckpt: dict) -> bool:
 
 def run_cli(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(argv)
-    _check_dist_flags(a)
+    resolve_launch_args(a, spawn=not (a.export or a.eval_only))
     from .config import apply_overrides, check_resume_overrides, load_config
     cfg = load_config(a.config_file, a.overrides)
     outdir = Path(a.outdir) if a.outdir else Path("output") / Path(a.config_file).stem
@@ -276,27 +363,113 @@ def _check_data_paths(cfg) -> None:
             raise DataError(f"DATA.ROOT: directory not found: {root}")
 
 
+# Files of a run directory that --export must never replace (checkpoints/ and tb/ as a whole too).
+_RUN_FILES = ("model_weights.pt", "metrics.json", "eval_metrics.json", "config.yaml", "log.txt")
+_RUN_DIRS = ("checkpoints", "tb")
+
+
+def _best_checkpoints(ckpt_dir: Path) -> List[Path]:
+    """``best-e{epoch}-top1={score}.pt`` files, highest score first (newest epoch on ties)."""
+    from .handlers.checkpoint import BEST_PREFIX
+
+    def key(p: Path) -> Tuple[float, str]:
+        try:
+            score = float(p.stem.rsplit("top1=", 1)[1])
+        except (IndexError, ValueError):
+            score = float("-inf")
+        return score, p.stem
+    return sorted(ckpt_dir.glob(f"{BEST_PREFIX}*.pt"), key=key, reverse=True)
+
+
+def find_run_weights(outdir: Path, model_name: str) -> Tuple[Path, str]:
+    """The weights of the run in ``outdir`` and what they are: the final weights
+    (``model_weights.pt``), else the best checkpoint, else the newest valid resume point."""
+    final = outdir / "model_weights.pt"
+    if final.is_file():
+        return final, "final weights"
+    from .handlers.checkpoint import CheckpointError, read_checkpoint
+    for path in _best_checkpoints(outdir / "checkpoints"):
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as e:
+            print(f"warning: skipping {path}: {e}", file=sys.stderr)
+            continue
+        if ckpt["meta"].get("model") != model_name:
+            print(f"warning: skipping {path}: it is for {ckpt['meta'].get('model')}", file=sys.stderr)
+            continue
+        return path, "best checkpoint"
+    found, _ = _newest_valid_checkpoint(outdir / "checkpoints", model_name)
+    if found is not None:
+        return found, "newest resume point"
+    raise UsageError(f"no trained weights in {outdir} (no model_weights.pt, best or resume "
+                     "checkpoint); train first or pass --resume PATH")
+
+
+def export_path(name: str, outdir: Path, source: Path) -> Path:
+    """Where ``--export NAME`` writes: ``NAME.pth`` when NAME has no suffix (as the official
+    script does), else NAME. Never a file of the run directory nor the weights being read."""
+    if not name or name.endswith(("/", os.sep)) or Path(name).is_dir():
+        raise UsageError(f"--export: {name!r} is not a file name")
+    out = Path(name)
+    if not out.suffix:
+        out = out.with_name(out.name + ".pth")
+    if not out.parent.is_dir():
+        raise UsageError(f"--export: directory not found: {out.parent}")
+    target, run = out.resolve(), outdir.resolve()
+    if (target in [run / f for f in _RUN_FILES]
+            or any(target.is_relative_to(run / d) for d in _RUN_DIRS)):
+        raise UsageError(f"--export: {out} is a file of the run directory {outdir}; "
+                         "export somewhere else")
+    if target == source.resolve():
+        raise UsageError(f"--export: {out} is the file being exported; export somewhere else")
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` so that it is either the old file or the complete new one."""
+    from .handlers.checkpoint import fsync_dir
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise UsageError(f"cannot write {path}: {reason}") from None
+
+
 def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path) -> int:
-    if not a.resume:
-        raise UsageError("--eval-only and --export need --resume PATH (a checkpoint or weights file)")
-    path = Path(a.resume)
-    if a.resume == "auto":
-        path = outdir / "model_weights.pt"
+    what = None
+    if not a.resume or a.resume == "auto":
+        try:
+            path, what = find_run_weights(outdir, cfg.MODEL.NAME)
+        except UsageError as e:
+            flag = "--export" if a.export else "--eval-only"
+            raise UsageError(f"{flag}: {e}") from None
+    else:
+        path = Path(a.resume)
         if not path.is_file():
-            found, _ = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
-            if found is None:
-                raise UsageError(f"--resume auto: no weights or checkpoint in {outdir}")
-            path = found
-    if not path.is_file():
-        raise UsageError(f"--resume: file not found: {path}")
-    if a.export:
+            raise UsageError(f"--resume: file not found: {path}")
+    out = export_path(a.export, outdir, path) if a.export else None  # refused before any output
+    if what is not None:
+        print(f"{'exporting' if a.export else 'evaluating'} {what} {path}", file=sys.stderr)
+    if out is not None:
         from .export import export_weights
-        out = export_weights(cfg, path, Path(a.export))
+        export_weights(cfg, path, out)
         print(f"exported {path} to {out}")
         return 0
     from .run import evaluate
     m = evaluate(cfg, path)
     print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
+    # The official script's eval output, under its own name: never the training run's metrics.json.
+    target = outdir / "eval_metrics.json"
+    _atomic_write_text(target, json.dumps({"top1": float(m["top1"]), "top5": float(m["top5"])}) + "\n")
+    print(f"wrote {target}")
     return 0
 
 

@@ -1,18 +1,19 @@
 """Export a checkpoint's weights as a plain state_dict or a ``torch.export`` program."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
 from .config import Config
-from .handlers.checkpoint import atomic_save
+from .handlers.checkpoint import CheckpointWriteError, atomic_save
 from .models import get_model, get_variant
 from .models.weights import read_state_dict
 
 
 def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
-    """Write ``checkpoint``'s final weights to ``out``.
+    """Write ``checkpoint``'s final weights to ``out`` atomically (a temp file renamed into place).
 
     ``.pt2``: a ``torch.export`` program of the model in eval mode for one image at the variant's
     crop size (``torch.export.load`` reads it). Anything else: a state_dict with exactly
@@ -31,9 +32,14 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
             size = cfg.DATA.IMAGE_SIZE
         example = torch.randn(1, cfg.MODEL.IN_CHANS, size, size)
         program = torch.export.export(model, (example,))
-        tmp = out.with_name(f".{out.stem}.tmp.pt2")
-        torch.export.save(program, str(tmp))
-        tmp.replace(out)
-    else:
+        tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.pt2")
+        try:
+            torch.export.save(program, str(tmp))
+            os.replace(tmp, out)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise CheckpointWriteError(f"cannot write {out}: {reason}") from None
+    else:  # .pt, .pth or anything else: a plain state_dict
         atomic_save(model.state_dict(), out)
     return out
