@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("gloo", "nccl"), help="default: nccl on GPUs, else gloo")
     p.add_argument("--dist-backend", choices=("gloo", "nccl"),
                    help="the official script's name for --backend")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (our format, YAML) on stdout and the "
+                   "translation of an official config on stderr; start and write nothing")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return p
 
@@ -214,7 +217,8 @@ def _move_aside(outdir: Path) -> Path:
     return target
 
 
-def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str]) -> None:
+def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
+            preamble: Sequence[str] = ()) -> None:
     """Body of every process; ends with ``sys.exit(code)`` so the launcher sees the status."""
     _set_parent_death_signal()
     import logging
@@ -229,7 +233,8 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str])
     from .run import train
     code = 1
     try:
-        result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None)
+        result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None,
+                       preamble)
         code = result.exit_code
     except (CheckpointWriteError, OSError) as e:  # a failure of the machine, not the user's input
         print(f"error: {one_line(e)}", file=sys.stderr)
@@ -243,7 +248,8 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str])
     sys.exit(code)
 
 
-def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path]) -> int:
+def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
+            preamble: Sequence[str] = ()) -> int:
     import datetime as dt
 
     import ignite.distributed as idist
@@ -253,7 +259,7 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path]) ->
     cfg_dict = config_to_dict(cfg)
     timeout = dt.timedelta(seconds=cfg.TRAINING.DIST_TIMEOUT)
     backend = a.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    args = (cfg_dict, str(outdir), str(resume) if resume else None)
+    args = (cfg_dict, str(outdir), str(resume) if resume else None, list(preamble))
     if _under_torchrun():
         # idist.Parallel initialises a torchrun launch without a timeout; do it ourselves.
         idist.initialize(backend, timeout=timeout)
@@ -292,6 +298,9 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path]) ->
 
 
 def _finished(ckpt: dict) -> bool:
+    from .handlers.official_checkpoint import is_official_checkpoint
+    if is_official_checkpoint(ckpt):
+        return False  # its run length is the config's; loading it refuses a finished one
     t = ckpt["trainer"]
     return t.get("max_epochs") is not None and t["iteration"] >= t["max_epochs"] * t["epoch_length"]
 
@@ -299,14 +308,23 @@ def _finished(ckpt: dict) -> bool:
 def run_cli(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(argv)
     resolve_launch_args(a, spawn=not (a.export or a.eval_only))
-    from .config import apply_overrides, check_resume_overrides, load_config
-    cfg = load_config(a.config_file, a.overrides)
+    from .config import (apply_overrides, check_resume_overrides, dump_config_text, load_config,
+                         read_config)
+    world = _world_size(a)
+    loaded = read_config(a.config_file, a.overrides, world_size=world)
+    cfg = loaded.config
     outdir = Path(a.outdir) if a.outdir else Path("output") / Path(a.config_file).stem
 
+    if a.print_config:
+        for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
+            print(line, file=sys.stderr)
+        sys.stdout.write(dump_config_text(cfg))
+        return 0
     if a.export or a.eval_only:
+        for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
+            print(line, file=sys.stderr)
         return _eval_or_export(a, cfg, outdir)
 
-    world = _world_size(a)
     if cfg.TRAINING.BATCH_SIZE % world:
         raise UsageError(f"TRAINING.BATCH_SIZE {cfg.TRAINING.BATCH_SIZE} does not divide by "
                          f"{world} processes")
@@ -327,14 +345,16 @@ def run_cli(argv: Sequence[str]) -> int:
             if not resume.is_file():
                 raise UsageError(f"--resume: checkpoint not found: {resume}")
             from .handlers.checkpoint import read_checkpoint
-            ckpt = read_checkpoint(resume)
-            saved_model = ckpt["meta"].get("model")
-            if saved_model != cfg.MODEL.NAME:
+            from .handlers.official_checkpoint import is_official_checkpoint
+            ckpt = read_checkpoint(resume, allow_official=True)
+            # An official checkpoint names no model: the architecture check happens on load.
+            saved_model = None if is_official_checkpoint(ckpt) else ckpt["meta"].get("model")
+            if saved_model is not None and saved_model != cfg.MODEL.NAME:
                 raise UsageError(f"--resume: {resume} is a {saved_model} checkpoint but "
                                  f"MODEL.NAME is {cfg.MODEL.NAME}")
         if resume is not None and saved.is_file():
             saved_cfg = load_config(saved)
-            new_cfg = apply_overrides(saved_cfg, a.overrides)
+            new_cfg = apply_overrides(saved_cfg, _overrides_in_our_format(a, loaded, world))
             check_resume_overrides(saved_cfg, new_cfg)
             cfg = new_cfg
         if resume is not None and _finished(ckpt):
@@ -347,7 +367,31 @@ def run_cli(argv: Sequence[str]) -> int:
         if is_main_node:
             moved = _move_aside(outdir)
             print(f"moved the existing {outdir} to {moved}", file=sys.stderr)
-    return _launch(a, cfg, outdir, resume)
+    preamble = [f"resnest-train {_describe_args(a, world)}"] + loaded.translation
+    return _launch(a, cfg, outdir, resume, preamble)
+
+
+def _describe_args(a: argparse.Namespace, world: int) -> str:
+    """The resolved arguments, for the top of the log."""
+    flags = {k: v for k, v in sorted(vars(a).items())
+             if v not in (None, False, []) and k != "overrides"}
+    text = " ".join(f"--{k.replace('_', '-')} {v}" if v is not True else f"--{k.replace('_', '-')}"
+                    for k, v in flags.items())
+    over = " ".join(a.overrides)
+    return f"arguments: {text}{' ' + over if over else ''} (world size {world})"
+
+
+def _overrides_in_our_format(a: argparse.Namespace, loaded, world: int) -> List[str]:
+    """The command line's overrides as KEY=VALUE of our schema. For our format they are the
+    overrides themselves; for an official config, what they change after translation (an
+    official TRAINING.BATCH_SIZE=16 is per GPU, not the global batch of the saved config)."""
+    if loaded.format != "official":
+        return list(a.overrides)
+    import json
+
+    from .config import diff_configs, load_config
+    plain = load_config(a.config_file, (), world_size=world)
+    return [f"{key}={json.dumps(new)}" for key, _, new in diff_configs(plain, loaded.config)]
 
 
 def _check_data_paths(cfg) -> None:

@@ -26,7 +26,8 @@ from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, Stand
                        attach_standard_handlers, check_architecture, load_checkpoint,
                        read_checkpoint, run_validation, setup_logger, training_finished)
 from .models import get_model, get_variant, load_pretrained
-from .handlers.official_checkpoint import is_official_checkpoint, load_official_checkpoint
+from .handlers.official_checkpoint import (is_official_checkpoint, load_official_checkpoint,
+                                           official_epochs_done)
 from .models.weights import strip_prefixes, read_state_dict
 
 logger = logging.getLogger("resnest_engine")
@@ -190,7 +191,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
             log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,
             progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=t.AMP,
             channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model),
-            resume_iteration=int(ckpt["trainer"]["iteration"]) if ckpt is not None else 0),
+            resume_iteration=_resume_iteration(ckpt, official, epoch_length)),
         evaluator=evaluator)
     if handlers.ema is not None and cfg.MODEL.CHANNELS_LAST:
         handlers.ema.ema_model.to(memory_format=torch.channels_last)
@@ -239,6 +240,14 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     if not training_finished(trainer):
         return RunResult(1)
     return RunResult(0, handlers.history.summary())
+
+
+def _resume_iteration(ckpt: Optional[Dict[str, Any]], official: bool, epoch_length: int) -> int:
+    if ckpt is None:
+        return 0
+    if official:
+        return official_epochs_done(ckpt) * epoch_length
+    return int(ckpt["trainer"]["iteration"])
 
 
 def _install_signal_handlers(trainer, handlers, every: int = 1) -> Dict[str, Any]:

@@ -34,7 +34,7 @@ CONFIG_CASES = [
     ("zero_batch", TINY, ["TRAINING.BATCH_SIZE=0"], ["TRAINING.BATCH_SIZE"]),
     ("wrong_type", TINY, ["TRAINING.EPOCHS=abc"], ["TRAINING.EPOCHS"]),
     ("bad_amp", TINY, ["TRAINING.AMP=fp8"], ["TRAINING.AMP"]),
-    ("bad_scheduler", TINY, ["OPTIMIZER.LR_SCHEDULER=cosine"], ["OPTIMIZER.LR_SCHEDULER", "cos"]),
+    ("bad_scheduler", TINY, ["OPTIMIZER.LR_SCHEDULER=cosin"], ["OPTIMIZER.LR_SCHEDULER", "cos"]),
     ("unknown_model", TINY, ["MODEL.NAME=resnest51"], ["resnest51", "resnest50"]),
     ("unknown_dataset", TINY, ["DATA.DATASET=imagefoldr"], ["imagefoldr", "imagefolder"]),
     ("malformed_override", TINY, ["TRAINING.EPOCHS"], ["TRAINING.EPOCHS"]),
