@@ -25,7 +25,6 @@ import difflib
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
                     Union, get_args, get_origin)
@@ -984,20 +983,8 @@ def dump_config_text(cfg: Config) -> str:
 
 def dump_config(cfg: Config, path: Union[str, "os.PathLike[str]"]) -> None:
     """Write the full config as YAML (atomically); ``load_config(path)`` gives an equal Config."""
-    path = os.fspath(path)
-    text = dump_config_text(cfg)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .files import atomic_write_text
+    atomic_write_text(os.fspath(path), dump_config_text(cfg))
 
 
 def _flat(cfg: Config) -> Dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .files import atomic_write
 from .handlers.checkpoint import CheckpointWriteError, atomic_save
 from .models import get_model, get_variant
 from .models.weights import read_state_dict
@@ -32,12 +33,9 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
             size = cfg.DATA.IMAGE_SIZE
         example = torch.randn(1, cfg.MODEL.IN_CHANS, size, size)
         program = torch.export.export(model, (example,))
-        tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.pt2")
         try:
-            torch.export.save(program, str(tmp))
-            os.replace(tmp, out)
+            atomic_write(out, lambda f: torch.export.save(program, f))
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             reason = os.strerror(e.errno) if e.errno else str(e)
             raise CheckpointWriteError(f"cannot write {out}: {reason}") from None
     else:  # .pt, .pth or anything else: a plain state_dict

@@ -19,6 +19,8 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 
+from ..files import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: re-exported)
+
 FORMAT_VERSION = 1
 RESUME_PREFIX = "resume-"
 BEST_PREFIX = "best-"
@@ -36,32 +38,15 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (disk full, unwritable directory)."""
 
 
-def fsync_dir(path: Union[str, Path]) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable] = None) -> None:
     """``torch.save`` to ``path`` so that ``path`` is either the old file or the complete new one.
 
     Raises :class:`CheckpointWriteError` with the reason (e.g. disk full) and leaves no temp file.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if on_written is not None:
-            on_written()
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        atomic_write(path, lambda f: torch.save(obj, f), on_written)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise CheckpointWriteError(f"cannot write {path}: {reason}") from None
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
+
+from ..files import atomic_write_text
 
 
 class MetricsHistory:
@@ -48,12 +49,7 @@ class MetricsHistory:
     def write(self) -> None:
         if self.path is None or idist.get_rank() != 0:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w") as f:
-            json.dump(self.summary(), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.summary(), indent=2))
 
     def state_dict(self) -> Dict[str, Any]:
         return {"weights": self.weights, "history": list(self.history), "best": dict(self.best)}
