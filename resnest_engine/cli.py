@@ -40,7 +40,9 @@ def _user_errors():
     from .handlers.checkpoint import CheckpointError
     from .models.registry import UnknownModelError
     from .models.weights import WeightsError
-    return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, UsageError)
+    from .run_lock import RunDirError
+    return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, UsageError,
+            RunDirError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +174,24 @@ def resolve_launch_args(a: argparse.Namespace, spawn: bool = True) -> argparse.N
 
 def _under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
+
+
+def _writes_run_dir(a: argparse.Namespace) -> bool:
+    """Whether this process is the one that holds the run-directory lock: under ``torchrun``
+    (every process runs :func:`run_cli`) global rank 0; otherwise the launcher of node rank 0,
+    which holds it until its workers end (they are its children and die with it)."""
+    if _under_torchrun():
+        return int(os.environ["RANK"]) == 0
+    return (a.node_rank or 0) == 0
+
+
+def _lock_run_dir(outdir: Path, argv: Sequence[str]):
+    """Take ``outdir``'s lock (creating it): a held one is a user error naming the holder."""
+    import shlex
+
+    from .run_lock import RunDirLock
+    return RunDirLock(outdir, command="resnest-train " + shlex.join(map(str, argv)),
+                      label=f"--outdir {outdir}").acquire()
 
 
 def _world_size(a: argparse.Namespace) -> int:
@@ -308,8 +328,7 @@ def _finished(ckpt: dict) -> bool:
 def run_cli(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(argv)
     resolve_launch_args(a, spawn=not (a.export or a.eval_only))
-    from .config import (apply_overrides, check_resume_overrides, dump_config_text, load_config,
-                         read_config)
+    from .config import dump_config_text, read_config
     world = _world_size(a)
     loaded = read_config(a.config_file, a.overrides, world_size=world)
     cfg = loaded.config
@@ -323,16 +342,50 @@ def run_cli(argv: Sequence[str]) -> int:
     if a.export or a.eval_only:
         for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
             print(line, file=sys.stderr)
-        return _eval_or_export(a, cfg, outdir)
+        return _eval_or_export(a, cfg, outdir, argv)
 
     if cfg.TRAINING.BATCH_SIZE % world:
         raise UsageError(f"TRAINING.BATCH_SIZE {cfg.TRAINING.BATCH_SIZE} does not divide by "
                          f"{world} processes")
     _check_data_paths(cfg)
-    is_main_node = (a.node_rank or 0) == 0 and int(os.environ.get("RANK", "0")) == 0
     resume: Optional[Path] = None
     ckpt: Optional[dict] = None
-    exists = outdir.exists() and any(outdir.iterdir())
+    if a.resume and a.resume != "auto":  # reads no run directory: checked before the lock
+        resume = Path(a.resume)
+        if not resume.is_file():
+            raise UsageError(f"--resume: checkpoint not found: {resume}")
+        from .handlers.checkpoint import read_checkpoint
+        from .handlers.official_checkpoint import is_official_checkpoint
+        ckpt = read_checkpoint(resume, allow_official=True)
+        # An official checkpoint names no model: the architecture check happens on load.
+        saved_model = None if is_official_checkpoint(ckpt) else ckpt["meta"].get("model")
+        if saved_model is not None and saved_model != cfg.MODEL.NAME:
+            raise UsageError(f"--resume: {resume} is a {saved_model} checkpoint but "
+                             f"MODEL.NAME is {cfg.MODEL.NAME}")
+    # One writer per run directory: the lock comes before anything reads or writes it (the
+    # outdir rules below included), and is held until the run (every worker) has ended.
+    writer = _writes_run_dir(a)
+    held = [_lock_run_dir(outdir, argv)] if writer else []
+    launched = False
+    try:
+        plan = _prepare_run(a, argv, loaded, cfg, outdir, resume, ckpt, world, held)
+        if plan is None:
+            return 0
+        launched = True
+        return _launch(a, *plan)
+    finally:
+        for lock in held:  # not launched: nothing written, so remove what the lock created
+            lock.release(discard=not launched)
+
+
+def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir: Path,
+                 resume: Optional[Path], ckpt: Optional[dict], world: int, held: list):
+    """The outdir rules (``--resume``, ``--force``), after the lock: ``held`` is the lock on
+    ``outdir`` when this process is the writer, else empty. Returns ``_launch``'s arguments
+    after ``a`` (config, outdir, resume point, log preamble), or None: nothing to do."""
+    from .config import apply_overrides, check_resume_overrides, load_config
+    from .run_lock import has_run_content
+    exists = has_run_content(outdir)  # the lock file alone is not a run
     if a.resume:
         saved = outdir / "config.yaml"
         if a.resume == "auto":
@@ -340,18 +393,6 @@ def run_cli(argv: Sequence[str]) -> int:
                 resume, ckpt = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
             if resume is None:
                 print(f"no checkpoint in {outdir}; starting from the beginning", file=sys.stderr)
-        else:
-            resume = Path(a.resume)
-            if not resume.is_file():
-                raise UsageError(f"--resume: checkpoint not found: {resume}")
-            from .handlers.checkpoint import read_checkpoint
-            from .handlers.official_checkpoint import is_official_checkpoint
-            ckpt = read_checkpoint(resume, allow_official=True)
-            # An official checkpoint names no model: the architecture check happens on load.
-            saved_model = None if is_official_checkpoint(ckpt) else ckpt["meta"].get("model")
-            if saved_model is not None and saved_model != cfg.MODEL.NAME:
-                raise UsageError(f"--resume: {resume} is a {saved_model} checkpoint but "
-                                 f"MODEL.NAME is {cfg.MODEL.NAME}")
         if resume is not None and saved.is_file():
             saved_cfg = load_config(saved)
             new_cfg = apply_overrides(saved_cfg, _overrides_in_our_format(a, loaded, world))
@@ -359,16 +400,23 @@ def run_cli(argv: Sequence[str]) -> int:
             cfg = new_cfg
         if resume is not None and _finished(ckpt):
             print(f"{outdir}: the run already finished ({resume.name}); nothing to do")
-            return 0
+            return None
     elif exists:
         if not a.force:
             raise UsageError(f"--outdir {outdir} already exists; use --resume auto to continue it "
                              "or --force to move it aside")
-        if is_main_node:
+        if held:
+            # Locked (by us) while it moves, so a live run's directory is never moved; the lock
+            # file goes with it. The new directory is locked before the old one is let go.
             moved = _move_aside(outdir)
             print(f"moved the existing {outdir} to {moved}", file=sys.stderr)
+            old = held.pop()
+            try:
+                held.append(_lock_run_dir(outdir, argv))
+            finally:
+                old.release()
     preamble = [f"resnest-train {_describe_args(a, world)}"] + loaded.translation
-    return _launch(a, cfg, outdir, resume, preamble)
+    return cfg, outdir, resume, preamble
 
 
 def _describe_args(a: argparse.Namespace, world: int) -> str:
@@ -487,7 +535,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise UsageError(f"cannot write {path}: {reason}") from None
 
 
-def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path) -> int:
+def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str] = ()) -> int:
     what = None
     if not a.resume or a.resume == "auto":
         try:
@@ -500,19 +548,32 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path) -> int:
         if not path.is_file():
             raise UsageError(f"--resume: file not found: {path}")
     out = export_path(a.export, outdir, path) if a.export else None  # refused before any output
-    if what is not None:
-        print(f"{'exporting' if a.export else 'evaluating'} {what} {path}", file=sys.stderr)
     if out is not None:
+        if what is not None:
+            print(f"exporting {what} {path}", file=sys.stderr)
         from .export import export_weights
         export_weights(cfg, path, out)
         print(f"exported {path} to {out}")
         return 0
-    from .run import evaluate
-    m = evaluate(cfg, path)
-    print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
-    # The official script's eval output, under its own name: never the training run's metrics.json.
-    target = outdir / "eval_metrics.json"
-    _atomic_write_text(target, json.dumps({"top1": float(m["top1"]), "top5": float(m["top5"])}) + "\n")
+    # --eval-only writes OUTDIR/eval_metrics.json: the run directory's lock first (--export
+    # writes outside it and only reads it, so it takes none).
+    lock = _lock_run_dir(outdir, argv) if _writes_run_dir(a) else None
+    written = False
+    try:
+        if what is not None:
+            print(f"evaluating {what} {path}", file=sys.stderr)
+        from .run import evaluate
+        m = evaluate(cfg, path)
+        print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
+        # The official script's eval output, under its own name: never the training run's
+        # metrics.json.
+        target = outdir / "eval_metrics.json"
+        _atomic_write_text(target, json.dumps({"top1": float(m["top1"]),
+                                               "top5": float(m["top5"])}) + "\n")
+        written = True
+    finally:
+        if lock is not None:
+            lock.release(discard=not written)
     print(f"wrote {target}")
     return 0
 
