@@ -212,8 +212,14 @@ def _set_parent_death_signal() -> None:
 
 def _newest_valid_checkpoint(ckpt_dir: Path, model_name: str) -> Tuple[Optional[Path], Optional[dict]]:
     """The newest resume point that loads and is for ``model_name``, and its contents."""
-    from .handlers.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
-    for path in list_checkpoints(ckpt_dir):
+    from .handlers.checkpoint import list_checkpoints
+    return _first_loadable(list_checkpoints(ckpt_dir), model_name)
+
+
+def _first_loadable(paths, model_name: str) -> Tuple[Optional[Path], Optional[dict]]:
+    """The first of ``paths`` that loads and is for ``model_name`` (others: a warning each)."""
+    from .handlers.checkpoint import CheckpointError, read_checkpoint
+    for path in paths:
         try:
             ckpt = read_checkpoint(path)
         except CheckpointError as e:
@@ -479,17 +485,9 @@ def find_run_weights(outdir: Path, model_name: str) -> Tuple[Path, str]:
     final = outdir / "model_weights.pt"
     if final.is_file():
         return final, "final weights"
-    from .handlers.checkpoint import CheckpointError, read_checkpoint
-    for path in _best_checkpoints(outdir / "checkpoints"):
-        try:
-            ckpt = read_checkpoint(path)
-        except CheckpointError as e:
-            print(f"warning: skipping {path}: {e}", file=sys.stderr)
-            continue
-        if ckpt["meta"].get("model") != model_name:
-            print(f"warning: skipping {path}: it is for {ckpt['meta'].get('model')}", file=sys.stderr)
-            continue
-        return path, "best checkpoint"
+    best, _ = _first_loadable(_best_checkpoints(outdir / "checkpoints"), model_name)
+    if best is not None:
+        return best, "best checkpoint"
     found, _ = _newest_valid_checkpoint(outdir / "checkpoints", model_name)
     if found is not None:
         return found, "newest resume point"
@@ -519,18 +517,11 @@ def export_path(name: str, outdir: Path, source: Path) -> Path:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write ``path`` so that it is either the old file or the complete new one."""
-    from .handlers.checkpoint import fsync_dir
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from .files import atomic_write_text
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        atomic_write_text(path, text)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise UsageError(f"cannot write {path}: {reason}") from None
 
