@@ -80,10 +80,83 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     return model
 
 
-def checkpoint_meta(cfg: Config, model: nn.Module) -> Dict[str, Any]:
+def checkpoint_meta(cfg: Config, model: nn.Module, grad_accum: Optional[int] = None
+                    ) -> Dict[str, Any]:
     return {"model": cfg.MODEL.NAME, "model_args": dict(model.model_args),
             "num_classes": model.num_classes, "config": config_to_dict(cfg),
-            "world_size": idist.get_world_size(), "threads": torch.get_num_threads()}
+            "world_size": idist.get_world_size(), "threads": torch.get_num_threads(),
+            "grad_accum": grad_accum or cfg.TRAINING.GRAD_ACCUM}
+
+
+def elastic_accum(batch: int, saved_world: int, saved_accum: int, world: int) -> int:
+    """Micro-steps per optimizer step on ``world`` processes that keep the global batch and, where
+    it divides, the per-process micro-batch of the saved run (``batch / (saved_world x
+    saved_accum)``); otherwise 1 (a smaller micro-batch). Raises ``CheckpointError`` when the
+    global batch does not divide by ``world``."""
+    from .handlers.checkpoint import CheckpointError
+    if batch % world:
+        raise CheckpointError(f"TRAINING.BATCH_SIZE {batch} (the global batch of the saved run) "
+                              f"does not divide by {world} processes; resume with a number of "
+                              f"processes that divides it (the run used {saved_world})")
+    micro = batch // (saved_world * saved_accum)
+    per_process = batch // world
+    return per_process // micro if per_process % micro == 0 and per_process >= micro else 1
+
+
+def elastic_resume_point(ckpt: Dict[str, Any], path: Path, cfg: Config, world: int
+                         ) -> Tuple[Dict[str, Any], Path, int]:
+    """``(checkpoint, its path, grad_accum)`` to resume on ``world`` processes.
+
+    Same world size as the checkpoint: it as it is (the bitwise guarantee). Another world size:
+    an epoch-boundary resume point (the newest mid-epoch point is replaced by the newest epoch-end
+    point beside it, said in the log), the same global batch through gradient accumulation, and
+    a log line on what is no longer guaranteed.
+    """
+    from .handlers.checkpoint import EPOCH_PREFIX, CheckpointError, list_checkpoints
+    meta = ckpt["meta"]
+    saved_world = int(meta.get("world_size") or world)
+    saved_accum = int(meta.get("grad_accum") or cfg.TRAINING.GRAD_ACCUM)
+    if saved_world == world:
+        return ckpt, path, saved_accum
+    t = ckpt["trainer"]
+    length = int(t["epoch_length"])
+    if int(t["iteration"]) % length:
+        boundary = None
+        candidates = sorted(list_checkpoints(path.parent) +
+                            list_checkpoints(path.parent, EPOCH_PREFIX),
+                            key=lambda p: int(p.stem.split("-i")[-1]), reverse=True)
+        for other in candidates:
+            try:
+                cand = read_checkpoint(other)
+            except CheckpointError:
+                continue
+            it = int(cand["trainer"]["iteration"])
+            if it % length == 0 and it < int(t["iteration"]):
+                boundary = (cand, other)
+                break
+        if boundary is None:
+            raise CheckpointError(f"{path} is a mid-epoch resume point of a {saved_world}-process "
+                                  f"run and no epoch-end resume point is beside it; resume with "
+                                  f"{saved_world} processes")
+        logger.warning("%s is a mid-epoch resume point of %d processes: another world size "
+                       "resumes from the epoch boundary %s (epoch %d); the steps after it are "
+                       "trained again", path.name, saved_world, boundary[1].name,
+                       int(boundary[0]["trainer"]["iteration"]) // length)
+        ckpt, path = boundary
+        saved_accum = int(ckpt["meta"].get("grad_accum") or saved_accum)
+    accum = elastic_accum(cfg.TRAINING.BATCH_SIZE, saved_world, saved_accum, world)
+    micro_before = cfg.TRAINING.BATCH_SIZE // (saved_world * saved_accum)
+    micro_now = cfg.TRAINING.BATCH_SIZE // (world * accum)
+    logger.warning(
+        "Resuming a %d-process run on %d processes (elastic, from %s at epoch %d): same global "
+        "batch %d (%d micro-step(s) of %d per process, was %d of %d), same LR schedule position, "
+        "EMA, scaler and metrics history. Not bitwise: each epoch's sample order is re-drawn from "
+        "the seed and epoch for %d processes%s.", saved_world, world, path.name,
+        int(ckpt["trainer"]["iteration"]) // length, cfg.TRAINING.BATCH_SIZE, accum, micro_now,
+        saved_accum, micro_before, world,
+        "" if micro_now == micro_before else " and BatchNorm sees micro-batches of "
+        f"{micro_now} instead of {micro_before}")
+    return ckpt, path, accum
 
 
 @dataclass
@@ -126,11 +199,10 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         if cfg.TRAINING.DETERMINISTIC and saved_threads and saved_threads != torch.get_num_threads():
             torch.set_num_threads(int(saved_threads))
             logger.info("Thread count restored to %d from the checkpoint", saved_threads)
-        saved_world = ckpt["meta"].get("world_size")
-        if saved_world and saved_world != idist.get_world_size():
-            from .handlers.checkpoint import CheckpointError
-            raise CheckpointError(f"{resume} was written by {saved_world} processes; this run has "
-                                  f"{idist.get_world_size()} (resume with the same world size)")
+    grad_accum = cfg.TRAINING.GRAD_ACCUM
+    if ckpt is not None and not official:
+        ckpt, resume, grad_accum = elastic_resume_point(ckpt, Path(resume), cfg,
+                                                        idist.get_world_size())
 
     opts = data_options(cfg)
     train_loader, val_loader, num_classes = create_loaders(
@@ -166,7 +238,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         loss_fn = nn.CrossEntropyLoss(label_smoothing=d.LABEL_SMOOTHING)
     t = cfg.TRAINING
     trainer = create_trainer(
-        net, optimizer, loss_fn, device=device, amp=t.AMP, grad_accum=t.GRAD_ACCUM,
+        net, optimizer, loss_fn, device=device, amp=t.AMP, grad_accum=grad_accum,
         clip_grad=t.CLIP_GRAD, channels_last=cfg.MODEL.CHANNELS_LAST, batch_transform=mix,
         prepare_batch=getattr(train_loader, "prepare_batch", None),
         deterministic=t.DETERMINISTIC, seed=cfg.SEED)
@@ -190,7 +262,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
             keep_best=t.KEEP_BEST, nan_check_every=t.NAN_CHECK_EVERY,
             log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,
             progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=t.AMP,
-            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model),
+            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model, grad_accum),
             resume_iteration=_resume_iteration(ckpt, official, epoch_length)),
         evaluator=evaluator)
     if handlers.ema is not None and cfg.MODEL.CHANNELS_LAST:

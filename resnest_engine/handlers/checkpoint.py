@@ -23,6 +23,7 @@ from ..files import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: re-export
 
 FORMAT_VERSION = 1
 RESUME_PREFIX = "resume-"
+EPOCH_PREFIX = "epoch-"  # the newest epoch-end point, kept apart when mid-epoch points rotate
 BEST_PREFIX = "best-"
 CHECKPOINT_KEYS = ("format_version", "meta", "model", "optimizer", "trainer", "schedulers",
                    "scaler", "ema", "rng", "metrics")
@@ -112,6 +113,15 @@ def create_resume_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSave
     return Checkpoint(to_save, saver, filename_pattern=RESUME_PREFIX + "{global_step}.{ext}",
                       score_function=lambda e: e.state.iteration, global_step_transform=_resume_step,
                       n_saved=n_saved, include_self=True)
+
+
+def create_epoch_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver) -> Checkpoint:
+    """The newest epoch-end resume point, ``epoch-e{epoch:03d}-i{iteration:07d}.pt``, kept even
+    when mid-epoch resume points rotate it out of ``resume-*``: a resume on another number of
+    processes needs an epoch boundary."""
+    return Checkpoint(to_save, saver, filename_pattern=EPOCH_PREFIX + "{global_step}.{ext}",
+                      score_function=lambda e: e.state.iteration, global_step_transform=_resume_step,
+                      n_saved=1)
 
 
 def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,

@@ -26,7 +26,8 @@ from ..engine.evaluator import create_evaluator
 from ..engine.rng import get_rng_state, set_rng_state
 from ..engine.trainer import _unwrap
 from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, atomic_save,
-                         create_best_checkpointer, create_resume_checkpointer)
+                         create_best_checkpointer, create_epoch_checkpointer,
+                         create_resume_checkpointer)
 from .dropblock import attach_dropblock_ramp
 from .ema import attach_ema, broadcast_buffers
 from .logging import TrainLogger, attach_progress_bar, attach_tensorboard
@@ -188,6 +189,16 @@ def attach_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED, _resume_iter)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, _resume_epoch)
+    if opts.ckpt_every_iters > 0:
+        # Mid-epoch points rotate epoch-end points out; keep the newest one for elastic resume.
+        epoch_point = create_epoch_checkpointer(to_save, saver)
+
+        def _epoch_point(engine: Engine) -> None:
+            if ok(engine):
+                _sync_ema(ema)
+                epoch_point(engine)
+
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, _epoch_point)
 
     def _final(engine: Engine) -> None:
         if not training_finished(engine):
