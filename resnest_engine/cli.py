@@ -462,7 +462,8 @@ def _check_data_paths(cfg) -> None:
 
 
 # Files of a run directory that --export must never replace (checkpoints/ and tb/ as a whole too).
-_RUN_FILES = ("model_weights.pt", "metrics.json", "eval_metrics.json", "config.yaml", "log.txt")
+_RUN_FILES = ("model_weights.pt", "metrics.json", "eval_metrics.json", "config.yaml", "log.txt",
+              "classes.json")
 _RUN_DIRS = ("checkpoints", "tb")
 
 

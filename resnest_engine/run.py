@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
 import torch
@@ -18,7 +18,7 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from .config import Config, config_to_dict, config_warnings, dump_config, effective_lr
-from .data import DataOptions, attach_sampler_epochs, create_loaders
+from .data import DataOptions, attach_sampler_epochs, create_eval_loader, create_loaders
 from .data.loaders import close_loader
 from .data.transforms import LARGE_CROP
 from .engine import create_evaluator, create_optimizer, create_trainer, param_groups
@@ -33,6 +33,7 @@ from .models.weights import strip_prefixes, read_state_dict
 logger = logging.getLogger("resnest_engine")
 
 INTERRUPTED_EXIT_CODE = 4
+CLASSES_FILE = "classes.json"  # the run's class names, index order
 
 
 def data_options(cfg: Config) -> DataOptions:
@@ -80,12 +81,13 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     return model
 
 
-def checkpoint_meta(cfg: Config, model: nn.Module, grad_accum: Optional[int] = None
-                    ) -> Dict[str, Any]:
+def checkpoint_meta(cfg: Config, model: nn.Module, grad_accum: Optional[int] = None,
+                    class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return {"model": cfg.MODEL.NAME, "model_args": dict(model.model_args),
             "num_classes": model.num_classes, "config": config_to_dict(cfg),
             "world_size": idist.get_world_size(), "threads": torch.get_num_threads(),
-            "grad_accum": grad_accum or cfg.TRAINING.GRAD_ACCUM}
+            "grad_accum": grad_accum or cfg.TRAINING.GRAD_ACCUM,
+            "class_names": list(class_names) if class_names is not None else None}
 
 
 def elastic_accum(batch: int, saved_world: int, saved_accum: int, world: int) -> int:
@@ -211,6 +213,12 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         from .data import DataError
         raise DataError(f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {cfg.DATA.DATASET} has "
                         f"{num_classes} classes")
+    class_names = getattr(train_loader, "classes", None)
+    if rank == 0 and class_names is not None:
+        import json
+
+        from .files import atomic_write_text
+        atomic_write_text(outdir / CLASSES_FILE, json.dumps(list(class_names)) + "\n")
     model = build_model(cfg, num_classes)
     logger.info("Model %s: %.2fM parameters, %d classes", cfg.MODEL.NAME,
                 sum(p.numel() for p in model.parameters()) / 1e6, num_classes)
@@ -262,7 +270,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
             keep_best=t.KEEP_BEST, nan_check_every=t.NAN_CHECK_EVERY,
             log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,
             progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=t.AMP,
-            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model, grad_accum),
+            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model, grad_accum, class_names),
             resume_iteration=_resume_iteration(ckpt, official, epoch_length)),
         evaluator=evaluator)
     if handlers.ema is not None and cfg.MODEL.CHANNELS_LAST:
@@ -381,13 +389,36 @@ def _install_test_kill_hook(trainer) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def stored_class_names(weights: Path) -> Optional[List[str]]:
+    """The class names (index order) stored with ``weights``: a resnest-engine checkpoint's
+    ``meta["class_names"]``, else ``classes.json`` of its run directory; None if there are none."""
+    import json
+    weights = Path(weights)
+    try:
+        obj = torch.load(weights, map_location="cpu", weights_only=True)
+        names = obj.get("meta", {}).get("class_names") if isinstance(obj, dict) else None
+        if names:
+            return list(names)
+    except Exception:  # not ours, or unreadable: loading the weights reports it properly
+        pass
+    for directory in (weights.parent, weights.parent.parent):
+        path = directory / CLASSES_FILE
+        if path.is_file():
+            names = json.loads(path.read_text())
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                return names
+    return None
+
+
 def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
-    """Evaluate a checkpoint or weights file on the validation split; prints the official line."""
+    """Evaluate a checkpoint or weights file on the validation split (the only data it reads);
+    class order from the names stored with the weights, else the val split's folders."""
     setup_logger(None)
     manual_seed(cfg.SEED)
     opts = data_options(cfg)
-    _, val_loader, num_classes = create_loaders(opts, cfg.TRAINING.BATCH_SIZE,
-                                                cfg.TRAINING.TEST_BATCH_SIZE, cfg.SEED)
+    val_loader, classes = create_eval_loader(opts, cfg.TRAINING.TEST_BATCH_SIZE,
+                                             stored_class_names(weights))
+    num_classes = len(classes)
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
     report = load_pretrained(model, weights)
     if report.skipped_classifier:

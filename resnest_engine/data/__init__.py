@@ -12,7 +12,7 @@ from .datasets import (IMG_EXTENSIONS, DigitsDataset, ImageFolderSplit, Syntheti
                        build_dataset, list_datasets, register_dataset)
 from .errors import DataError
 from .jpeg import BatchTransform, FastJpegSample, fast_collate, make_device_transform, normalize_batch
-from .loaders import (ImageLoader, attach_sampler_epochs, close_loader, create_loaders,
+from .loaders import (ImageLoader, attach_sampler_epochs, close_loader, create_eval_loader, create_loaders,
                       find_epoch_sampler,
                       make_eval_loader, make_train_loader)
 from .options import IMAGENET_MEAN, IMAGENET_STD, DataOptions, validate_options
@@ -23,7 +23,7 @@ from .transforms import (LARGE_CROP, ECenterCrop, ERandomCrop, Lighting, build_e
 
 __all__ = [
     "DataOptions", "DataError", "IMAGENET_MEAN", "IMAGENET_STD", "validate_options",
-    "create_loaders", "make_train_loader", "make_eval_loader", "ImageLoader",
+    "create_loaders", "create_eval_loader", "make_train_loader", "make_eval_loader", "ImageLoader",
     "attach_sampler_epochs", "find_epoch_sampler", "close_loader",
     "build_dataset", "list_datasets", "register_dataset", "IMG_EXTENSIONS",
     "ImageFolderSplit", "DigitsDataset", "SyntheticDataset",

@@ -48,8 +48,12 @@ def list_datasets() -> List[str]:
     return sorted(_REGISTRY)
 
 
-def build_dataset(opts: DataOptions, split: str) -> Dataset:
-    """The untransformed ``split`` ("train" or "val") of the dataset ``opts.dataset``."""
+def build_dataset(opts: DataOptions, split: str, classes: Optional[Sequence[str]] = None
+                  ) -> Dataset:
+    """The untransformed ``split`` ("train" or "val") of the dataset ``opts.dataset``.
+
+    ``classes`` (image folders only) fixes the label order; by default the val split takes the
+    train split's class folders when there is one, else its own."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     try:
@@ -57,6 +61,8 @@ def build_dataset(opts: DataOptions, split: str) -> Dataset:
     except KeyError:
         raise DataError(f"unknown data.dataset {opts.dataset!r}; choose one of: "
                         f"{', '.join(list_datasets())}") from None
+    if classes is not None and opts.dataset in ("imagefolder", "imagenet"):
+        return builder(opts, split, classes=classes)
     return builder(opts, split)
 
 
@@ -184,14 +190,16 @@ class ImageFolderSplit(Dataset):
 
 
 @register_dataset("imagefolder", "imagenet")
-def _imagefolder(opts: DataOptions, split: str) -> ImageFolderSplit:
+def _imagefolder(opts: DataOptions, split: str,
+                 classes: Optional[Sequence[str]] = None) -> ImageFolderSplit:
     if not opts.root:
         raise DataError(f"data.dataset={opts.dataset} needs data.root: a folder holding "
                         f"train/<class>/* and val/<class>/*")
     root = os.path.expanduser(opts.root)
     if not os.path.isdir(root):
         raise DataError(f"data.root {root} is not a folder")
-    classes = None if split == "train" else _class_dirs(os.path.join(root, "train"))
+    if classes is None and split != "train" and os.path.isdir(os.path.join(root, "train")):
+        classes = _class_dirs(os.path.join(root, "train"))
     return ImageFolderSplit(root, split, classes, in_chans=opts.in_chans,
                             skip_corrupt=opts.skip_corrupt)
 

@@ -18,7 +18,7 @@ set before each epoch's DataLoader iterator is created, including after a mid-ep
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -31,7 +31,7 @@ from .reproducible import SeededDataset, TransformedSample
 from .samplers import EvalShardSampler, TrainSampler
 from .transforms import build_eval_transform, build_train_transform
 
-__all__ = ["ImageLoader", "create_loaders", "make_train_loader", "make_eval_loader",
+__all__ = ["ImageLoader", "create_loaders", "create_eval_loader", "make_train_loader", "make_eval_loader",
            "attach_sampler_epochs", "find_epoch_sampler", "close_loader"]
 
 
@@ -154,7 +154,27 @@ def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
     val_set = build_dataset(opts, "val")
     train = make_train_loader(train_set, opts, batch_size // world, seed, world, rank)
     val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank)
+    train.classes = val.classes = list(train_set.classes)  # index -> name, stored with the run
     return train, val, len(train_set.classes)
+
+
+def create_eval_loader(opts: DataOptions, test_batch_size: int,
+                       classes: Optional[Sequence[str]] = None) -> Tuple[ImageLoader, List[str]]:
+    """``(val_loader, class_names)`` for this process, reading only the validation split.
+
+    Evaluation needs only the data it evaluates: the train split is never scanned. ``classes``
+    (e.g. the names stored with a run) fixes the label order of an image folder; without them
+    the folder's own class directories are used.
+    """
+    validate_options(opts)
+    world, rank = _world()
+    if not isinstance(test_batch_size, int) or test_batch_size < 1 or test_batch_size % world:
+        raise DataError(f"test_batch_size={test_batch_size!r} must be a positive global batch "
+                        f"that divides by the number of processes ({world})")
+    val_set = build_dataset(opts, "val", classes=classes)
+    val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank)
+    val.classes = list(val_set.classes)
+    return val, val.classes
 
 
 def find_epoch_sampler(loader: DataLoader) -> Any:

@@ -61,3 +61,13 @@ def run_main(*args):
         except SystemExit as e:  # argparse
             code = e.code
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def assert_user_error(r, *needles):
+    """Exit status 2 and exactly one ``error: ...`` line on stderr holding every needle."""
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("W")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])

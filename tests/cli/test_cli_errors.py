@@ -7,16 +7,7 @@ import torch
 import yaml
 from PIL import Image
 
-from cli_helpers import TINY, merge, run_cli, run_main
-
-
-def assert_user_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("W")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+from cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
 
 
 def write(path, data):

@@ -10,16 +10,7 @@ import yaml
 from resnest_engine.cli import (_world_size, build_parser, default_nproc_per_node,
                                 resolve_launch_args, resolve_official_flags)
 
-from cli_helpers import TINY, merge, run_cli, run_main
-
-
-def assert_user_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("W")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+from cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
 
 
 def parse(*flags):
