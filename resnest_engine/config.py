@@ -147,6 +147,19 @@ def _normalize_schedule(key: str, value: Any) -> str:
     return _convert(key, f, value, use_normalize=False)
 
 
+def _normalize_pretrained(key: str, value: Any) -> Any:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return True
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value:
+        return value
+    raise ConfigError(f"{key}: expected true (the published weights), a weights file path or "
+                      f"null, got {value!r} ({_type_name(value)})", key=key)
+
+
 @dataclass
 class ModelConfig:
     NAME: str = _f("resnest50", "Model variant, one of `resnest_engine.list_models()` "
@@ -164,8 +177,11 @@ class ModelConfig:
                              "basic (7x7), cifar (deep without stride/max-pool, for 32x32 "
                              "inputs).", choices=("deep", "basic", "cifar"))
     IN_CHANS: int = _f(3, "Input image channels.", _ge(1))
-    PRETRAINED: Optional[str] = _f(None, "Local path of weights to start from (null = random "
-                                   "init); nothing is downloaded.", _NONEMPTY)
+    PRETRAINED: Optional[str] = _f(None, "true: the variant's published weights (downloaded "
+                                   "once into the torch hub cache, hash-checked; "
+                                   "RESNEST_WEIGHTS_URL for a mirror); a path: a local weights "
+                                   "file; null/false: random init.",
+                                   normalize=lambda key, v: _normalize_pretrained(key, v))
     CHANNELS_LAST: bool = _f(False, "Use the channels_last memory format.")
     COMPILE: bool = _f(False, "Wrap the model with torch.compile.")
     SYNC_BN: bool = _f(False, "Convert BatchNorm to SyncBatchNorm in distributed runs.")

@@ -71,11 +71,22 @@ def model_kwargs(cfg: Config) -> Dict[str, Any]:
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
     """The MODEL section's network with its pretrained weights, if any (not yet on a device)."""
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
-    if cfg.MODEL.PRETRAINED:
-        report = load_pretrained(model, cfg.MODEL.PRETRAINED)
-        if report.skipped_classifier:
-            logger.info("Pretrained weights loaded; classifier re-initialised (%s)",
-                        ", ".join(report.skipped_classifier))
+    source = cfg.MODEL.PRETRAINED
+    if source is True:  # the published weights, fetched once per machine (rank 0 first)
+        from .models.published import load_published_state_dict, published_url
+        if idist.get_local_rank() != 0:
+            idist.barrier()
+        state = load_published_state_dict(cfg.MODEL.NAME, progress=idist.get_rank() == 0)
+        if idist.get_local_rank() == 0 and idist.get_world_size() > 1:
+            idist.barrier()
+        report = load_pretrained(model, state)
+        source = published_url(cfg.MODEL.NAME)
+    elif source:
+        report = load_pretrained(model, source)
+    if source:
+        logger.info("Pretrained weights from %s%s", source,
+                    f"; classifier re-initialised ({', '.join(report.skipped_classifier)})"
+                    if report.skipped_classifier else "")
     if cfg.MODEL.GRAD_CHECKPOINTING:
         model.set_grad_checkpointing(True)
     return model

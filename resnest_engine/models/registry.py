@@ -101,8 +101,13 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def get_model(name: str, num_classes: int = 1000, **overrides: Any) -> ResNet:
+def get_model(name: str, num_classes: int = 1000, pretrained: bool = False,
+              **overrides: Any) -> ResNet:
     """Build variant ``name``; ``overrides`` replace its constructor arguments.
+
+    ``pretrained=True`` loads the official published weights (downloaded once into the torch
+    hub cache and verified, see :mod:`resnest_engine.models.published`); with ``num_classes``
+    other than 1000 the classifier stays freshly initialised.
 
     The model carries ``model.variant`` (the name), ``model.model_args`` (everything needed to
     rebuild it) and ``model.data_config`` (train crop, eval crop fraction, interpolation,
@@ -115,4 +120,8 @@ def get_model(name: str, num_classes: int = 1000, **overrides: Any) -> ResNet:
     model.variant = name
     model.model_args = dict(kwargs)
     model.data_config = variant.data_config()
+    if pretrained:
+        from .published import load_published_state_dict
+        from .weights import load_pretrained
+        load_pretrained(model, load_published_state_dict(name))
     return model

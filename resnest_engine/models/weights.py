@@ -69,14 +69,19 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     return strip_prefixes(obj)
 
 
-def load_pretrained(model: nn.Module, path: Union[str, Path], strict: bool = True) -> LoadReport:
-    """Load a local checkpoint file into ``model`` and report which keys were skipped.
+def load_pretrained(model: nn.Module, path: Union[str, Path, Dict[str, torch.Tensor]],
+                    strict: bool = True) -> LoadReport:
+    """Load a local checkpoint file (or a state_dict) into ``model`` and report which keys were
+    skipped.
 
     The classifier is dropped (and left freshly initialised) when its shape differs, e.g. a
     1000-class checkpoint into a 10-class model. Any other missing, unexpected or mis-shaped key
     raises :class:`WeightsError` naming the keys when ``strict``.
     """
-    state = read_state_dict(path)
+    if isinstance(path, dict):
+        state, path = strip_prefixes(dict(path)), "the state_dict"
+    else:
+        state = read_state_dict(path)
     own = model.state_dict()
     report = LoadReport()
     for k in _CLASSIFIER:
