@@ -1,0 +1,263 @@
+"""``resnest-predict`` against a real tiny run: the sklearn digits written as PNG folders, trained
+for 3 epochs through the CLI once for the whole module (about 30 s on one CPU thread)."""
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from resnest_engine.predict import main as predict_main
+
+REPO = Path(__file__).resolve().parents[1]
+TOP1_LINE = re.compile(r"^Validation: Top1: ([0-9.]+) \| Top5: ([0-9.]+)$", re.M)
+
+pytestmark = pytest.mark.slow
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _python(module, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=_env())
+
+
+def predict(*args):
+    """``resnest_engine.predict.main`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = predict_main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def write_digits(root: Path, train_per_class=30, val_per_class=10):
+    """The first images of each digit, 8x8 upscaled to 32x32 grey PNGs, as
+    ROOT/train/<digit>/*.png and ROOT/val/<digit>/*.png (deterministic)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    seen = {}
+    for image, label in zip(digits.images, digits.target):
+        n = seen.get(int(label), 0)
+        if n >= train_per_class + val_per_class:
+            continue
+        seen[int(label)] = n + 1
+        split = "train" if n < train_per_class else "val"
+        pixels = np.round(image * (255.0 / 16.0)).astype(np.uint8)
+        path = root / split / str(label) / f"{n:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, "L").resize((32, 32), Image.NEAREST).save(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished 3-epoch resnest14 run on the digits folder: (run dir, data root)."""
+    base = tmp_path_factory.mktemp("predict")
+    data, out = base / "digits", base / "run"
+    write_digits(data)
+    cfg = {
+        "FORMAT": "resnest-engine/1", "SEED": 0,
+        "MODEL": {"NAME": "resnest14"},
+        "DATA": {"DATASET": "imagefolder", "ROOT": str(data), "CROP_SIZE": 32,
+                 "SMALL_IMAGE": True, "HFLIP": False, "COLOR_JITTER": 0.0, "PCA_LIGHTING": 0.0,
+                 "WORKERS": 0},
+        "TRAINING": {"EPOCHS": 3, "BATCH_SIZE": 32, "TEST_BATCH_SIZE": 100},
+        "OPTIMIZER": {"NAME": "adamw", "LR": 0.004, "WARMUP_EPOCHS": 1},
+        "LOGGING": {"TENSORBOARD": False},
+    }
+    cfg_file = base / "digits_folder.yaml"
+    cfg_file.write_text("FORMAT: resnest-engine/1\n" + yaml.safe_dump(
+        {k: v for k, v in cfg.items() if k != "FORMAT"}, sort_keys=False))
+    r = _python("resnest_engine.cli", "--config-file", cfg_file, "--outdir", out, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "model_weights.pt").is_file()
+    return out, data
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPUs are shared: as the subprocesses (OMP_NUM_THREADS=1)
+    yield
+    torch.set_num_threads(before)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def columns(k):
+    return ["path"] + [c for i in range(1, k + 1) for c in (f"label_{i}", f"prob_{i}")]
+
+
+def assert_one_error_line(code, err, *needles):
+    assert code == 2, (code, err)
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_run_stores_its_class_names(run):
+    out, _ = run
+    assert json.loads((out / "classes.json").read_text()) == [str(d) for d in range(10)]
+
+
+def test_top1_on_val_folder_equals_eval_only(run, tmp_path):
+    out, data = run
+    r = _python("resnest_engine.cli", "--eval-only", "--outdir", out,
+                "--config-file", out / "config.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    printed = TOP1_LINE.search(r.stdout)
+    assert printed, r.stdout
+    eval_top1 = float(printed.group(1))
+    assert json.loads((out / "eval_metrics.json").read_text())["top1"] == pytest.approx(eval_top1,
+                                                                                       abs=1e-3)
+    preds = tmp_path / "val.csv"
+    code, stdout, err = predict("--weights", out, data / "val", "--output", preds,
+                                "--device", "cpu")
+    assert code == 0, err
+    assert stdout == ""
+    _, rows = read_csv(preds)
+    assert len(rows) == 100
+    correct = sum(row["label_1"] == Path(row["path"]).parent.name for row in rows)
+    assert f"{100.0 * correct / len(rows):.3f}" == printed.group(1), (correct, r.stdout)
+
+
+def test_csv_and_json_outputs(run, tmp_path):
+    out, data = run
+    as_csv, as_json = tmp_path / "p.csv", tmp_path / "p.json"
+    for target in (as_csv, as_json):
+        code, _, err = predict("--weights", out, data / "val" / "3", data / "val" / "7",
+                               "--topk", 3, "--batch-size", 7, "--output", target)
+        assert code == 0, err
+        assert f"wrote 20 prediction(s) to {target}" in err
+    fields, rows = read_csv(as_csv)
+    assert fields == columns(3)
+    records = json.loads(as_json.read_text())
+    assert isinstance(records, list) and len(records) == len(rows) == 20
+    assert [r["path"] for r in records] == [r["path"] for r in rows] == sorted(
+        str(p) for d in ("3", "7") for p in (data / "val" / d).glob("*.png"))
+    for rec, row in zip(records, rows):
+        assert list(rec) == columns(3)
+        probs = [rec[f"prob_{i}"] for i in (1, 2, 3)]
+        assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in probs)
+        assert probs == sorted(probs, reverse=True)
+        assert sum(probs) <= 1.0 + 1e-5
+        assert len({rec[f"label_{i}"] for i in (1, 2, 3)}) == 3
+        assert {row[c] for c in rec if c.startswith("label")} <= {str(d) for d in range(10)}
+        assert [float(row[f"prob_{i}"]) for i in (1, 2, 3)] == probs
+        assert [row[f"label_{i}"] for i in (1, 2, 3)] == [rec[f"label_{i}"] for i in (1, 2, 3)]
+
+
+def test_topk_is_clamped_to_the_classes(run, tmp_path):
+    out, data = run
+    target = tmp_path / "all.json"
+    code, _, err = predict("--weights", out, data / "val" / "5" / "030.png", "--topk", 50,
+                           "--output", target)
+    assert code == 0, err
+    (rec,) = json.loads(target.read_text())
+    assert list(rec) == columns(10)
+    assert sorted(rec[f"label_{i}"] for i in range(1, 11)) == sorted(str(d) for d in range(10))
+    assert sum(rec[f"prob_{i}"] for i in range(1, 11)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_stdout_table_from_the_module_command(run):
+    """``python -m resnest_engine.predict``: one line per image, ``path  label (p) ...``."""
+    out, data = run
+    r = _python("resnest_engine.predict", "--weights", out, data / "val" / "1", "--topk", 2)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 10
+    for line, path in zip(lines, sorted((data / "val" / "1").glob("*.png"))):
+        assert re.fullmatch(re.escape(str(path)) + r"  \d \(0\.\d{4}\) \d \(0\.\d{4}\)", line), line
+
+
+def test_console_script_is_registered():
+    from importlib.metadata import entry_points
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("resnest-predict") == "resnest_engine.predict:main"
+
+
+def test_corrupt_image_is_skipped_and_the_rest_predicted(run, tmp_path):
+    out, data = run
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("030.png", "031.png", "032.png"):
+        shutil.copy(data / "val" / "4" / name, folder / name)
+    (folder / "031b.png").write_bytes(b"this is not a PNG file" * 10)
+    target = tmp_path / "mixed.csv"
+    code, _, err = predict("--weights", out, folder, "--output", target, "--batch-size", 4)
+    assert code == 1, err
+    skipped = [ln for ln in err.splitlines() if ln.startswith("skipped ")]
+    assert len(skipped) == 1 and skipped[0].startswith(f"skipped {folder / '031b.png'}: "), err
+    assert "Traceback" not in err
+    _, rows = read_csv(target)
+    assert [Path(r["path"]).name for r in rows] == ["030.png", "031.png", "032.png"]
+
+
+def test_missing_weights_is_a_one_line_error(run, tmp_path):
+    out, data = run
+    image = data / "val" / "0" / "030.png"
+    code, stdout, err = predict("--weights", tmp_path / "nowhere", image)
+    assert_one_error_line(code, err, "--weights", "not found", "nowhere")
+    assert stdout == ""
+    empty_run = tmp_path / "untrained"
+    empty_run.mkdir()
+    shutil.copy(out / "config.yaml", empty_run / "config.yaml")
+    code, _, err = predict("--weights", empty_run, image)
+    assert_one_error_line(code, err, "no trained weights", str(empty_run))
+    bare = tmp_path / "elsewhere" / "model_weights.pt"
+    bare.parent.mkdir()
+    shutil.copy(out / "model_weights.pt", bare)
+    code, _, err = predict("--weights", bare, image)
+    assert_one_error_line(code, err, "config.yaml", str(bare))
+
+
+def test_user_errors_exit_2(run, tmp_path):
+    out, data = run
+    (tmp_path / "empty").mkdir()
+    code, _, err = predict("--weights", out, tmp_path / "empty")
+    assert_one_error_line(code, err, "no images found")
+    code, _, err = predict("--weights", out, data / "val", "--output", tmp_path / "p.txt")
+    assert_one_error_line(code, err, "--output", ".csv or .json")
+    code, _, err = predict("--weights", out, data / "val", "--topk", 0)
+    assert_one_error_line(code, err, "--topk")
+    code, _, _ = predict("--weights", out)  # no images at all: argparse
+    assert code == 2
+
+
+def test_checkpoint_file_predicts_as_the_run_dir(run, tmp_path):
+    """The last resume point holds the final weights, its config and class names: the same
+    predictions as the run directory (its model_weights.pt); so does model_weights.pt itself."""
+    out, data = run
+    last = sorted((out / "checkpoints").glob("resume-*.pt"))[-1]
+    outputs = {}
+    for name, weights in (("dir", out), ("checkpoint", last), ("file", out / "model_weights.pt")):
+        target = tmp_path / f"{name}.json"
+        code, _, err = predict("--weights", weights, data / "val" / "8", data / "val" / "9",
+                               "--output", target)
+        assert code == 0, err
+        outputs[name] = json.loads(target.read_text())
+    assert len(outputs["dir"]) == 20
+    assert outputs["checkpoint"] == outputs["dir"] == outputs["file"]
