@@ -235,6 +235,10 @@ class DataConfig:
                               "(0 = never switch off); must be < TRAINING.EPOCHS.", _ge(0))
     AUG_REPEATS: int = _f(0, "Repeated augmentation: each image appears this many times per "
                           "epoch with different augmentations (>= 2 turns it on).", _ge(0))
+    VAL_FRACTION: Optional[float] = _f(None, "Image folders: split one ROOT/<class>/ folder into "
+                                       "train/val, this fraction of each class to val "
+                                       "(stratified, fixed by SEED); null = ROOT/train + "
+                                       "ROOT/val.", _within(0, 1, False, False))
     WORKERS: int = _f(4, "DataLoader workers PER PROCESS.", _ge(0))
     SKIP_CORRUPT: bool = _f(False, "Skip unreadable images instead of failing.")
     FAST_JPEG: bool = _f(False, "Faster (reduced-size) JPEG decoding; decoded pixels differ "
@@ -294,6 +298,11 @@ class OptimizerConfig:
     WEIGHT_DECAY: float = _f(1e-4, "Weight decay (decoupled for adamw).", _ge(0))
     DISABLE_BN_WD: bool = _f(True, "No weight decay on BatchNorm parameters and biases.")
     BETAS: List[float] = _f([0.9, 0.999], "AdamW betas.", _BETAS)
+    BODY_LR_SCALE: float = _f(1.0, "LR of everything but the classifier, as a fraction of the "
+                              "classifier's (fine-tuning a pretrained body: e.g. 0.1).", _gt(0))
+    FREEZE_BODY_EPOCHS: int = _f(0, "Fine-tuning: only the classifier trains in epochs 1..N, "
+                                 "the body from epoch N+1 (0 = never frozen); < TRAINING.EPOCHS.",
+                                 _ge(0))
 
 
 @dataclass
@@ -566,6 +575,10 @@ def _cross_check(cfg: "Config") -> None:
     if o.MIN_LR >= lr:
         raise ConfigError(f"OPTIMIZER.MIN_LR: must be below the effective LR ({lr:g} = LR x "
                           f"BATCH_SIZE / 256), got {o.MIN_LR:g}", key="OPTIMIZER.MIN_LR")
+    if o.FREEZE_BODY_EPOCHS >= t.EPOCHS:
+        raise ConfigError(f"OPTIMIZER.FREEZE_BODY_EPOCHS: must be < TRAINING.EPOCHS ({t.EPOCHS}) "
+                          f"or the body never trains, got {o.FREEZE_BODY_EPOCHS}",
+                          key="OPTIMIZER.FREEZE_BODY_EPOCHS")
     if d.MIXUP_OFF_EPOCH >= t.EPOCHS:
         raise ConfigError(f"DATA.MIXUP_OFF_EPOCH: must be < TRAINING.EPOCHS ({t.EPOCHS}) "
                           f"(0 = never switch off), got {d.MIXUP_OFF_EPOCH}",

@@ -26,6 +26,7 @@ from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, Stand
                        attach_standard_handlers, check_architecture, load_checkpoint,
                        read_checkpoint, run_validation, setup_logger, training_finished)
 from .models import get_model, get_variant, load_pretrained
+from .handlers.freeze import FreezeBody
 from .handlers.official_checkpoint import (is_official_checkpoint, load_official_checkpoint,
                                            official_epochs_done)
 from .models.weights import strip_prefixes, read_state_dict
@@ -55,6 +56,7 @@ def data_options(cfg: Config) -> DataOptions:
         skip_corrupt=d.SKIP_CORRUPT, fast_jpeg=d.FAST_JPEG, synthetic_size=d.SYNTHETIC_SIZE,
         synthetic_classes=d.SYNTHETIC_CLASSES, image_size=d.IMAGE_SIZE,
         ecrop_min_size=0 if d.CROP_STYLE == "ecrop" else LARGE_CROP,
+        val_fraction=d.VAL_FRACTION, split_seed=cfg.SEED,
     )
 
 
@@ -244,7 +246,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
 
     o = cfg.OPTIMIZER
     lr = effective_lr(cfg)
-    groups = param_groups(raw_model, o.WEIGHT_DECAY, no_bn_wd=o.DISABLE_BN_WD)
+    groups = param_groups(raw_model, o.WEIGHT_DECAY, no_bn_wd=o.DISABLE_BN_WD,
+                          body_lr_scale=o.BODY_LR_SCALE)
     optimizer = create_optimizer(groups, o.NAME, lr, o.MOMENTUM, o.WEIGHT_DECAY, o.BETAS)
 
     d = cfg.DATA
@@ -264,6 +267,15 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     if mix is not None:
         mix.attach(trainer, d.MIXUP_OFF_EPOCH)
     attach_sampler_epochs(trainer, train_loader)
+    if o.FREEZE_BODY_EPOCHS > 0:
+        FreezeBody(raw_model, optimizer, o.FREEZE_BODY_EPOCHS).attach(trainer)
+    if o.BODY_LR_SCALE != 1.0 or o.FREEZE_BODY_EPOCHS > 0:
+        head = sum(p.numel() for p in raw_model.get_classifier().parameters())
+        body = sum(p.numel() for p in raw_model.parameters()) - head
+        logger.info("Fine-tuning: classifier LR %g (%d parameters), body LR %g = x%g (%d "
+                    "parameters)%s", lr, head, lr * o.BODY_LR_SCALE, o.BODY_LR_SCALE, body,
+                    f"; body frozen in epochs 1-{o.FREEZE_BODY_EPOCHS}"
+                    if o.FREEZE_BODY_EPOCHS else "")
     evaluator = create_evaluator(raw_model, device=device, amp=t.AMP,
                                  channels_last=cfg.MODEL.CHANNELS_LAST,
                                  prepare_batch=getattr(val_loader, "prepare_batch", None))

@@ -10,6 +10,7 @@ Names: ``imagefolder`` / ``imagenet`` (ROOT/train/<class>/*, ROOT/val/<class>/*)
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -75,6 +76,20 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
+def fraction_split(files: Sequence[str], fraction: float, seed: int, key: str
+                   ) -> Dict[str, List[str]]:
+    """``{"train": [...], "val": [...]}``: ``round(len(files) * fraction)`` files (at least one
+    when there are two or more) go to val, drawn by a generator seeded from ``seed`` and ``key``
+    (the class name), so the split is stratified and the same on every machine and process."""
+    files = sorted(files)
+    n_val = min(max(1, round(len(files) * fraction)), len(files) - 1) if len(files) > 1 else 0
+    digest = int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:8], "little")
+    order = np.random.default_rng(digest).permutation(len(files))
+    val = set(order[:n_val].tolist())
+    return {"train": [f for i, f in enumerate(files) if i not in val],
+            "val": [f for i, f in enumerate(files) if i in val]}
+
+
 def _class_dirs(split_dir: str) -> List[str]:
     if not os.path.isdir(split_dir):
         raise DataError(f"missing split folder {split_dir} (expected ROOT/train/<class>/* and "
@@ -116,9 +131,11 @@ class ImageFolderSplit(Dataset):
     """
 
     def __init__(self, root: str, split: str, classes: Optional[Sequence[str]] = None,
-                 in_chans: int = 3, skip_corrupt: bool = False) -> None:
+                 in_chans: int = 3, skip_corrupt: bool = False,
+                 val_fraction: Optional[float] = None, split_seed: int = 0) -> None:
         self.root, self.split = root, split
-        self.split_dir = os.path.join(root, split)
+        # With val_fraction, ROOT/<class>/<files> is split here (stratified, by the seed).
+        self.split_dir = root if val_fraction else os.path.join(root, split)
         self.mode = _pil_mode(in_chans)
         self.skip_corrupt = skip_corrupt
         found = _class_dirs(self.split_dir)
@@ -138,6 +155,8 @@ class ImageFolderSplit(Dataset):
         for name in found:
             class_dir = os.path.join(self.split_dir, name)
             files = _image_files(class_dir)
+            if val_fraction:
+                files = fraction_split(files, val_fraction, split_seed, name)[split]
             if skip_corrupt:
                 files = self._drop_unreadable(files)
             if not files:
@@ -198,6 +217,13 @@ def _imagefolder(opts: DataOptions, split: str,
     root = os.path.expanduser(opts.root)
     if not os.path.isdir(root):
         raise DataError(f"data.root {root} is not a folder")
+    if opts.val_fraction:
+        if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val")):
+            raise DataError(f"DATA.VAL_FRACTION splits one folder of ROOT/<class>/ images, but "
+                            f"{root} has train/ and val/: set DATA.VAL_FRACTION to null")
+        return ImageFolderSplit(root, split, classes, in_chans=opts.in_chans,
+                                skip_corrupt=opts.skip_corrupt, val_fraction=opts.val_fraction,
+                                split_seed=opts.split_seed)
     if classes is None and split != "train" and os.path.isdir(os.path.join(root, "train")):
         classes = _class_dirs(os.path.join(root, "train"))
     return ImageFolderSplit(root, split, classes, in_chans=opts.in_chans,

@@ -38,13 +38,15 @@ __all__ = ["ImageLoader", "create_loaders", "create_eval_loader", "make_train_lo
 class ImageLoader(DataLoader):
     """A ``DataLoader`` carrying the batch transform to apply after the host-to-device copy.
 
-    ``batch_transform`` is a constructor argument (not only an attribute) so that ignite's
-    ``update_dataloader`` (used by ``DeterministicEngine``), which rebuilds the loader from its
-    public attributes, keeps it.
+    ``batch_transform`` and ``classes`` (the class names, index order) are constructor arguments
+    (not only attributes) so that ignite's ``update_dataloader`` (used by ``DeterministicEngine``),
+    which rebuilds the loader from its public attributes, keeps them.
     """
 
-    def __init__(self, *args: Any, batch_transform: Optional[Callable] = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, batch_transform: Optional[Callable] = None,
+                 classes: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.classes = list(classes) if classes is not None else None
         self.batch_transform = batch_transform if batch_transform is not None else identity_batch_transform
 
     def prepare_batch(self, batch: Sequence[Any], device: Optional[Any] = None,
@@ -123,7 +125,7 @@ def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, see
                         f"({local_batch} x {sampler.num_replicas} processes)")
     data = SeededDataset(_sample_fn(dataset, opts, train=True), len(dataset), seed)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
-                       **_loader_kwargs(opts))
+                       classes=getattr(dataset, "classes", None), **_loader_kwargs(opts))
 
 
 def make_eval_loader(dataset: Dataset, opts: DataOptions, local_batch: int,
@@ -132,7 +134,7 @@ def make_eval_loader(dataset: Dataset, opts: DataOptions, local_batch: int,
     sampler = EvalShardSampler(len(dataset), num_replicas=num_replicas, rank=rank)
     data = SeededDataset(_sample_fn(dataset, opts, train=False), len(dataset), seed=0)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=False,
-                       **_loader_kwargs(opts))
+                       classes=getattr(dataset, "classes", None), **_loader_kwargs(opts))
 
 
 def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
@@ -154,7 +156,7 @@ def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
     val_set = build_dataset(opts, "val")
     train = make_train_loader(train_set, opts, batch_size // world, seed, world, rank)
     val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank)
-    train.classes = val.classes = list(train_set.classes)  # index -> name, stored with the run
+    val.classes = train.classes  # index -> name (the train split's), stored with the run
     return train, val, len(train_set.classes)
 
 
@@ -173,8 +175,7 @@ def create_eval_loader(opts: DataOptions, test_batch_size: int,
                         f"that divides by the number of processes ({world})")
     val_set = build_dataset(opts, "val", classes=classes)
     val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank)
-    val.classes = list(val_set.classes)
-    return val, val.classes
+    return val, list(val_set.classes)
 
 
 def find_epoch_sampler(loader: DataLoader) -> Any:

@@ -60,6 +60,8 @@ class DataOptions:
     image_size: int = 32
     # Fields beyond the fixed API, all defaulted.
     large_crop_interpolation: str = "bicubic"
+    val_fraction: Optional[float] = None  # split ROOT/<class>/ into train/val (image folders)
+    split_seed: int = 0  # seed of that split
     ecrop_min_size: int = 320  # crops of this side and above use ERandomCrop/ECenterCrop (0: all)
     persistent_workers: bool = True
     pin_memory: Optional[bool] = None
@@ -108,6 +110,8 @@ def validate_options(opts: DataOptions) -> None:
            f"data.aug_repeats must be an integer >= 0, got {opts.aug_repeats!r}")
     _check(isinstance(opts.workers, int) and opts.workers >= 0,
            f"data.workers must be an integer >= 0, got {opts.workers!r}")
+    _check(opts.val_fraction is None or 0 < opts.val_fraction < 1,
+           f"data.val_fraction must be in (0, 1) or None, got {opts.val_fraction!r}")
     _check(opts.image_size > 0, f"data.image_size must be positive, got {opts.image_size!r}")
     _check(opts.synthetic_size > 0, f"data.synthetic_size must be positive, got {opts.synthetic_size!r}")
     _check(opts.synthetic_classes > 0,

@@ -11,9 +11,31 @@ from torch import nn
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool = True) -> List[Dict]:
+def param_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool = True,
+                 body_lr_scale: float = 1.0) -> List[Dict]:
     """Two groups: decayed weights, and (when ``no_bn_wd``) norm-layer weights plus every bias
-    with ``weight_decay=0``. Frozen parameters are left out."""
+    with ``weight_decay=0``. Frozen parameters are left out.
+
+    ``body_lr_scale != 1`` splits each group into the classifier (``model.get_classifier()``,
+    first) and the body, whose group carries ``lr_scale``: the LR schedule's value times it (see
+    ``attach_lr_scheduler``), e.g. 0.1 for a pretrained body under a new head.
+    """
+    groups = _decay_groups(model, weight_decay, no_bn_wd)
+    if body_lr_scale == 1.0:
+        return groups
+    head = {id(p) for p in model.get_classifier().parameters()}
+    heads, bodies = [], []
+    for g in groups:
+        h = [p for p in g["params"] if id(p) in head]
+        b = [p for p in g["params"] if id(p) not in head]
+        if h:
+            heads.append(dict(g, params=h))
+        if b:
+            bodies.append(dict(g, params=b, lr_scale=body_lr_scale))
+    return heads + bodies
+
+
+def _decay_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool) -> List[Dict]:
     if not no_bn_wd:
         return [{"params": [p for p in model.parameters() if p.requires_grad],
                  "weight_decay": weight_decay}]

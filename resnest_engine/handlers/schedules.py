@@ -107,8 +107,20 @@ def create_lr_scheduler(
 
 
 def attach_lr_scheduler(trainer: Engine, scheduler: ParamScheduler) -> ParamScheduler:
-    """Update the LR at every ``ITERATION_STARTED`` (= every optimizer step)."""
+    """Update the LR at every ``ITERATION_STARTED`` (= every optimizer step).
+
+    A param group with an ``lr_scale`` key (see ``param_groups(body_lr_scale=...)``) gets the
+    schedule's value times that scale: ignite's schedulers set one value on every group.
+    """
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
+
+    def _scale(_: Engine) -> None:
+        for group in scheduler.optimizer.param_groups:
+            if "lr_scale" in group:
+                group["lr"] = group["lr"] * group["lr_scale"]
+
+    if any("lr_scale" in g for g in scheduler.optimizer.param_groups):
+        trainer.add_event_handler(Events.ITERATION_STARTED, _scale)
     return scheduler
 
 

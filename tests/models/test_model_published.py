@@ -1,8 +1,4 @@
 """Published weights by name: download from a loopback server, hash check, cache, errors."""
-import hashlib
-import http.server
-import threading
-
 import pytest
 import torch
 
@@ -11,31 +7,7 @@ from resnest_engine.models import WeightsError, get_model
 from resnest_engine.models import published
 from resnest_engine.run import build_model
 
-
-class Server:
-    """A loopback HTTP server of one folder that counts the requests it answers."""
-
-    def __init__(self, root):
-        counts = self.requests = []
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, directory=str(root), **kw)
-
-            def log_message(self, *_):
-                pass
-
-            def do_GET(self):
-                counts.append(self.path)
-                super().do_GET()
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/weights"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from weights_server import WeightsServer as Server, publish
 
 
 @pytest.fixture
@@ -46,21 +18,10 @@ def hub(tmp_path, monkeypatch):
     torch.hub.set_dir(old)
 
 
-def publish(tmp_path, name, state, claimed_hash=None):
-    """Write ``state`` as ROOT/weights/<name>-<sha256[:8]>.pth, the official naming."""
-    raw = tmp_path / "raw.pth"
-    torch.save(state, raw)
-    digest = hashlib.sha256(raw.read_bytes()).hexdigest()[:8]
-    prefix = claimed_hash or digest
-    (tmp_path / "srv" / "weights").mkdir(parents=True, exist_ok=True)
-    raw.rename(tmp_path / "srv" / "weights" / f"{name}-{prefix}.pth")
-    return prefix
-
-
 def test_download_verify_cache_and_load(tmp_path, hub, monkeypatch):
     torch.manual_seed(1)
     ref = get_model("resnest14", num_classes=1000)
-    prefix = publish(tmp_path, "resnest14", ref.state_dict())
+    prefix = publish(tmp_path / "srv", "resnest14", ref.state_dict())
     monkeypatch.setitem(published.PUBLISHED_WEIGHTS, "resnest14", prefix)
     server = Server(tmp_path / "srv")
     monkeypatch.setenv(published.WEIGHTS_URL_ENV, server.url)
@@ -86,7 +47,7 @@ def test_download_verify_cache_and_load(tmp_path, hub, monkeypatch):
 
 def test_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, hub, monkeypatch):
     state = {"w": torch.arange(4.0)}
-    publish(tmp_path, "resnest50", state, claimed_hash="00000000")
+    publish(tmp_path / "srv", "resnest50", state, claimed_hash="00000000")
     monkeypatch.setitem(published.PUBLISHED_WEIGHTS, "resnest50", "00000000")
     server = Server(tmp_path / "srv")
     monkeypatch.setenv(published.WEIGHTS_URL_ENV, server.url)
