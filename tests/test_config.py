@@ -48,7 +48,7 @@ def test_defaults_are_valid_and_documented_values():
     assert cfg.OPTIMIZER.NAME == "nesterov" and cfg.OPTIMIZER.LR == 0.1
     assert cfg.OPTIMIZER.STEPS == [] and cfg.OPTIMIZER.BETAS == [0.9, 0.999]
     assert effective_lr(cfg) == pytest.approx(0.1)
-    assert len(all_keys()) == 1 + 12 + 28 + 16 + 13 + 3
+    assert len(all_keys()) == 1 + 12 + 29 + 16 + 15 + 3
 
 
 def test_list_defaults_are_not_shared():

@@ -1,15 +1,18 @@
 """Resume on another number of processes: epoch boundary, same global batch and LR schedule."""
 import json
 import re
+import shutil
 
 import pytest
 import yaml
 
-from cli_helpers import TINY, cli_env, merge, run_cli
+from cli_helpers import TINY, merge, run_cli
 
 pytestmark = pytest.mark.slow
 
-CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 4}})  # 48 images, global batch 16: 3 steps/epoch
+# 48 images, global batch 16: 3 steps/epoch; a resume point after every step, all kept, so the
+# run directory can be cut back to any point (as a run killed there would have left it).
+CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 4, "CKPT_EVERY_ITERS": 1, "KEEP_CHECKPOINTS": 12}})
 BATCH = re.compile(r"Batch: (\d+)\| Loss: [\d.]+ \| Top1: [\d.]+ \| epoch (\d+)/4 \| LR: ([\d.]+)")
 
 
@@ -17,34 +20,51 @@ def lr_by_step(log_text):
     return {(int(e), int(b)): float(lr) for b, e, lr in BATCH.findall(log_text)}
 
 
-def run(tmp_path, name, nproc, *extra, env=None):
+def stopped_at(full, target, iteration, mid_epoch):
+    """A copy of run ``full`` as a run stopped right after ``iteration`` would have left it.
+
+    ``mid_epoch``: as with ``KEEP_CHECKPOINTS: 1``, only the newest resume point (mid-epoch)
+    is left, and the last epoch end survives as ``epoch-*.pt`` (what the run keeps for this)."""
+    shutil.copytree(full, target)
+    for name in ("model_weights.pt", "metrics.json"):
+        (target / name).unlink()
+    ckpts = target / "checkpoints"
+    boundary = iteration // 3 * 3
+    shutil.copy(ckpts / f"resume-e{boundary // 3:03d}-i{boundary:07d}.pt",
+                ckpts / f"epoch-e{boundary // 3:03d}-i{boundary:07d}.pt")
+    for p in ckpts.glob("*.pt"):
+        if p.name.startswith("best-"):
+            p.unlink()
+            continue
+        it = int(p.stem.split("-i")[-1])
+        keep = (p.name.startswith("epoch-") and it == boundary) or (
+            p.name.startswith("resume-") and (it == iteration if mid_epoch else it <= iteration))
+        if not keep:
+            p.unlink()
+    log = target / "log.txt"
+    log.write_text(log.read_text().split("Epoch: 2, Time cost")[0])
+
+
+@pytest.mark.parametrize("before, after, mid_epoch", [(2, 1, True), (1, 2, False)])
+def test_resume_on_another_world_size_continues_the_schedule(tmp_path, before, after, mid_epoch):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
-    flags = ["--nproc-per-node", str(nproc)] if nproc > 1 else []
-    return run_cli("--config-file", cfg, "--outdir", tmp_path / name, *flags, *extra, env=env,
-                   timeout=300)
-
-
-@pytest.mark.parametrize("before, after, iter_points", [(2, 1, True), (1, 2, False)])
-def test_resume_on_another_world_size_continues_the_schedule(tmp_path, before, after,
-                                                             iter_points):
-    full = run(tmp_path, "full", before)
+    flags = ["--nproc-per-node", str(before)] if before > 1 else []
+    full = run_cli("--config-file", cfg, "--outdir", tmp_path / "full", *flags, timeout=300)
     assert full.returncode == 0, full.stderr
-    env = cli_env()
-    env["RESNEST_ENGINE_KILL_AT_ITER"] = "7"  # the first step of epoch 3: epoch 2 is done
-    # with a resume point every step and only the newest kept, the epoch-end point survives as
-    # epoch-*.pt
-    extra = ["TRAINING.CKPT_EVERY_ITERS=1", "TRAINING.KEEP_CHECKPOINTS=1"] if iter_points else []
-    killed = run(tmp_path, "elastic", before, *extra, env=env)
-    assert killed.returncode != 0
-    resumed = run(tmp_path, "elastic", after, "--resume", "auto", *extra)
+    # stopped at the first step of epoch 3 (mid-epoch point i7), or right after epoch 2 (i6)
+    stopped_at(tmp_path / "full", tmp_path / "elastic", 7 if mid_epoch else 6, mid_epoch)
+    flags = ["--nproc-per-node", str(after)] if after > 1 else []
+    resumed = run_cli("--config-file", cfg, "--outdir", tmp_path / "elastic", "--resume", "auto",
+                      *flags, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
 
     log = (tmp_path / "elastic" / "log.txt").read_text()
     assert f"Resuming a {before}-process run on {after} processes" in log
     assert "Not bitwise" in log and "same global batch 16" in log
-    if iter_points:  # the newest point was mid-epoch (iteration 7): the epoch-2 end is used
-        assert "mid-epoch resume point" in log and "epoch-e002-i0000006.pt" in log
+    if mid_epoch:  # the newest point is mid-epoch: the epoch-2 end point is used instead
+        assert "resume-e003-i0000007.pt is a mid-epoch resume point" in log
+        assert "epoch-e002-i0000006.pt" in log
     a = json.loads((tmp_path / "full" / "metrics.json").read_text())
     b = json.loads((tmp_path / "elastic" / "metrics.json").read_text())
     assert [h["epoch"] for h in b["history"]] == [1, 2, 3, 4]

@@ -47,7 +47,8 @@ def _assert_one_run(out, epochs=2):
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [LOCK_NAME, "checkpoints", "config.yaml", "log.txt", "metrics.json", "model_weights.pt"])
+        [LOCK_NAME, "checkpoints", "classes.json", "config.yaml", "log.txt", "metrics.json",
+         "model_weights.pt"])
     assert (out / LOCK_NAME).read_text() == ""  # released: the holder record is emptied
 
 
