@@ -147,6 +147,13 @@ def _normalize_schedule(key: str, value: Any) -> str:
     return _convert(key, f, value, use_normalize=False)
 
 
+def _normalize_auto_bool(key: str, value: Any) -> Any:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ConfigError(f"{key}: expected true, false or 'auto', got {value!r} "
+                      f"({_type_name(value)})", key=key)
+
+
 def _normalize_pretrained(key: str, value: Any) -> Any:
     if value is None or value is False:
         return None
@@ -182,7 +189,9 @@ class ModelConfig:
                                    "RESNEST_WEIGHTS_URL for a mirror); a path: a local weights "
                                    "file; null/false: random init.",
                                    normalize=lambda key, v: _normalize_pretrained(key, v))
-    CHANNELS_LAST: bool = _f(False, "Use the channels_last memory format.")
+    CHANNELS_LAST: bool = _f(False, "Use the channels_last memory format: true, false, or auto "
+                             "(on for CUDA and CPU; the log states the choice).",
+                             normalize=lambda key, v: _normalize_auto_bool(key, v))
     COMPILE: bool = _f(False, "Wrap the model with torch.compile.")
     SYNC_BN: bool = _f(False, "Convert BatchNorm to SyncBatchNorm in distributed runs.")
     GRAD_CHECKPOINTING: bool = _f(False, "Activation checkpointing (less memory, more "
@@ -256,8 +265,9 @@ class TrainingConfig:
                               "world size.", _ge(1))
     GRAD_ACCUM: int = _f(1, "Micro-steps per optimizer step; must divide BATCH_SIZE.", _ge(1))
     CLIP_GRAD: float = _f(0.0, "Max global gradient norm (0 = off).", _ge(0))
-    AMP: str = _f("off", "Mixed precision: off, fp16 (with loss scaling) or bf16.",
-                  choices=("off", "fp16", "bf16"), bool_map={False: "off"})
+    AMP: str = _f("off", "Mixed precision: off, fp16 (with loss scaling), bf16, or auto (bf16 "
+                  "on CUDA devices that support it, else fp16; off on CPU).",
+                  choices=("off", "fp16", "bf16", "auto"), bool_map={False: "off"})
     EMA_DECAY: float = _f(0.0, "Decay of an exponential moving average of the weights "
                           "(0 = off).", _EMA)
     VAL_EVERY: int = _f(1, "Validate every this-many epochs (and after the last).", _ge(1))

@@ -21,6 +21,7 @@ from .config import Config, config_to_dict, config_warnings, dump_config, effect
 from .data import DataOptions, attach_sampler_epochs, create_eval_loader, create_loaders
 from .data.loaders import close_loader
 from .data.transforms import LARGE_CROP
+from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from .engine import create_evaluator, create_optimizer, create_trainer, param_groups
 from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, StandardOptions,
                        attach_standard_handlers, check_architecture, load_checkpoint,
@@ -203,6 +204,13 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     if cfg.TRAINING.DETERMINISTIC:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = idist.device()
+    amp, amp_why = resolve_amp(cfg.TRAINING.AMP, device)
+    channels_last, cl_why = resolve_channels_last(cfg.MODEL.CHANNELS_LAST, device)
+    logger.info("Precision: %s (%s); channels_last: %s (%s)", amp, amp_why,
+                "on" if channels_last else "off", cl_why)
+    slow = amp_warning(amp, device)
+    if slow:
+        logger.warning("warning: %s", slow)
 
     ckpt = None
     official = False
@@ -238,7 +246,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     if ckpt is not None:
         check_architecture({"model": strip_prefixes(ckpt["state_dict"]), "meta": {}}
                            if official else ckpt, model.state_dict(), resume)
-    if cfg.MODEL.CHANNELS_LAST:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = idist.auto_model(model, sync_bn=cfg.MODEL.SYNC_BN)
     raw_model = model.module if hasattr(model, "module") else model
@@ -260,8 +268,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         loss_fn = nn.CrossEntropyLoss(label_smoothing=d.LABEL_SMOOTHING)
     t = cfg.TRAINING
     trainer = create_trainer(
-        net, optimizer, loss_fn, device=device, amp=t.AMP, grad_accum=grad_accum,
-        clip_grad=t.CLIP_GRAD, channels_last=cfg.MODEL.CHANNELS_LAST, batch_transform=mix,
+        net, optimizer, loss_fn, device=device, amp=amp, grad_accum=grad_accum,
+        clip_grad=t.CLIP_GRAD, channels_last=channels_last, batch_transform=mix,
         prepare_batch=getattr(train_loader, "prepare_batch", None),
         deterministic=t.DETERMINISTIC, seed=cfg.SEED)
     if mix is not None:
@@ -276,8 +284,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
                     "parameters)%s", lr, head, lr * o.BODY_LR_SCALE, o.BODY_LR_SCALE, body,
                     f"; body frozen in epochs 1-{o.FREEZE_BODY_EPOCHS}"
                     if o.FREEZE_BODY_EPOCHS else "")
-    evaluator = create_evaluator(raw_model, device=device, amp=t.AMP,
-                                 channels_last=cfg.MODEL.CHANNELS_LAST,
+    evaluator = create_evaluator(raw_model, device=device, amp=amp,
+                                 channels_last=channels_last,
                                  prepare_batch=getattr(val_loader, "prepare_batch", None))
     epoch_length = len(train_loader)
     handlers = attach_standard_handlers(
@@ -292,11 +300,11 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
             ckpt_every_iters=t.CKPT_EVERY_ITERS, keep_checkpoints=t.KEEP_CHECKPOINTS,
             keep_best=t.KEEP_BEST, nan_check_every=t.NAN_CHECK_EVERY,
             log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,
-            progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=t.AMP,
-            channels_last=cfg.MODEL.CHANNELS_LAST, meta=checkpoint_meta(cfg, raw_model, grad_accum, class_names),
+            progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=amp,
+            channels_last=channels_last, meta=checkpoint_meta(cfg, raw_model, grad_accum, class_names),
             resume_iteration=_resume_iteration(ckpt, official, epoch_length)),
         evaluator=evaluator)
-    if handlers.ema is not None and cfg.MODEL.CHANNELS_LAST:
+    if handlers.ema is not None and channels_last:
         handlers.ema.ema_model.to(memory_format=torch.channels_last)
 
     if official:
@@ -448,10 +456,13 @@ def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
         from .models import WeightsError
         raise WeightsError(f"{weights} does not fit: its classifier (fc.weight) is for another "
                            f"number of classes than the dataset's {num_classes}")
-    model = model.to(idist.device())
-    if cfg.MODEL.CHANNELS_LAST:
+    device = idist.device()
+    model = model.to(device)
+    amp, _ = resolve_amp(cfg.TRAINING.AMP, device)
+    channels_last, _ = resolve_channels_last(cfg.MODEL.CHANNELS_LAST, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ev = create_evaluator(model, amp=cfg.TRAINING.AMP, channels_last=cfg.MODEL.CHANNELS_LAST,
+    ev = create_evaluator(model, amp=amp, channels_last=channels_last,
                           prepare_batch=getattr(val_loader, "prepare_batch", None))
     ev.model = model
     return run_validation({"raw": ev}, val_loader)["raw"]
