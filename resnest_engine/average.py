@@ -22,7 +22,6 @@ import torch
 __all__ = ["average_state_dicts", "select_checkpoints", "main", "DEFAULT_OUTPUT"]
 
 DEFAULT_OUTPUT = "model_weights_avg.pt"
-USER_ERROR_EXIT_CODE = 2
 
 
 def _averaged(t: torch.Tensor) -> bool:
@@ -272,20 +271,8 @@ def _age(p: Path) -> Tuple[int, int]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point (``resnest-average``); returns the exit status."""
-    from .cli import _user_errors, one_line
-    from .handlers.checkpoint import CheckpointWriteError
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return run(argv)
-    except CheckpointWriteError as e:  # a failure of the machine (disk full), not of the input
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
-    except (AverageError, *_user_errors()) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from .cli import console_main
+    return console_main(run, argv, (AverageError,))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 USER_ERROR_EXIT_CODE = 2
@@ -143,8 +143,9 @@ def resolve_official_flags(a: argparse.Namespace) -> argparse.Namespace:
 def default_nproc_per_node(a: argparse.Namespace) -> Optional[int]:
     """Processes to start on this node: ``--nproc-per-node`` when given; else, like the official
     script, one per visible CUDA device when there are several (or any, for a multi-node run) and
-    this is not a torchrun worker; else ``None`` (one process, this one)."""
-    if a.nproc_per_node is not None or _under_torchrun():
+    this is not a torchrun worker nor a task of a multi-task ``srun``; else ``None`` (one process,
+    this one)."""
+    if a.nproc_per_node is not None or _under_torchrun() or _under_slurm():
         return a.nproc_per_node
     import torch
     if not torch.cuda.is_available():
@@ -161,6 +162,8 @@ def resolve_launch_args(a: argparse.Namespace, spawn: bool = True) -> argparse.N
     is the count that will be started (``None``: this process only) and :func:`_world_size` gives
     the world size."""
     resolve_official_flags(a)
+    if _under_slurm():
+        _check_slurm_flags(a)
     if spawn and a.nproc_per_node is None:
         n = default_nproc_per_node(a)
         if n is not None:
@@ -176,12 +179,46 @@ def _under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
 
 
+def _slurm_ntasks() -> int:
+    try:
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    except ValueError:
+        return 1
+
+
+def _under_slurm() -> bool:
+    """This process is one task of a multi-task SLURM step (``srun``, one task per GPU), not a
+    torchrun worker: the world is ``SLURM_NTASKS`` tasks, this one is global rank
+    ``SLURM_PROCID``, and ignite's ``idist.initialize`` derives the rendezvous from SLURM's
+    variables. A single-task job (``SLURM_NTASKS=1``) is a plain launch."""
+    return ("SLURM_PROCID" in os.environ and "SLURM_JOB_ID" in os.environ
+            and _slurm_ntasks() > 1 and not _under_torchrun())
+
+
+def _check_slurm_flags(a: argparse.Namespace) -> None:
+    """Under ``srun`` each task is one process and SLURM gives the ranks and the rendezvous:
+    launch flags that would say otherwise are a :class:`UsageError`."""
+    given = [flag for flag, bad in (
+        ("--nproc-per-node", a.nproc_per_node not in (None, 1)),
+        ("--nnodes/--world-size", a.nnodes not in (None, 1)),
+        ("--node-rank/--rank", a.node_rank is not None),
+        ("--master-addr", a.master_addr is not None),
+        ("--master-port", a.master_port is not None)) if bad]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not with srun; each SLURM task is one process and "
+                         f"SLURM gives the ranks and the rendezvous (SLURM_NTASKS="
+                         f"{_slurm_ntasks()}): ask srun for one task per GPU instead")
+
+
 def _writes_run_dir(a: argparse.Namespace) -> bool:
     """Whether this process is the one that holds the run-directory lock: under ``torchrun``
     (every process runs :func:`run_cli`) global rank 0; otherwise the launcher of node rank 0,
-    which holds it until its workers end (they are its children and die with it)."""
+    which holds it until its workers end (they are its children and die with it). Under ``srun``
+    (every task runs :func:`run_cli`) the task with ``SLURM_PROCID`` 0."""
     if _under_torchrun():
         return int(os.environ["RANK"]) == 0
+    if _under_slurm():
+        return int(os.environ["SLURM_PROCID"]) == 0
     return (a.node_rank or 0) == 0
 
 
@@ -198,6 +235,8 @@ def _world_size(a: argparse.Namespace) -> int:
     """Processes of the whole run; ``a`` must have gone through :func:`resolve_launch_args`."""
     if _under_torchrun():
         return int(os.environ["WORLD_SIZE"])
+    if _under_slurm():
+        return _slurm_ntasks()
     return (a.nproc_per_node or 1) * (a.nnodes or 1)
 
 
@@ -286,8 +325,12 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
     timeout = dt.timedelta(seconds=cfg.TRAINING.DIST_TIMEOUT)
     backend = a.backend or ("nccl" if torch.cuda.is_available() else "gloo")
     args = (cfg_dict, str(outdir), str(resume) if resume else None, list(preamble))
-    if _under_torchrun():
-        # idist.Parallel initialises a torchrun launch without a timeout; do it ourselves.
+    if _under_torchrun() or _under_slurm():
+        # idist.Parallel initialises a torchrun launch without a timeout; do it ourselves. Under
+        # srun, ignite sets RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT from SLURM's
+        # variables (MASTER_ADDR: the first node of SLURM_JOB_NODELIST; MASTER_PORT: 15000 +
+        # the last 4 digits of SLURM_JOB_ID). The rendezvous waits for every rank, so no rank
+        # writes the run directory before all have done their checks of it.
         idist.initialize(backend, timeout=timeout)
         try:
             _worker(idist.get_local_rank(), *args)
@@ -570,17 +613,28 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Console entry point; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]],
+                 user_errors: Tuple[type, ...] = ()) -> int:
+    """Run a console command's ``body(argv)`` with the shared exit statuses: a user error (bad
+    input) is one ``error:`` line and 2, a failed write 1, Ctrl-C 130."""
+    from .handlers.checkpoint import CheckpointWriteError
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return run_cli(argv)
-    except _user_errors() as e:
+        return body(argv)
+    except CheckpointWriteError as e:  # a failure of the machine (disk full), not of the input
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1
+    except (*_user_errors(), *user_errors) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point; returns the exit status."""
+    return console_main(run_cli, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

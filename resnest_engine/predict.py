@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .cli import USER_ERROR_EXIT_CODE, UsageError, _user_errors, find_run_weights, one_line
+from .cli import UsageError, find_run_weights, one_line
 
 SOME_SKIPPED_EXIT_CODE = 1
 BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, as a shell reports it
@@ -360,16 +360,9 @@ def predict(a: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry point; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    from .cli import console_main
     try:
-        a = build_parser().parse_args(argv)
-        return predict(a)
-    except _user_errors() as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return console_main(lambda args: predict(build_parser().parse_args(args)), argv)
     except BrokenPipeError:  # `resnest-predict ... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
