@@ -71,10 +71,11 @@ def model_kwargs(cfg: Config) -> Dict[str, Any]:
     return kw
 
 
-def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    """The MODEL section's network with its pretrained weights, if any (not yet on a device)."""
+def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Module:
+    """The MODEL section's network with its pretrained weights, if any and ``pretrained`` (a
+    resume skips them: the checkpoint replaces them), not yet on a device."""
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
-    source = cfg.MODEL.PRETRAINED
+    source = cfg.MODEL.PRETRAINED if pretrained else None
     if source is True:  # the published weights, fetched once per machine (rank 0 first)
         from .models.published import load_published_state_dict, published_url
         if idist.get_local_rank() != 0:
@@ -240,7 +241,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
 
         from .files import atomic_write_text
         atomic_write_text(outdir / CLASSES_FILE, json.dumps(list(class_names)) + "\n")
-    model = build_model(cfg, num_classes)
+    model = build_model(cfg, num_classes, pretrained=ckpt is None)
     logger.info("Model %s: %.2fM parameters, %d classes", cfg.MODEL.NAME,
                 sum(p.numel() for p in model.parameters()) / 1e6, num_classes)
     if ckpt is not None:
