@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast digits stress clean
+.PHONY: install test test-fast digits stress bench-gpu clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ digits: $(STAMP)
 # Random-kill stress test of exact resume (not part of `make test`).
 stress: $(STAMP)
 	$(PY) tests/stress_resume.py --runs 20 --seed 0
+
+# GPU benchmark suite (under 8 minutes on one CUDA GPU; a smoke run at tiny sizes without one):
+# writes output/bench-gpu/gpu_suite.json and gpu_suite.md.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu_suite.py --out output/bench-gpu
 
 clean:
 	rm -rf $(VENV) *.egg-info
