@@ -1,0 +1,120 @@
+"""The quick start against timm, same machine, same run: top-1 and wall time on a digits PNG folder.
+
+Writes scikit-learn's digits (the digits recipe's own 1437/360 split, 32x32) as
+ROOT/train/<digit>/*.png and ROOT/val/<digit>/*.png, then, each in its own process and timed
+from process start to the last validation:
+
+* ours: ``resnest-train --config-file recipes/digits.yaml`` on that folder (DATA.DATASET
+  imagefolder), the recipe unchanged otherwise;
+* timm: an equivalent loop from timm's own components: ``create_dataset`` / ``create_loader``
+  (its transforms: RandomResizedCrop at scale 0.5-1 stands in for our pad-crop, no flip, no
+  colour jitter), ``resnest14d``, ``create_optimizer_v2`` (AdamW, the recipe's LR and decay),
+  ``create_scheduler_v2`` (cosine, 1 warmup epoch), label smoothing 0.1, 8 epochs, batch 64.
+
+Prints a table and ``--json``. Usage: ``python benchmarks/quickstart.py [--seeds 0 1 2]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+TIMM_LOOP = r'''
+import sys, time, torch
+from timm import create_model
+from timm.data import create_dataset, create_loader
+from timm.loss import LabelSmoothingCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+root, seed, epochs = sys.argv[1], int(sys.argv[2]), 8
+torch.manual_seed(seed)
+train = create_dataset("", root=f"{root}/train")
+val = create_dataset("", root=f"{root}/val")
+kw = dict(input_size=(3, 32, 32), use_prefetcher=False, num_workers=0, device=torch.device("cpu"))
+train_loader = create_loader(train, batch_size=64, is_training=True, scale=(0.5, 1.0), hflip=0.0,
+                             color_jitter=0.0, persistent_workers=False, **kw)
+val_loader = create_loader(val, batch_size=360, is_training=False, crop_pct=1.0,
+                           persistent_workers=False, **kw)
+model = create_model("resnest14d", num_classes=10)
+opt = create_optimizer_v2(model, opt="adamw", lr=0.001, weight_decay=0.05)
+sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=epochs, warmup_epochs=1,
+                               warmup_lr=1e-6, updates_per_epoch=len(train_loader),
+                               step_on_epochs=False)
+loss_fn = LabelSmoothingCrossEntropy(0.1)
+step = 0
+for epoch in range(epochs):
+    model.train()
+    for x, y in train_loader:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        step += 1
+        sched.step_update(step)
+    model.eval()
+    correct = n = 0
+    with torch.no_grad():
+        for x, y in val_loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+            n += len(y)
+    print(f"epoch {epoch + 1} top1 {100.0 * correct / n:.3f}", flush=True)
+'''
+
+
+def write_digits_folder(root: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from resnest_engine.data import DataOptions, build_dataset
+    for split in ("train", "val"):
+        ds = build_dataset(DataOptions(dataset="digits", image_size=32), split)
+        for i in range(len(ds)):
+            img, label = ds[i]
+            d = root / split / str(label)
+            d.mkdir(parents=True, exist_ok=True)
+            img.convert("RGB").save(d / f"{i}.png")
+
+
+def timed(cmd, env) -> tuple:
+    start = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - start
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{r.stderr[-2000:]}")
+    return wall, r.stdout
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--json", help="write the results here")
+    a = p.parse_args()
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "digits"
+        write_digits_folder(root)
+        for seed in a.seeds:
+            wall, out = timed([sys.executable, "-m", "resnest_engine.cli", "--config-file",
+                               "recipes/digits.yaml", "--outdir", Path(tmp) / f"ours{seed}",
+                               "DATA.DATASET=imagefolder", f"DATA.ROOT={root}", f"SEED={seed}"],
+                              env)
+            ours = float(re.findall(r"Validation: Top1: ([\d.]+)", out)[-1])
+            t_wall, t_out = timed([sys.executable, "-c", TIMM_LOOP, str(root), str(seed)], env)
+            theirs = float(re.findall(r"top1 ([\d.]+)", t_out)[-1])
+            rows.append(dict(seed=seed, ours_top1=ours, ours_s=round(wall, 1), timm_top1=theirs,
+                             timm_s=round(t_wall, 1), ratio=round(wall / t_wall, 3)))
+            print(f"seed {seed}: ours {ours:.2f}% in {wall:.1f} s | timm resnest14d {theirs:.2f}% "
+                  f"in {t_wall:.1f} s | wall-time ratio {wall / t_wall:.3f}", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(dict(threads=env["OMP_NUM_THREADS"], runs=rows),
+                                           indent=2))
+
+
+if __name__ == "__main__":
+    main()
