@@ -427,7 +427,8 @@ def stored_class_names(weights: Path) -> Optional[List[str]]:
     import json
     weights = Path(weights)
     try:
-        obj = torch.load(weights, map_location="cpu", weights_only=True)
+        # mmap: only the small meta dict is read here; the tensors are loaded once, by the caller.
+        obj = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
         names = obj.get("meta", {}).get("class_names") if isinstance(obj, dict) else None
         if names:
             return list(names)
