@@ -27,7 +27,7 @@ digits: $(STAMP)
 
 # Random-kill stress test of exact resume (not part of `make test`).
 stress: $(STAMP)
-	$(PY) tests/stress_resume.py --runs 20 --seed 0
+	$(PY) -m tests.stress_resume --runs 20 --seed 0
 
 # GPU benchmark suite (under 8 minutes on one CUDA GPU; a smoke run at tiny sizes without one):
 # writes output/bench-gpu/gpu_suite.json and gpu_suite.md.

@@ -1,14 +1,10 @@
 """Shared fixtures: tiny models and loaders for the engine and handler tests."""
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
-
-from tiny_models import make_loader, make_tiny_model  # noqa: E402
+from tests.tiny_models import make_loader, make_tiny_model
 
 
 @pytest.fixture

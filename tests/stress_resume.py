@@ -6,7 +6,7 @@ SIGKILL it at a random moment (a random delay, so kills land anywhere: data load
 inside checkpoint writes), resume with ``--resume auto`` (killing again with some probability)
 until it finishes, and compare final weights (bitwise) and metrics.json with the reference.
 
-    python tests/stress_resume.py --runs 20 --seed 0 [--json out.json]
+    python -m tests.stress_resume --runs 20 --seed 0 [--json out.json]
 """
 import argparse
 import json
@@ -23,8 +23,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cli"))
-from cli_helpers import TINY, cli_env, merge  # noqa: E402
+from tests.cli.cli_helpers import TINY, cli_env, merge
 
 CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 3, "CKPT_EVERY_ITERS": 1, "KEEP_CHECKPOINTS": 2},
                       "DATA": {"WORKERS": 1}})

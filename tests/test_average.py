@@ -10,9 +10,7 @@ import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cli"))  # tests/cli/cli_helpers.py
-
-from cli_helpers import TINY, cli_env, merge  # noqa: E402
+from tests.cli.cli_helpers import TINY, cli_env, merge
 
 from resnest_engine.average import average_state_dicts, main  # noqa: E402
 from resnest_engine.models.weights import read_state_dict  # noqa: E402

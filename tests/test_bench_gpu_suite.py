@@ -44,11 +44,7 @@ def test_gpu_suite_smoke(tmp_path):
 
 
 def test_parse_train_log():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_suite
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    from benchmarks import gpu_suite
     log = ("[x] Batch: 10| Loss: 2.000 | Top1: 10.000 | epoch 1/1 | LR: 0.1 | 100.0 img/s\n"
            "[x] Batch: 20| Loss: 2.000 | epoch 1/1 | LR: 0.1 | 300.0 img/s\n"
            "[x] Batch: 30| Loss: 2.000 | epoch 1/1 | LR: 0.1 | 500.0 img/s\n"

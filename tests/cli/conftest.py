@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from cli_helpers import TINY, merge
+from tests.cli.cli_helpers import TINY, merge
 
 
 @pytest.fixture

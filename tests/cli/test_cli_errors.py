@@ -7,7 +7,7 @@ import torch
 import yaml
 from PIL import Image
 
-from cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
+from tests.cli.cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
 
 
 def write(path, data):

@@ -10,7 +10,7 @@ import yaml
 from resnest_engine.cli import (_world_size, build_parser, default_nproc_per_node,
                                 resolve_launch_args, resolve_official_flags)
 
-from cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
+from tests.cli.cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
 
 
 def parse(*flags):

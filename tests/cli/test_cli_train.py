@@ -6,7 +6,7 @@ import torch
 
 from resnest_engine.models import get_model
 
-from cli_helpers import cli_env, run_cli
+from tests.cli.cli_helpers import cli_env, run_cli
 
 
 def _free_port():

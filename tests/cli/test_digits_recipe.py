@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import REPO, run_cli
+from tests.cli.cli_helpers import REPO, run_cli
 
 
 @pytest.mark.slow

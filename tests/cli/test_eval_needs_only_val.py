@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_helpers import TINY, merge, run_cli
+from tests.cli.cli_helpers import TINY, merge, run_cli
 
 from resnest_engine.models import get_model
 

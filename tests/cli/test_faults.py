@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from cli_helpers import TINY, cli_env, merge, run_cli
+from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
 
 
 def _port():
@@ -127,7 +127,7 @@ def test_disk_full_is_a_clear_error_with_status_1_and_keeps_the_previous_checkpo
 
     import torch
 
-    from cli_helpers import run_main
+    from tests.cli.cli_helpers import run_main
     real_save, calls = torch.save, []
 
     def save_then_fill_disk(obj, f, *args, **kwargs):

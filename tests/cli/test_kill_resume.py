@@ -7,7 +7,7 @@ import torch
 
 import yaml
 
-from cli_helpers import TINY, cli_env, merge, run_cli
+from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
 
 CONFIG = {"TRAINING": {"EPOCHS": 3, "CKPT_EVERY_ITERS": 2, "KEEP_CHECKPOINTS": 2},
           "DATA": {"WORKERS": 1}}  # a worker process: the per-sample augmentation keys must travel

@@ -5,7 +5,7 @@ import re
 
 import yaml
 
-from cli_helpers import TINY, merge, run_cli
+from tests.cli.cli_helpers import TINY, merge, run_cli
 
 # What a parser of the official script's log applies.
 OFFICIAL_BATCH = re.compile(r"^\[\d\d/\d\d \d\d:\d\d:\d\d\] Batch: (\d+)\| Loss: ([\d.]+) \| Top1: ([\d.]+)",

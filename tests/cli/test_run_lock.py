@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from cli_helpers import TINY, cli_env, merge, run_cli, run_main
+from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli, run_main
 from resnest_engine.run_lock import (LOCK_NAME, RunDirLock, RunDirLockedError, has_run_content,
                                      read_holder)
 

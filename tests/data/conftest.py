@@ -1,7 +1,7 @@
 """Fixtures for the data tests."""
 import pytest
 
-from data_helpers import make_folder
+from tests.data.data_helpers import make_folder
 
 
 @pytest.fixture

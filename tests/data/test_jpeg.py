@@ -10,7 +10,7 @@ from resnest_engine.data.jpeg import FastJpegSample
 from resnest_engine.data.reproducible import SeededDataset
 from resnest_engine.data.transforms import build_eval_transform, lighting_offset
 
-from data_helpers import write_image
+from tests.data.data_helpers import write_image
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

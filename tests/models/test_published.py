@@ -7,7 +7,7 @@ from resnest_engine.models import WeightsError, get_model
 from resnest_engine.models import published
 from resnest_engine.run import build_model
 
-from weights_server import WeightsServer as Server, publish
+from tests.weights_server import WeightsServer as Server, publish
 
 
 @pytest.fixture

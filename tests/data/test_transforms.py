@@ -10,7 +10,7 @@ from resnest_engine.data import (DataError, DataOptions, ECenterCrop, ERandomCro
 from resnest_engine.data.reproducible import TransformedSample, sample_seed
 from resnest_engine.data.transforms import ecenter_crop_box, erandom_crop_box, lighting_offset
 
-from data_helpers import write_image
+from tests.data.data_helpers import write_image
 
 
 class SameImage(torch.utils.data.Dataset):

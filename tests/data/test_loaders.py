@@ -9,7 +9,7 @@ from torchvision import tv_tensors
 from resnest_engine.data import (DataError, DataOptions, TrainSampler, attach_sampler_epochs,
                                  close_loader, create_loaders, make_train_loader)
 
-from data_helpers import make_folder
+from tests.data.data_helpers import make_folder
 
 
 def test_create_loaders_digits_default_float_path():

@@ -21,7 +21,7 @@ from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, StandardO
                                      load_checkpoint, read_checkpoint)
 from resnest_engine.handlers.checkpoint import CHECKPOINT_KEYS, KILL_IN_SAVE_ENV
 
-from tiny_models import make_loader, make_tiny_model
+from tests.tiny_models import make_loader, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from resnest_engine.data import (DataError, DataOptions, ImageFolderSplit, build
                                  list_datasets)
 from resnest_engine.data.datasets import digits_split
 
-from data_helpers import make_folder, write_image
+from tests.data.data_helpers import make_folder, write_image
 
 
 def test_registry_names_and_unknown():

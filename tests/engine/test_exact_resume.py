@@ -13,7 +13,7 @@ from resnest_engine.handlers import (MixupCutmix, SoftTargetCrossEntropy, Standa
                                      attach_standard_handlers, list_checkpoints, load_checkpoint,
                                      read_checkpoint)
 
-from tiny_models import make_loader, make_tiny_model
+from tests.tiny_models import make_loader, make_tiny_model
 
 EPOCHS, N, BATCH = 3, 24, 4  # 6 iterations per epoch, 18 in all
 
