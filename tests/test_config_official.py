@@ -9,7 +9,7 @@ import yaml
 
 from resnest_engine.config import (ConfigError, config_to_dict, effective_lr, load_config,
                                    read_config)
-from resnest_engine.config_official import OFFICIAL_DEFAULTS
+from resnest_engine.config.official import OFFICIAL_DEFAULTS
 from resnest_engine.engine import param_groups
 from resnest_engine.models import get_model
 from resnest_engine.run import build_model, data_options

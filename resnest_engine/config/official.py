@@ -13,7 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Mapping, Tuple
 
-__all__ = ["OFFICIAL_DEFAULTS", "OFFICIAL_KEYS", "translate_official"]
+from .errors import ConfigError
+from .schema import ALL_KEYS, FORMAT_KEY, FORMAT_MARKER, SECTIONS
+from .unknown_keys import suggest
+
+__all__ = ["OFFICIAL_DEFAULTS", "OFFICIAL_KEYS", "translate_official", "official_flat"]
 
 #: Every key of the official config and its default (resnest/torch/config.py).
 OFFICIAL_DEFAULTS: Dict[str, Any] = {
@@ -70,6 +74,37 @@ def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _Error(key, f"expected true or false, got {value!r}")
     return value
+
+
+def official_flat(path: str, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """An official file's keys as a dotted mapping, after checking every key is official.
+
+    A key of ours in it is a mix of the two formats, anything else a key the official config
+    does not have (with the closest official key); both are ConfigErrors naming ``path``.
+    """
+    flat: Dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{name}.{k}": v for k, v in value.items()})
+        elif value is None and name in SECTIONS:
+            continue
+        else:
+            flat[str(name)] = value
+    ours = [k for k in flat if k not in OFFICIAL_KEYS and k in ALL_KEYS]
+    if ours:
+        what = "is a resnest-engine key" if len(ours) == 1 else "are resnest-engine keys"
+        raise ConfigError(f"{path}: mixes the two config formats: {', '.join(ours)} {what}"
+                          f" but the file has no '{FORMAT_KEY}: {FORMAT_MARKER}' line, so it is "
+                          "read as an official ResNeSt config; add the line and use our keys "
+                          "throughout, or use official keys only", path=path, key=ours[0])
+    for k in flat:
+        if k not in OFFICIAL_KEYS:
+            guess = suggest(k, OFFICIAL_KEYS)
+            tail = f"; did you mean {guess}?" if guess else ""
+            raise ConfigError(f"{path}: {k}: not a key of the official ResNeSt config (the file "
+                              f"has no '{FORMAT_KEY}: {FORMAT_MARKER}' line){tail}",
+                              path=path, key=k)
+    return flat
 
 
 def translate_official(flat: Mapping[str, Any], world_size: int
@@ -133,7 +168,7 @@ def translate_official(flat: Mapping[str, Any], world_size: int
     name = o["MODEL.NAME"]
     if not isinstance(name, str) or not name:
         raise _Error("MODEL.NAME", f"expected a model name, got {name!r}")
-    from .models.registry import OFFICIAL_RESNET_NAMES
+    from ..models.registry import OFFICIAL_RESNET_NAMES
     model = OFFICIAL_RESNET_NAMES.get(name, name)
 
     ours: Dict[str, Dict[str, Any]] = {
