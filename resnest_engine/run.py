@@ -6,8 +6,6 @@ each process of a distributed launch (``cli`` starts them).
 from __future__ import annotations
 
 import logging
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -22,15 +20,15 @@ from .data import DataOptions, attach_sampler_epochs, create_eval_loader, create
 from .data.loaders import close_loader
 from .data.transforms import LARGE_CROP
 from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
-from .engine import create_evaluator, create_optimizer, create_trainer, param_groups
-from .handlers import (NAN_EXIT_CODE, MixupCutmix, SoftTargetCrossEntropy, StandardOptions,
-                       attach_standard_handlers, check_architecture, load_checkpoint,
+from .data.mixup import MixupCutmix
+from .engine import (SoftTargetCrossEntropy, create_evaluator, create_optimizer, create_trainer,
+                     param_groups)
+from .handlers import (NAN_EXIT_CODE, FreezeBody, StandardOptions, attach_standard_handlers,
+                       build_standard_handlers, check_architecture, load_checkpoint,
                        read_checkpoint, run_validation, setup_logger, training_finished)
 from .models import get_model, get_variant, load_pretrained
-from .handlers.freeze import FreezeBody
-from .handlers.official_checkpoint import (is_official_checkpoint, load_official_checkpoint,
-                                           official_epochs_done)
-from .models.weights import strip_prefixes, read_state_dict
+from .handlers.official_checkpoint import is_official_checkpoint, load_official_checkpoint
+from .models.weights import strip_prefixes
 
 logger = logging.getLogger("resnest_engine")
 
@@ -289,7 +287,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
                                  channels_last=channels_last,
                                  prepare_batch=getattr(val_loader, "prepare_batch", None))
     epoch_length = len(train_loader)
-    handlers = attach_standard_handlers(
+    handlers = build_standard_handlers(
         trainer, model, optimizer, val_loader,
         StandardOptions(
             epochs=t.EPOCHS, epoch_length=epoch_length, lr=lr, output_dir=str(outdir),
@@ -302,9 +300,9 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
             keep_best=t.KEEP_BEST, nan_check_every=t.NAN_CHECK_EVERY,
             log_every=cfg.LOGGING.LOG_EVERY, tensorboard=cfg.LOGGING.TENSORBOARD,
             progress_bar=cfg.LOGGING.PROGRESS_BAR, amp=amp,
-            channels_last=channels_last, meta=checkpoint_meta(cfg, raw_model, grad_accum, class_names),
-            resume_iteration=_resume_iteration(ckpt, official, epoch_length)),
+            channels_last=channels_last, meta=checkpoint_meta(cfg, raw_model, grad_accum, class_names)),
         evaluator=evaluator)
+    attach_standard_handlers(trainer, handlers)
     if handlers.ema is not None and channels_last:
         handlers.ema.ema_model.to(memory_format=torch.channels_last)
 
@@ -337,7 +335,6 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
                     outdir, cfg.MODEL.NAME, idist.get_world_size(), lr, t.BATCH_SIZE)
 
     interrupted = _install_signal_handlers(trainer, handlers, t.NAN_CHECK_EVERY)
-    _install_test_kill_hook(trainer)
     try:
         trainer.run(train_loader, max_epochs=t.EPOCHS)
     finally:
@@ -345,21 +342,13 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         close_loader(trainer.state.dataloader)
         close_loader(train_loader)
         close_loader(val_loader)
-    if getattr(trainer.state, "nan_detected", False):
+    if handlers.nan_guard is not None and handlers.nan_guard.detected:
         return RunResult(NAN_EXIT_CODE)
     if interrupted["signal"] is not None:
         return RunResult(INTERRUPTED_EXIT_CODE)
     if not training_finished(trainer):
         return RunResult(1)
     return RunResult(0, handlers.history.summary())
-
-
-def _resume_iteration(ckpt: Optional[Dict[str, Any]], official: bool, epoch_length: int) -> int:
-    if ckpt is None:
-        return 0
-    if official:
-        return official_epochs_done(ckpt) * epoch_length
-    return int(ckpt["trainer"]["iteration"])
 
 
 def _install_signal_handlers(trainer, handlers, every: int = 1) -> Dict[str, Any]:
@@ -392,33 +381,13 @@ def _install_signal_handlers(trainer, handlers, every: int = 1) -> Dict[str, Any
             if float(flag) > 0 and box["signal"] is None:
                 box["signal"] = signal.SIGTERM
         if float(flag) > 0:
-            if handlers.resume_checkpointer is not None and not getattr(engine.state, "nan_detected", False):
-                handlers.resume_checkpointer(engine)
+            handlers.write_resume_point(engine)
             logger.error("Interrupted by signal %s at iteration %d; a resume point was written. "
                          "Continue with --resume auto.", box["signal"], engine.state.iteration)
             engine.terminate()
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED, _check)
     return box
-
-
-KILL_AT_ITER_ENV = "RESNEST_ENGINE_KILL_AT_ITER"
-KILL_RANK_ENV = "RESNEST_ENGINE_KILL_RANK"  # only this rank (default: every rank)
-
-
-def _install_test_kill_hook(trainer) -> None:
-    """Test hook: SIGKILL this process after iteration N (env ``RESNEST_ENGINE_KILL_AT_ITER``,
-    optionally only on rank ``RESNEST_ENGINE_KILL_RANK``)."""
-    target = os.environ.get(KILL_AT_ITER_ENV)
-    rank = os.environ.get(KILL_RANK_ENV)
-    if not target or (rank is not None and int(rank) != idist.get_rank()):
-        return
-    import signal
-    from ignite.engine import Events
-
-    @trainer.on(Events.ITERATION_COMPLETED(once=int(target)))
-    def _kill(_):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def stored_class_names(weights: Path) -> Optional[List[str]]:
@@ -466,5 +435,4 @@ def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
         model = model.to(memory_format=torch.channels_last)
     ev = create_evaluator(model, amp=amp, channels_last=channels_last,
                           prepare_batch=getattr(val_loader, "prepare_batch", None))
-    ev.model = model
     return run_validation({"raw": ev}, val_loader)["raw"]

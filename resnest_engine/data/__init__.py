@@ -15,6 +15,7 @@ from .jpeg import BatchTransform, FastJpegSample, fast_collate, make_device_tran
 from .loaders import (ImageLoader, attach_sampler_epochs, close_loader, create_eval_loader, create_loaders,
                       find_epoch_sampler,
                       make_eval_loader, make_train_loader)
+from .mixup import MixupCutmix
 from .options import IMAGENET_MEAN, IMAGENET_STD, DataOptions, validate_options
 from .reproducible import SampleKey, SeededDataset, sample_seed
 from .samplers import EvalShardSampler, TrainSampler
@@ -29,5 +30,5 @@ __all__ = [
     "ImageFolderSplit", "DigitsDataset", "SyntheticDataset",
     "build_train_transform", "build_eval_transform", "Lighting", "ERandomCrop", "ECenterCrop",
     "LARGE_CROP", "TrainSampler", "EvalShardSampler", "SampleKey", "SeededDataset", "sample_seed",
-    "BatchTransform", "make_device_transform", "normalize_batch", "fast_collate", "FastJpegSample",
+    "MixupCutmix", "BatchTransform", "make_device_transform", "normalize_batch", "fast_collate", "FastJpegSample",
 ]

@@ -4,11 +4,14 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss, TopKCategoricalAccuracy
 from torch import nn
 
-from .trainer import _unwrap, autocast_context, default_prepare_batch
+from .distributed import broadcast_buffers, unwrap_model
+from .trainer import autocast_context, default_prepare_batch
+
+__all__ = ["create_evaluator"]
 
 
 def create_evaluator(
@@ -26,9 +29,10 @@ def create_evaluator(
     A DDP-wrapped model is evaluated through its inner module: DDP's forward syncs buffers, which
     would hang when ranks hold different numbers of batches (unpadded sharding). Metrics are
     all-reduced by ignite, so pair this with a sampler that gives every sample to exactly one rank
-    (``resnest_engine.data`` does) and every rank must run the evaluator.
+    (``resnest_engine.data`` does) and every rank must run the evaluator. At ``STARTED`` every rank
+    takes rank 0's buffers (BatchNorm statistics differ between DDP ranks).
     """
-    net = _unwrap(model)
+    net = unwrap_model(model)
     if device is None:
         device = next(net.parameters()).device
     device = torch.device(device)
@@ -48,6 +52,7 @@ def create_evaluator(
         return logits.float(), y
 
     engine = Engine(eval_step)
+    engine.add_event_handler(Events.STARTED, lambda _: broadcast_buffers(net))
     (Accuracy(device=device) * 100.0).attach(engine, "top1")
     (TopKCategoricalAccuracy(k=min(5, num_classes), device=device) * 100.0).attach(engine, "top5")
     Loss(nn.CrossEntropyLoss(), device=device).attach(engine, "loss")

@@ -15,7 +15,11 @@ from ignite.engine.deterministic import ReproducibleBatchSampler, update_dataloa
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
+from .events import register_train_events
 from .rng import decode_ignite_rng_states, encode_ignite_rng_states
+
+__all__ = ["AMP_MODES", "SeededDeterministicEngine", "autocast_context", "create_trainer",
+           "default_prepare_batch"]
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -107,10 +111,6 @@ def default_prepare_batch(batch: Any, device: torch.device, non_blocking: bool =
             batch[1].to(device, non_blocking=non_blocking))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def create_trainer(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -136,7 +136,8 @@ def create_trainer(
             ``batch_transform`` returns (soft targets after mixup).
         device: where batches go (default: the model's device).
         amp: ``"off"``, ``"fp16"`` (autocast + ``GradScaler``) or ``"bf16"`` (autocast), on CPU or
-            CUDA. For fp16 a ``GradScaler`` is created unless given; it is ``engine.scaler``.
+            CUDA. For fp16 a ``GradScaler`` is created unless given; it is ``engine.state.scaler``
+            (ignite's own place for it, as in ``create_supervised_trainer``), None otherwise.
         grad_accum: split each batch into this many micro-batches; gradients are accumulated and
             DDP syncs only on the last one (``no_sync``). The batch always means images per step.
         clip_grad: clip the global gradient norm to this value (after unscaling); 0 = off.
@@ -150,7 +151,9 @@ def create_trainer(
 
     ``engine.state.output`` is a dict: ``loss`` (0-d tensor, mean over the whole batch, not
     synced to the host), ``batch_size`` (int), ``y_pred`` (detached logits), ``y`` (hard labels),
-    and ``grad_norm`` (0-d tensor) when clipping. ``engine.batch_transform`` is ``batch_transform``.
+    ``soft_targets`` (bool: the step trained on mixed targets, i.e. ``batch_transform.active``
+    was true; accuracy against ``y`` means little then), and ``grad_norm`` (0-d tensor) when
+    clipping. The engine has :class:`~resnest_engine.engine.events.TrainEvents` registered.
     """
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
@@ -170,6 +173,7 @@ def create_trainer(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         hard_y = y
+        soft = bool(getattr(batch_transform, "active", False))
         if batch_transform is not None:
             x, y = batch_transform(x, y)
         n = x.shape[0]
@@ -200,16 +204,14 @@ def create_trainer(
             scaler.update()
         else:
             optimizer.step()
-        output.update(loss=total_loss, batch_size=n, y_pred=preds[0] if k == 1 else torch.cat(preds), y=hard_y)
+        output.update(loss=total_loss, batch_size=n, y_pred=preds[0] if k == 1 else torch.cat(preds), y=hard_y,
+                      soft_targets=soft)
         return output
 
     if deterministic:
         engine: Engine = SeededDeterministicEngine(train_step, seed=0 if seed is None else seed)
     else:
         engine = Engine(train_step)
-    engine.model = model
-    engine.optimizer = optimizer
-    engine.scaler = scaler
-    engine.amp = amp
-    engine.batch_transform = batch_transform  # TrainLogger leaves out Top1 while it is .active
+    engine.state.scaler = scaler
+    register_train_events(engine)
     return engine

@@ -1,15 +1,30 @@
-"""Handlers: each attachable on its own; ``attach_standard_handlers`` wires the usual set."""
+"""Handlers. Each is either a callable you place on an event
+(``trainer.add_event_handler(event, handler)``: :class:`LRScale`, :class:`DropBlockRamp`,
+:class:`FinalWeights`, the checkpointers) or an object whose ``attach(engine, ...)`` returns None
+and places itself (:class:`NanGuard`, :class:`TrainLogger`, :class:`Validation`,
+:class:`MetricsHistory`, :class:`TensorBoard`, :class:`FreezeBody`). Builders (``create_*``)
+return unattached pieces; :func:`attach_standard_handlers` wires a :class:`StandardHandlers`."""
 from .checkpoint import (AtomicDiskSaver, CheckpointError, CheckpointWriteError, atomic_save, check_architecture,
-                         create_best_checkpointer, create_resume_checkpointer, list_checkpoints,
-                         load_checkpoint, read_checkpoint)
-from .dropblock import attach_dropblock_ramp, dropblock_prob_at
-from .ema import attach_ema, broadcast_buffers
-from .logging import TrainLogger, attach_progress_bar, attach_tensorboard, setup_logger
+                         create_best_checkpointer, create_epoch_checkpointer, create_resume_checkpointer,
+                         list_checkpoints, load_checkpoint, read_checkpoint)
+from .dropblock import DropBlockRamp, dropblock_prob_at
+from .ema import create_ema
+from .freeze import FreezeBody
+from .logging import TensorBoard, TrainLogger, create_progress_bar, setup_logger
 from .metrics_history import MetricsHistory
-from .mixup import MixupCutmix, SoftTargetCrossEntropy
 from .nan_guard import NAN_EXIT_CODE, NanGuard
-from .schedules import SCHEDULES, attach_lr_scheduler, create_lr_scheduler, simulate_lr
-from .standard import StandardHandlers, StandardOptions, attach_standard_handlers, training_finished
-from .validation import attach_validation, run_validation
+from .schedules import SCHEDULES, LRScale, create_lr_scheduler, simulate_lr
+from .standard import (FinalWeights, StandardHandlers, StandardOptions, attach_standard_handlers,
+                       build_standard_handlers, training_finished)
+from .validation import Validation, run_validation
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "DropBlockRamp", "FinalWeights",
+    "FreezeBody", "LRScale", "MetricsHistory", "NAN_EXIT_CODE", "NanGuard", "SCHEDULES",
+    "StandardHandlers", "StandardOptions", "TensorBoard", "TrainLogger", "Validation",
+    "atomic_save", "attach_standard_handlers", "build_standard_handlers", "check_architecture",
+    "create_best_checkpointer", "create_ema", "create_epoch_checkpointer", "create_lr_scheduler",
+    "create_progress_bar", "create_resume_checkpointer", "dropblock_prob_at", "list_checkpoints",
+    "load_checkpoint", "read_checkpoint", "run_validation", "setup_logger", "simulate_lr",
+    "training_finished",
+]

@@ -7,9 +7,7 @@ ignite asked for, so at least ``n_saved`` valid files exist at every moment.
 """
 from __future__ import annotations
 
-import errno
 import os
-import signal
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
@@ -21,14 +19,16 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 
 from ..files import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: re-exported)
 
+__all__ = ["AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "Stateful", "atomic_save",
+           "check_architecture", "create_best_checkpointer", "create_epoch_checkpointer",
+           "create_resume_checkpointer", "list_checkpoints", "load_checkpoint", "read_checkpoint"]
+
 FORMAT_VERSION = 1
 RESUME_PREFIX = "resume-"
 EPOCH_PREFIX = "epoch-"  # the newest epoch-end point, kept apart when mid-epoch points rotate
 BEST_PREFIX = "best-"
 CHECKPOINT_KEYS = ("format_version", "meta", "model", "optimizer", "trainer", "schedulers",
                    "scaler", "ema", "rng", "metrics")
-# Test hook: SIGKILL this process inside the N-th checkpoint write (temp file written, not renamed).
-KILL_IN_SAVE_ENV = "RESNEST_ENGINE_KILL_IN_SAVE"
 
 
 class CheckpointError(RuntimeError):
@@ -61,22 +61,15 @@ class AtomicDiskSaver(BaseSaveHandler):
     def __init__(self, dirname: Union[str, Path]) -> None:
         self.dirname = Path(dirname)
         self._pending: List[str] = []
-        self._writes = 0
         if idist.get_rank() == 0:
             self.dirname.mkdir(parents=True, exist_ok=True)
             for stale in self.dirname.glob(".*.tmp-*"):
                 stale.unlink(missing_ok=True)
 
-    def _maybe_kill(self) -> None:
-        target = os.environ.get(KILL_IN_SAVE_ENV)
-        if target and int(target) == self._writes:
-            os.kill(os.getpid(), signal.SIGKILL)
-
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
         if idist.get_rank() != 0:
             return
-        self._writes += 1
-        atomic_save(checkpoint, self.dirname / filename, on_written=self._maybe_kill)
+        atomic_save(checkpoint, self.dirname / filename)
         pending, self._pending = self._pending, []
         for name in pending:
             if name != filename:
@@ -124,15 +117,19 @@ def create_epoch_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver
                       n_saved=1)
 
 
-def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,
-                             score_fn: Callable[[Engine], float], n_saved: int = 1) -> Checkpoint:
-    """Best-``n_saved`` by ``score_fn`` (validation top-1): ``best-e{epoch:03d}-top1={x:.2f}.pt``.
+def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver, trainer: Engine,
+                             metric: str = "top1", n_saved: int = 1) -> Checkpoint:
+    """Best-``n_saved`` by an evaluator's ``metric``: ``best-e{epoch:03d}-top1={x:.2f}.pt``.
 
-    Holds the same objects as a resume point, so a best checkpoint is resumable.
+    ignite's way: place it on the evaluator,
+    ``evaluator.add_event_handler(Events.COMPLETED, best)``; the score is the evaluator's
+    ``state.metrics[metric]``, the epoch the trainer's. Holds the same objects as a resume point,
+    so a best checkpoint is resumable.
     """
+    score = lambda ev: float(ev.state.metrics[metric])  # noqa: E731
     return Checkpoint(to_save, saver, filename_pattern=BEST_PREFIX + "{global_step}.{ext}",
-                      score_function=score_fn,
-                      global_step_transform=lambda e, _: f"e{e.state.epoch:03d}-top1={score_fn(e):.2f}",
+                      score_function=score,
+                      global_step_transform=lambda ev, _: f"e{trainer.state.epoch:03d}-{metric}={score(ev):.2f}",
                       n_saved=n_saved, include_self=True)
 
 

@@ -5,13 +5,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
 logger = logging.getLogger("resnest_engine")
+
+__all__ = ["TensorBoard", "TrainLogger", "create_progress_bar", "setup_logger"]
 
 
 def setup_logger(log_file: Optional[Union[str, Path]] = None, stream: bool = True) -> logging.Logger:
@@ -50,9 +52,10 @@ class TrainLogger:
         Batch: 200| Loss: 2.841 | Top1: 41.250 | epoch 4/120 | LR: 0.098765 | 812.3 img/s
 
     ``Loss`` and ``Top1`` are running averages over the epoch so far (the official
-    ``AverageMeter.avg``); img/s is over the steps since the previous line. While the targets are
-    soft (the trainer's ``batch_transform`` is ``active``, i.e. mixup/cutmix; or the step's
-    ``y`` is missing or not 1-D) the ``Top1`` field is left out, as in the official script::
+    ``AverageMeter.avg``); img/s is over the steps since the previous line; ``LR`` is the first
+    param group's of ``optimizer`` (``nan`` without one). While the targets are soft (the step's
+    output has ``soft_targets`` true, i.e. mixup/cutmix; or its ``y`` is missing or not 1-D) the
+    ``Top1`` field is left out, as in the official script::
 
         Batch: 200| Loss: 3.912 | epoch 4/120 | LR: 0.098765 | 812.3 img/s
 
@@ -65,14 +68,16 @@ class TrainLogger:
     validation. After a mid-epoch resume, the averages and time cover the steps since the resume.
 
     Loss and correct counts are accumulated on the device over each window and read once per log
-    line (no host sync per step); the epoch totals are kept on the host. ``engine.state.train_log``
-    (for TensorBoard) holds the *window* values, the mean over the steps since the previous line,
-    so its curves do not reset each epoch: ``loss``, ``top1`` (absent while the targets are soft),
-    ``lr`` and ``images_per_sec``.
+    line (no host sync per step); the epoch totals are kept on the host. :attr:`window` (for
+    TensorBoard) holds the *window* values of the latest line, the mean over the steps since the
+    previous line, so its curves do not reset each epoch: ``loss``, ``top1`` (absent while the
+    targets are soft), ``lr`` and ``images_per_sec``.
     """
 
-    def __init__(self, every: int = 50) -> None:
+    def __init__(self, every: int = 50, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         self.every = max(int(every), 1)
+        self.optimizer = optimizer
+        self.window: dict = {}
         self._reset_window()
         self._reset_epoch()
 
@@ -88,10 +93,6 @@ class TrainLogger:
         self._epoch_n = 0
         self._epoch_n_hard = 0
 
-    @staticmethod
-    def _soft_targets(engine: Engine) -> bool:
-        return bool(getattr(getattr(engine, "batch_transform", None), "active", False))
-
     def _accumulate(self, engine: Engine) -> None:
         out = engine.state.output
         n = out["batch_size"]
@@ -99,7 +100,7 @@ class TrainLogger:
         self._loss = loss if self._loss is None else self._loss + loss
         y_pred, y = out.get("y_pred"), out.get("y")
         if (y_pred is not None and y is not None and y.ndim == 1
-                and not self._soft_targets(engine)):
+                and not out.get("soft_targets", False)):
             c = (y_pred.argmax(dim=1) == y).sum()
             self._correct = c if self._correct is None else self._correct + c
             self._n_hard += n
@@ -119,12 +120,12 @@ class TrainLogger:
         self._epoch_correct += round(correct)
         self._epoch_n += self._n
         self._epoch_n_hard += self._n_hard
-        lr = engine.optimizer.param_groups[0]["lr"] if hasattr(engine, "optimizer") else float("nan")
+        lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else float("nan")
         ips = self._n * idist.get_world_size() / elapsed if elapsed > 0 else float("nan")
         train_log = {"loss": loss_sum / self._n, "lr": lr, "images_per_sec": ips}
         if self._n_hard == self._n:
             train_log["top1"] = 100.0 * correct / self._n
-        engine.state.train_log = train_log
+        self.window = train_log
 
         it = (engine.state.iteration - 1) % engine.state.epoch_length + 1
         msg = f"Batch: {it}| Loss: {self._epoch_loss / self._epoch_n:.3f}"
@@ -137,7 +138,7 @@ class TrainLogger:
         self._t0 = now
         self._reset_window()
 
-    def attach(self, trainer: Engine) -> "TrainLogger":
+    def attach(self, trainer: Engine) -> None:
         def _start(_: Engine) -> None:
             self._t0 = self._epoch_t0 = time.perf_counter()
             self._epoch_images = 0
@@ -160,45 +161,66 @@ class TrainLogger:
         trainer.add_event_handler(Events.EPOCH_STARTED, _start)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _iter)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, _epoch)
-        return self
 
 
-def attach_tensorboard(trainer: Engine, log_dir: Union[str, Path], every: int = 50,
-                       purge_step: Optional[int] = None):
-    """TensorBoard scalars via ignite's ``TensorboardLogger`` (tensorboardX) and ``OutputHandler``:
-    ``train/{loss,top1,lr,images_per_sec}`` every ``every`` steps (attach after
-    :class:`TrainLogger`, which computes them) and ``val/{top1,top5,loss}`` (``val/ema/*`` with
-    EMA) after each validation, all at the trainer's iteration. ``purge_step`` (the resumed
-    iteration) drops points a killed run wrote after its last checkpoint, so a resumed run has no
-    duplicates. Rank 0 only; returns the logger (or None)."""
-    if idist.get_rank() != 0:
-        return None
-    from ignite.handlers import TensorboardLogger
-    from ignite.handlers.tensorboard_logger import OutputHandler
+class TensorBoard:
+    """TensorBoard scalars via ignite's ``TensorboardLogger`` (tensorboardX) and ``OutputHandler``,
+    on rank 0 (a no-op elsewhere).
 
-    kwargs = {"purge_step": purge_step} if purge_step else {}
-    tb = TensorboardLogger(log_dir=str(log_dir), **kwargs)
-    at_iteration = lambda engine, _event: engine.state.iteration  # noqa: E731
+    ``attach(trainer, train_logger, evaluators)``: ``train/{loss,top1,lr,images_per_sec}`` from
+    ``train_logger.window`` every ``train_logger.every`` steps (attach after the
+    :class:`TrainLogger`, which computes them), and ``val/{top1,top5,loss}`` (``val/<name>/*`` for
+    the other evaluators, e.g. ``val/ema/top1``) at each evaluator's ``COMPLETED``; every point at
+    the trainer's iteration. The writer opens at the trainer's ``STARTED``: a resumed run purges the
+    points a killed run wrote after its checkpoint (``purge_step`` = the resumed iteration), so
+    there are no duplicates. ``logger`` is ignite's ``TensorboardLogger`` once open.
+    """
 
-    def _val_results(_output) -> dict:
-        results = dict(trainer.state.val_results)
-        return {**results.pop("raw"), **results}  # raw at val/*, others nested (val/ema/*)
+    def __init__(self, log_dir: Union[str, Path]) -> None:
+        self.log_dir = Path(log_dir)
+        self.logger = None
 
-    tb.attach(trainer, OutputHandler("train", output_transform=lambda _: trainer.state.train_log,
-                                     global_step_transform=at_iteration),
-              Events.ITERATION_COMPLETED(every=max(int(every), 1)))
-    validated = lambda e, _: getattr(e.state, "val_epoch", None) == e.state.epoch  # noqa: E731
-    tb.attach(trainer, OutputHandler("val", output_transform=_val_results,
-                                     global_step_transform=at_iteration),
-              Events.EPOCH_COMPLETED(event_filter=validated))
-    trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: tb.close())
-    return tb
+    def attach(self, trainer: Engine, train_logger: Optional[TrainLogger] = None,
+               evaluators: Optional[Dict[str, Engine]] = None) -> None:
+        if idist.get_rank() != 0:
+            return
+        from ignite.handlers import TensorboardLogger
+        from ignite.handlers.tensorboard_logger import OutputHandler
+
+        at_iteration = lambda *_: trainer.state.iteration  # noqa: E731
+        handlers = []
+        if train_logger is not None:
+            handlers.append((trainer, OutputHandler("train", output_transform=lambda _: train_logger.window,
+                                                    global_step_transform=at_iteration),
+                             Events.ITERATION_COMPLETED(every=train_logger.every)))
+        for name, ev in (evaluators or {}).items():
+            tag = "val" if name == "raw" else f"val/{name}"
+            handlers.append((ev, OutputHandler(tag, metric_names=["top1", "top5", "loss"],
+                                               global_step_transform=at_iteration),
+                             Events.COMPLETED))
+
+        def _open(engine: Engine) -> None:
+            if self.logger is not None:
+                return
+            start = engine.state.iteration
+            self.logger = TensorboardLogger(log_dir=str(self.log_dir),
+                                            **({"purge_step": start} if start else {}))
+            for target, handler, event in handlers:
+                self.logger.attach(target, handler, event)
+
+        trainer.add_event_handler(Events.STARTED, _open)
+        trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: self.close())
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
 
 
-def attach_progress_bar(trainer: Engine, mode: str = "auto") -> None:
-    """ignite ``ProgressBar`` on rank 0; ``auto`` = only on an interactive terminal."""
+def create_progress_bar(mode: str = "auto"):
+    """ignite ``ProgressBar`` for rank 0 (``auto``: only on an interactive terminal), else None.
+    Place it with ``bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})``."""
     if idist.get_rank() != 0 or mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
-        return
+        return None
     from ignite.handlers import ProgressBar
 
-    ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+    return ProgressBar(persist=False)

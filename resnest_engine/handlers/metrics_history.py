@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 
 from ..files import atomic_write_text
+
+__all__ = ["MetricsHistory"]
 
 
 class MetricsHistory:
@@ -58,14 +61,22 @@ class MetricsHistory:
         self.history = list(state["history"])
         self.best = dict(state["best"])
 
-    def attach(self, trainer: Engine, lr_fn) -> "MetricsHistory":
-        """Record ``trainer.state.val_results`` at each ``EPOCH_COMPLETED`` that validated."""
+    def attach(self, trainer: Engine, evaluators: Mapping[str, Engine],
+               optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+        """Listen on each evaluator's ``COMPLETED``; once every one of ``evaluators`` has reported
+        for the trainer's current epoch, record the entry (with ``optimizer``'s first LR) and
+        write ``metrics.json``. Attach it before the best checkpointer, whose file holds the
+        history (``attach_standard_handlers`` does)."""
+        names = list(evaluators)
+        pending: Dict[str, Dict[str, float]] = {}
 
-        def _record(engine: Engine) -> None:
-            if getattr(engine.state, "val_epoch", None) != engine.state.epoch:
-                return
-            self.record(engine.state.epoch, engine.state.val_results, lr_fn())
-            self.write()
+        def _on_evaluated(evaluator: Engine, name: str) -> None:
+            pending[name] = {k: float(evaluator.state.metrics[k]) for k in ("top1", "top5", "loss")}
+            if all(n in pending for n in names):
+                lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")
+                self.record(trainer.state.epoch, dict(pending), lr)
+                pending.clear()
+                self.write()
 
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, _record)
-        return self
+        for name, evaluator in evaluators.items():
+            evaluator.add_event_handler(Events.COMPLETED, _on_evaluated, name)

@@ -8,7 +8,11 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
+from ..engine.events import TrainEvents, register_train_events
+
 logger = logging.getLogger("resnest_engine")
+
+__all__ = ["NAN_EXIT_CODE", "NanGuard"]
 
 NAN_EXIT_CODE = 3
 
@@ -18,16 +22,18 @@ class NanGuard:
     all-reduced over processes, every ``every`` steps, at epoch ends and whenever ``force(engine)``
     is true (e.g. a resume point is due: none is written after an unchecked step).
 
-    On a bad loss it logs the iteration and remedies, sets ``engine.state.nan_detected`` and
-    terminates the engine; the standard handlers write nothing afterwards, so the last resume
-    point is the last good one. fp16 ``GradScaler`` skips are not faults: only the loss counts.
+    On a bad loss it logs the iteration and remedies, sets :attr:`detected`, fires
+    :attr:`TrainEvents.NAN_DETECTED` and terminates the run without ``COMPLETED``
+    (``terminate(skip_completed=True)``). The standard writers check :attr:`detected`, so nothing
+    is written afterwards and the last resume point is the last good one. fp16 ``GradScaler``
+    skips are not faults: only the loss counts.
     """
 
     def __init__(self, every: int = 1, force: Optional[Callable[[Engine], bool]] = None) -> None:
         self.every = max(int(every), 1)
         self.force = force
+        self.detected = False
         self._bad: Optional[torch.Tensor] = None
-        self._first_bad_iter: Optional[int] = None
 
     def _accumulate(self, engine: Engine) -> None:
         loss = engine.state.output["loss"] if isinstance(engine.state.output, dict) else engine.state.output
@@ -45,21 +51,23 @@ class NanGuard:
         flag = idist.all_reduce(self._bad.to(torch.float32))
         self._bad = None
         if float(flag) > 0:
-            engine.state.nan_detected = True
+            self.detected = True
             world = idist.get_world_size()
             logger.error(
                 "Loss is NaN/Inf at iteration %d (epoch %d)%s; stopping. Try a lower OPTIMIZER.LR, "
                 "longer OPTIMIZER.WARMUP_EPOCHS, TRAINING.CLIP_GRAD or AMP off; the last resume "
                 "point is the last good state.", engine.state.iteration, engine.state.epoch,
                 f" on at least one of {world} processes" if world > 1 else "")
-            engine.terminate()
+            engine.fire_event(TrainEvents.NAN_DETECTED)
+            engine.terminate(skip_completed=True)
 
     def __call__(self, engine: Engine) -> None:
         self._accumulate(engine)
         if self._due(engine):
             self._check(engine)
 
-    def attach(self, trainer: Engine) -> "NanGuard":
-        trainer.state.nan_detected = False
+    def attach(self, trainer: Engine) -> None:
+        """Place the guard on ``ITERATION_COMPLETED`` (before any writer there)."""
+        register_train_events(trainer)
+        self.detected = False
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self)
-        return self

@@ -6,9 +6,9 @@ whole post-warmup run: it never restarts within training.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from ignite.handlers.param_scheduler import (
     ConcatScheduler,
     CosineAnnealingScheduler,
@@ -16,6 +16,8 @@ from ignite.handlers.param_scheduler import (
     PiecewiseLinear,
 )
 from torch.optim import Optimizer
+
+__all__ = ["SCHEDULES", "LRScale", "PolyScheduler", "create_lr_scheduler", "simulate_lr"]
 
 SCHEDULES = ("cos", "step", "linear", "poly")
 
@@ -106,22 +108,26 @@ def create_lr_scheduler(
     return ConcatScheduler([warmup, decay], durations=[warmup_steps])
 
 
-def attach_lr_scheduler(trainer: Engine, scheduler: ParamScheduler) -> ParamScheduler:
-    """Update the LR at every ``ITERATION_STARTED`` (= every optimizer step).
+class LRScale:
+    """Callable for ``ITERATION_STARTED``, after the LR scheduler: every param group with an
+    ``lr_scale`` key (see ``param_groups(body_lr_scale=...)``) gets the schedule's value times
+    that scale (ignite's schedulers set one value on every group)::
 
-    A param group with an ``lr_scale`` key (see ``param_groups(body_lr_scale=...)``) gets the
-    schedule's value times that scale: ignite's schedulers set one value on every group.
+        trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
+        trainer.add_event_handler(Events.ITERATION_STARTED, LRScale(optimizer))
     """
-    trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
 
-    def _scale(_: Engine) -> None:
-        for group in scheduler.optimizer.param_groups:
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
+
+    @staticmethod
+    def needed(optimizer: Optimizer) -> bool:
+        return any("lr_scale" in g for g in optimizer.param_groups)
+
+    def __call__(self, _engine: Engine) -> None:
+        for group in self.optimizer.param_groups:
             if "lr_scale" in group:
                 group["lr"] = group["lr"] * group["lr_scale"]
-
-    if any("lr_scale" in g for g in scheduler.optimizer.param_groups):
-        trainer.add_event_handler(Events.ITERATION_STARTED, _scale)
-    return scheduler
 
 
 def simulate_lr(scheduler: ParamScheduler, num_steps: int) -> List[float]:

@@ -1,45 +1,59 @@
-"""Attach the standard set of handlers from one options object, in a documented order.
+"""The standard set of handlers: built from one options object, wired in a documented order.
 
-Order (ignite runs handlers in insertion order):
+Two steps, so any piece can be swapped for one of your own or one of ignite's::
 
-- ITERATION_STARTED: LR schedule, DropBlock ramp.
-- ITERATION_COMPLETED: NaN guard, EMA update, text log (+ TensorBoard), resume point (every N
-  iterations).
-- EPOCH_COMPLETED: validation (raw, EMA) (+ TensorBoard), metrics.json, best-N checkpoint,
-  resume point (every N epochs).
-- COMPLETED: final weights (``model_weights.pt``) and metrics.json, only when training finished.
+    handlers = build_standard_handlers(trainer, model, optimizer, val_loader, opts)
+    handlers.lr_scheduler = CosineAnnealingScheduler(optimizer, "lr", 0.1, 0.0, cycle_size=n)
+    attach_standard_handlers(trainer, handlers)
+
+:func:`attach_standard_handlers` builds nothing; it places each non-None piece of a
+:class:`StandardHandlers` on its event, in this order (ignite runs the handlers of one event in
+insertion order):
+
+- ``ITERATION_STARTED``: LR schedule, per-group LR scale, DropBlock ramp.
+- ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar, mid-epoch resume point
+  (every ``resume_every_iters`` steps).
+- ``EPOCH_COMPLETED``: validation (each evaluator's ``COMPLETED``: metrics.json, TensorBoard, then
+  the best-N checkpoint on ``best_on``), resume point (every ``resume_every_epochs`` epochs and
+  the last), the newest epoch-end point (when there are mid-epoch points).
+- ``COMPLETED``: final weights (``model_weights.pt``) and metrics.json, only when training finished.
+
+Nothing is written after the NaN guard has fired (its ``detected`` flag).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EMAHandler
-from ignite.handlers.param_scheduler import ParamScheduler
 from torch import nn
 
+from ..engine.distributed import broadcast_buffers, unwrap_model
 from ..engine.evaluator import create_evaluator
+from ..engine.events import epochs_filter, mid_epoch_filter, register_train_events
 from ..engine.rng import get_rng_state, set_rng_state
-from ..engine.trainer import _unwrap
 from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, atomic_save,
                          create_best_checkpointer, create_epoch_checkpointer,
                          create_resume_checkpointer)
-from .dropblock import attach_dropblock_ramp
-from .ema import attach_ema, broadcast_buffers
-from .logging import TrainLogger, attach_progress_bar, attach_tensorboard
+from .dropblock import DropBlockRamp
+from .ema import create_ema
+from .logging import TensorBoard, TrainLogger, create_progress_bar
 from .metrics_history import MetricsHistory
 from .nan_guard import NanGuard
-from .schedules import attach_lr_scheduler, create_lr_scheduler
-from .validation import attach_validation
+from .schedules import LRScale, create_lr_scheduler
+from .validation import Validation
+
+__all__ = ["FinalWeights", "StandardHandlers", "StandardOptions", "attach_standard_handlers",
+           "build_standard_handlers", "training_finished"]
 
 
 @dataclass
 class StandardOptions:
-    """What :func:`attach_standard_handlers` turns on. Steps are optimizer steps."""
+    """What :func:`build_standard_handlers` builds. Steps are optimizer steps."""
 
     epochs: int
     epoch_length: int
@@ -64,157 +78,200 @@ class StandardOptions:
     log_every: int = 50
     tensorboard: bool = True
     progress_bar: str = "auto"
-    amp: str = "off"
+    amp: str = "off"  # for the EMA evaluator (the raw one is passed in or built the same way)
     channels_last: bool = False
     meta: Dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
-    resume_iteration: int = 0  # the checkpoint's iteration when resuming (TensorBoard purges after it)
+
+
+def training_finished(engine: Engine) -> bool:
+    """True when the engine ran all its epochs (not stopped early by a signal or the NaN guard)."""
+    s = engine.state
+    return s.max_epochs is not None and s.iteration >= s.max_epochs * s.epoch_length
+
+
+class FinalWeights:
+    """Callable for ``COMPLETED``: when training finished, write ``model``'s (the EMA model's, if
+    given) state_dict to ``path`` atomically (rank 0) and ``history``'s metrics.json."""
+
+    def __init__(self, path: Path, model: nn.Module, history: Optional[MetricsHistory] = None,
+                 ema: Optional[EMAHandler] = None) -> None:
+        self.path, self.model, self.history, self.ema = Path(path), model, history, ema
+
+    def __call__(self, engine: Engine) -> None:
+        if not training_finished(engine):
+            return
+        final = self.ema.ema_model if self.ema is not None else unwrap_model(self.model)
+        _sync_ema(self.ema)
+        if idist.get_rank() == 0:
+            atomic_save(final.state_dict(), self.path)
+        if self.history is not None:
+            self.history.write()
 
 
 @dataclass
 class StandardHandlers:
-    """Everything :func:`attach_standard_handlers` attached, and ``to_save``: the objects a
-    checkpoint holds (pass it to ``load_checkpoint`` to resume)."""
+    """The pieces :func:`attach_standard_handlers` wires. Replace any of them (an ignite
+    ``ParamScheduler`` or ``LRScheduler``, a ``ModelCheckpoint``, your own logger) or set one to
+    None to leave it off. ``to_save`` is what a checkpoint holds (pass it to ``load_checkpoint``
+    to resume); its scheduler, EMA, history and best-checkpointer entries read these fields when
+    a checkpoint is written, so a replaced piece is the one saved."""
 
-    lr_scheduler: ParamScheduler
-    evaluators: Dict[str, Engine]
-    history: MetricsHistory
     to_save: Dict[str, Any]
-    nan_guard: NanGuard
+    lr_scheduler: Optional[Callable[[Engine], None]] = None
+    lr_scale: Optional[LRScale] = None
+    dropblock: Optional[DropBlockRamp] = None
+    nan_guard: Optional[NanGuard] = None
     ema: Optional[EMAHandler] = None
-    resume_checkpointer: Optional[Checkpoint] = None
+    train_logger: Optional[TrainLogger] = None
+    progress_bar: Any = None  # ignite ProgressBar
+    evaluators: Dict[str, Engine] = field(default_factory=dict)
+    validation: Optional[Validation] = None
+    history: Optional[MetricsHistory] = None
+    tensorboard: Optional[TensorBoard] = None
     best_checkpointer: Optional[Checkpoint] = None
-    tb_logger: Any = None
+    best_on: str = "raw"  # the evaluator whose top-1 picks the best checkpoints
+    resume_checkpointer: Optional[Checkpoint] = None
+    resume_every_epochs: int = 1
+    resume_every_iters: int = 0
+    epoch_checkpointer: Optional[Checkpoint] = None
+    final_weights: Optional[FinalWeights] = None
+
+    def writes_allowed(self) -> bool:
+        return self.nan_guard is None or not self.nan_guard.detected
+
+    def write(self, engine: Engine, checkpointer: Optional[Checkpoint]) -> None:
+        """Call ``checkpointer`` on ``engine`` unless the NaN guard fired, EMA buffers synced first.
+        A checkpointer without bound objects (ignite's ``ModelCheckpoint``) gets ``to_save``."""
+        if checkpointer is None or not self.writes_allowed():
+            return
+        _sync_ema(self.ema)
+        if getattr(checkpointer, "to_save", None):
+            checkpointer(engine)
+        else:
+            checkpointer(engine, self.to_save)
+
+    def write_resume_point(self, engine: Engine) -> None:
+        self.write(engine, self.resume_checkpointer)
 
 
-def training_finished(engine: Engine) -> bool:
-    s = engine.state
-    return (not getattr(s, "nan_detected", False) and s.max_epochs is not None
-            and s.iteration >= s.max_epochs * s.epoch_length)
-
-
-def attach_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.optim.Optimizer,
-                             val_loader: Optional[Iterable], opts: StandardOptions,
-                             evaluator: Optional[Engine] = None) -> StandardHandlers:
-    """Attach schedules, NaN guard, EMA, logging, validation, checkpoints and metrics.json."""
+def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.optim.Optimizer,
+                            val_loader: Optional[Iterable], opts: StandardOptions,
+                            evaluator: Optional[Engine] = None) -> StandardHandlers:
+    """The default pieces for ``opts`` (nothing is attached yet): schedule, NaN guard, EMA,
+    logging, validation (``evaluator`` or one built from ``model``), checkpoints, metrics.json."""
     out_dir = Path(opts.output_dir) if opts.output_dir else None
     total = opts.epochs * opts.epoch_length
-    sched = create_lr_scheduler(
+    raw_model = unwrap_model(model)
+    to_save: Dict[str, Any] = {}
+    h = StandardHandlers(to_save=to_save, resume_every_epochs=opts.ckpt_every,
+                         resume_every_iters=opts.ckpt_every_iters if out_dir else 0)
+    h.lr_scheduler = create_lr_scheduler(
         optimizer, opts.lr_scheduler, opts.lr, total, opts.warmup_epochs * opts.epoch_length,
         opts.warmup_start_factor, opts.min_lr, [m * opts.epoch_length for m in opts.milestones],
         opts.gamma, opts.poly_power)
-    attach_lr_scheduler(trainer, sched)
-    if opts.dropblock_prob > 0:
-        attach_dropblock_ramp(trainer, _unwrap(model), opts.dropblock_prob, total)
-
-    def resume_due_iter(engine: Engine) -> bool:
-        it = engine.state.iteration
-        # An epoch-end point is written at EPOCH_COMPLETED, after validation.
-        return (out_dir is not None and opts.ckpt_every_iters > 0
-                and it % opts.ckpt_every_iters == 0 and it % engine.state.epoch_length != 0)
-
-    nan_guard = NanGuard(opts.nan_check_every, force=resume_due_iter).attach(trainer)
-    ema = attach_ema(trainer, model, opts.ema_decay) if opts.ema_decay > 0 else None
-    TrainLogger(opts.log_every).attach(trainer)
-    attach_progress_bar(trainer, opts.progress_bar)
-
-    evaluators: Dict[str, Engine] = {}
+    h.lr_scale = LRScale(optimizer) if LRScale.needed(optimizer) else None
+    h.dropblock = DropBlockRamp(raw_model, opts.dropblock_prob, total) if opts.dropblock_prob > 0 else None
+    # A resume point is never written after an unchecked step.
+    due = mid_epoch_filter(h.resume_every_iters)
+    h.nan_guard = NanGuard(opts.nan_check_every, force=lambda e: due(e, e.state.iteration))
+    h.ema = create_ema(model, opts.ema_decay) if opts.ema_decay > 0 else None
+    h.train_logger = TrainLogger(opts.log_every, optimizer)
+    h.progress_bar = create_progress_bar(opts.progress_bar)
     if val_loader is not None:
-        ev_kwargs = dict(amp=opts.amp, channels_last=opts.channels_last,
-                         prepare_batch=getattr(val_loader, "prepare_batch", None))
-        evaluators["raw"] = evaluator or create_evaluator(model, **ev_kwargs)
-        evaluators["raw"].model = _unwrap(model)
-        if ema is not None:
-            evaluators["ema"] = create_evaluator(ema.ema_model, **ev_kwargs)
-            evaluators["ema"].model = ema.ema_model
-        attach_validation(trainer, evaluators, val_loader, opts.val_every, opts.val_start)
-    tb = None
+        h.evaluators["raw"] = evaluator or create_evaluator(
+            raw_model, amp=opts.amp, channels_last=opts.channels_last,
+            prepare_batch=getattr(val_loader, "prepare_batch", None))
+        if h.ema is not None:
+            h.evaluators["ema"] = create_evaluator(
+                h.ema.ema_model, amp=opts.amp, channels_last=opts.channels_last,
+                prepare_batch=getattr(val_loader, "prepare_batch", None))
+        h.validation = Validation(h.evaluators, val_loader, opts.val_every, opts.val_start)
+    h.best_on = "ema" if h.ema is not None else "raw"
+    h.history = MetricsHistory(out_dir / "metrics.json" if out_dir else None, weights=h.best_on)
     if out_dir is not None and opts.tensorboard:
-        # After validation: its EPOCH_COMPLETED handler writes the val/* scalars of this epoch.
-        tb = attach_tensorboard(trainer, out_dir / "tb", opts.log_every,
-                                purge_step=opts.resume_iteration or None)
+        h.tensorboard = TensorBoard(out_dir / "tb")
 
-    history = MetricsHistory(out_dir / "metrics.json" if out_dir else None,
-                             weights="ema" if ema is not None else "raw")
-    history.attach(trainer, lr_fn=lambda: optimizer.param_groups[0]["lr"])
-
-    scaler = getattr(trainer, "scaler", None)
-    to_save: Dict[str, Any] = {
+    to_save.update({
         "format_version": Stateful(lambda: FORMAT_VERSION),
         "meta": Stateful(lambda: dict(opts.meta)),
-        "model": _unwrap(model),
+        "model": raw_model,
         "optimizer": optimizer,
         "trainer": trainer,
-        "schedulers": Stateful(lambda: {"lr": sched.state_dict()},
-                               lambda s: sched.load_state_dict(s["lr"])),
-        "scaler": Stateful(lambda: scaler.state_dict() if scaler is not None else {},
-                           lambda s: scaler.load_state_dict(s) if scaler is not None and s else None),
-        "ema": Stateful(lambda: _ema_state(ema), lambda s: ema.ema_model.load_state_dict(s)
-                        if ema is not None and s else None),
+        "schedulers": Stateful(lambda: {"lr": h.lr_scheduler.state_dict()},
+                               lambda s: h.lr_scheduler.load_state_dict(s["lr"])),
+        "scaler": Stateful(lambda: _scaler(trainer).state_dict() if _scaler(trainer) else {},
+                           lambda s: _scaler(trainer).load_state_dict(s) if _scaler(trainer) and s else None),
+        "ema": Stateful(lambda: h.ema.ema_model.state_dict() if h.ema is not None else {},
+                        lambda s: h.ema.ema_model.load_state_dict(s) if h.ema is not None and s else None),
         "rng": Stateful(get_rng_state, set_rng_state),
-        "metrics": history,
-    }
-    handlers = StandardHandlers(sched, evaluators, history, to_save, nan_guard, ema, tb_logger=tb)
+        "metrics": Stateful(lambda: h.history.state_dict() if h.history else {},
+                            lambda s: h.history.load_state_dict(s) if h.history and s else None),
+    })
     if out_dir is None:
-        return handlers
-
+        return h
     saver = AtomicDiskSaver(out_dir / "checkpoints")
-    ok = lambda e: not getattr(e.state, "nan_detected", False)  # noqa: E731
-    if evaluators and opts.keep_best > 0:
-        score_model = "ema" if ema is not None else "raw"
-        best = create_best_checkpointer(
-            to_save, saver, lambda e: e.state.val_results[score_model]["top1"], opts.keep_best)
-        to_save["best_checkpointer"] = Stateful(best.state_dict, best.load_state_dict)
-        handlers.best_checkpointer = best
-
-        def _best(engine: Engine) -> None:
-            if ok(engine) and getattr(engine.state, "val_epoch", None) == engine.state.epoch:
-                _sync_ema(ema)
-                best(engine)
-
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, _best)
-
-    resume = create_resume_checkpointer(to_save, saver, opts.keep_checkpoints)
-    handlers.resume_checkpointer = resume
-
-    def _resume_iter(engine: Engine) -> None:
-        if ok(engine) and resume_due_iter(engine):
-            _sync_ema(ema)
-            resume(engine)
-
-    def _resume_epoch(engine: Engine) -> None:
-        e = engine.state.epoch
-        if ok(engine) and opts.ckpt_every > 0 and (e % opts.ckpt_every == 0 or e == opts.epochs):
-            _sync_ema(ema)
-            resume(engine)
-
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, _resume_iter)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, _resume_epoch)
-    if opts.ckpt_every_iters > 0:
+    if h.evaluators and opts.keep_best > 0:
+        h.best_checkpointer = create_best_checkpointer(to_save, saver, trainer, "top1", opts.keep_best)
+        to_save["best_checkpointer"] = Stateful(
+            lambda: h.best_checkpointer.state_dict() if h.best_checkpointer else {},
+            lambda s: h.best_checkpointer.load_state_dict(s) if h.best_checkpointer and s else None)
+    h.resume_checkpointer = create_resume_checkpointer(to_save, saver, opts.keep_checkpoints)
+    if h.resume_every_iters > 0:
         # Mid-epoch points rotate epoch-end points out; keep the newest one for elastic resume.
-        epoch_point = create_epoch_checkpointer(to_save, saver)
-
-        def _epoch_point(engine: Engine) -> None:
-            if ok(engine):
-                _sync_ema(ema)
-                epoch_point(engine)
-
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, _epoch_point)
-
-    def _final(engine: Engine) -> None:
-        if not training_finished(engine):
-            return
-        final_model = ema.ema_model if ema is not None else _unwrap(model)
-        _sync_ema(ema)
-        if idist.get_rank() == 0:
-            atomic_save(final_model.state_dict(), out_dir / "model_weights.pt")
-        history.write()
-
-    trainer.add_event_handler(Events.COMPLETED, _final)
-    return handlers
+        h.epoch_checkpointer = create_epoch_checkpointer(to_save, saver)
+    h.final_weights = FinalWeights(out_dir / "model_weights.pt", model, h.history, h.ema)
+    return h
 
 
-def _ema_state(ema: Optional[EMAHandler]) -> Dict[str, torch.Tensor]:
-    return ema.ema_model.state_dict() if ema is not None else {}
+def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> None:
+    """Place every non-None piece of ``handlers`` on ``trainer`` (and the evaluators), in the
+    order the module docstring lists."""
+    h = handlers
+    register_train_events(trainer)
+    for piece in (h.lr_scheduler, h.lr_scale, h.dropblock):
+        if piece is not None:
+            trainer.add_event_handler(Events.ITERATION_STARTED, piece)
+
+    if h.nan_guard is not None:
+        h.nan_guard.attach(trainer)
+    if h.ema is not None:
+        h.ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
+    if h.train_logger is not None:
+        h.train_logger.attach(trainer)
+    if h.progress_bar is not None:
+        h.progress_bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+    if h.resume_checkpointer is not None and h.resume_every_iters > 0:
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(event_filter=mid_epoch_filter(h.resume_every_iters)),
+            h.write, h.resume_checkpointer)
+
+    evaluators = h.validation.evaluators if h.validation is not None else h.evaluators
+    if h.history is not None and evaluators:
+        h.history.attach(trainer, evaluators, getattr(h.lr_scheduler, "optimizer", None)
+                         or _first_optimizer(h.to_save))
+    if h.tensorboard is not None:
+        h.tensorboard.attach(trainer, h.train_logger, evaluators)
+    if h.best_checkpointer is not None and h.best_on in evaluators:
+        evaluators[h.best_on].add_event_handler(Events.COMPLETED, h.write, h.best_checkpointer)
+    if h.validation is not None:
+        h.validation.attach(trainer)
+
+    if h.resume_checkpointer is not None and h.resume_every_epochs > 0:
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=epochs_filter(h.resume_every_epochs)),
+                                  h.write, h.resume_checkpointer)
+    if h.epoch_checkpointer is not None:
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, h.write, h.epoch_checkpointer)
+    if h.final_weights is not None:
+        trainer.add_event_handler(Events.COMPLETED, h.final_weights)
+
+
+def _first_optimizer(to_save: Dict[str, Any]) -> Optional[torch.optim.Optimizer]:
+    opt = to_save.get("optimizer")
+    return opt if isinstance(opt, torch.optim.Optimizer) else None
+
+
+def _scaler(trainer: Engine) -> Any:
+    return getattr(trainer.state, "scaler", None)
 
 
 def _sync_ema(ema: Optional[EMAHandler]) -> None:

@@ -34,7 +34,10 @@ def merge(base, extra):
 
 def cli_env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # tests/fault_site: the fault-injection plugin (tests/fault_injection.py), inert unless a
+    # RESNEST_ENGINE_KILL_* variable is set.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests" / "fault_site"),
+                                         env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     return env
 

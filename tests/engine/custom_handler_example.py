@@ -4,7 +4,7 @@ from ignite.engine import Events
 from torch.utils.data import DataLoader, TensorDataset
 
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups
-from resnest_engine.handlers import StandardOptions, attach_standard_handlers
+from resnest_engine.handlers import StandardOptions, attach_standard_handlers, build_standard_handlers
 from resnest_engine.models import get_model
 
 torch.manual_seed(0)
@@ -15,7 +15,8 @@ trainer = create_trainer(model, optimizer, torch.nn.CrossEntropyLoss())
 data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))),
                   batch_size=4)
 opts = StandardOptions(epochs=2, epoch_length=len(data), lr=0.05, progress_bar="off")
-handlers = attach_standard_handlers(trainer, model, optimizer, None, opts)
+handlers = build_standard_handlers(trainer, model, optimizer, None, opts)
+attach_standard_handlers(trainer, handlers)
 
 
 @trainer.on(Events.EPOCH_STARTED)  # also fires for the epoch a resumed run continues

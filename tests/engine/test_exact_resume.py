@@ -9,8 +9,10 @@ import torch
 from ignite.engine import Events
 
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups
-from resnest_engine.handlers import (MixupCutmix, SoftTargetCrossEntropy, StandardOptions,
-                                     attach_standard_handlers, list_checkpoints, load_checkpoint,
+from resnest_engine.data import MixupCutmix
+from resnest_engine.engine import SoftTargetCrossEntropy
+from resnest_engine.handlers import (StandardOptions,
+                                     attach_standard_handlers, build_standard_handlers, list_checkpoints, load_checkpoint,
                                      read_checkpoint)
 
 from tests.tiny_models import make_loader, make_tiny_model
@@ -32,7 +34,8 @@ def _build(out_dir: Path):
                            ckpt_every_iters=4, keep_checkpoints=3, log_every=5,
                            progress_bar="off", tensorboard=False)
     val = make_loader(n=13, batch_size=5, seed=9)
-    handlers = attach_standard_handlers(trainer, model, opt, val, opts)
+    handlers = build_standard_handlers(trainer, model, opt, val, opts)
+    attach_standard_handlers(trainer, handlers)
     train = make_loader(n=N, batch_size=BATCH, seed=3, shuffle=True)
     return model, trainer, handlers, train
 

@@ -35,12 +35,13 @@ def test_output_dict(tiny_model):
     batch = _one_batch()
     trainer = _step_once(model, batch)
     out = trainer.state.output
-    assert set(out) == {"loss", "batch_size", "y_pred", "y"}
+    assert set(out) == {"loss", "batch_size", "y_pred", "y", "soft_targets"}
+    assert out["soft_targets"] is False  # no batch transform: hard labels
     assert out["loss"].ndim == 0 and out["loss"].dtype == torch.float32
     assert out["batch_size"] == 16 and isinstance(out["batch_size"], int)
     assert out["y_pred"].shape == (16, 10) and not out["y_pred"].requires_grad
     assert torch.equal(out["y"], batch[1])
-    assert trainer.model is model and trainer.scaler is None and trainer.amp == "off"
+    assert trainer.state.scaler is None
     assert type(trainer) is Engine
 
 
@@ -83,7 +84,7 @@ def test_bf16_autocast_step_on_cpu(tiny_model):
     before = copy.deepcopy(model.state_dict())
     trainer = _step_once(model, _one_batch(), amp="bf16")
     out = trainer.state.output
-    assert trainer.scaler is None
+    assert trainer.state.scaler is None
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     assert out["y_pred"].dtype == torch.bfloat16  # the forward ran under autocast
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
@@ -96,15 +97,15 @@ def test_fp16_on_cpu_uses_grad_scaler():
         trainer = _step_once(model, _one_batch(), amp="fp16", clip_grad=5.0)
     except (RuntimeError, NotImplementedError) as e:  # pragma: no cover - depends on the CPU build
         pytest.skip(f"fp16 autocast/GradScaler unsupported on this CPU build: {e}")
-    assert isinstance(trainer.scaler, torch.amp.GradScaler)
-    assert trainer.scaler.get_scale() > 0
+    assert isinstance(trainer.state.scaler, torch.amp.GradScaler)
+    assert trainer.state.scaler.get_scale() > 0
     out = trainer.state.output
     assert torch.isfinite(out["loss"]) and torch.isfinite(out["grad_norm"])
     assert out["y_pred"].dtype == torch.float16
     # The given scaler is used as is.
     scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
     trainer = _step_once(_bn_free_model(), _one_batch(), amp="fp16", scaler=scaler)
-    assert trainer.scaler is scaler
+    assert trainer.state.scaler is scaler
 
 
 def test_clip_grad_reports_pre_clip_norm_and_clips(tiny_model):

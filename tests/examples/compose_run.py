@@ -1,7 +1,8 @@
 import torch
 from resnest_engine.data import DataOptions, attach_sampler_epochs, create_loaders
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups
-from resnest_engine.handlers import StandardOptions, attach_standard_handlers, setup_logger
+from resnest_engine.handlers import (StandardOptions, attach_standard_handlers,
+                                     build_standard_handlers, setup_logger)
 from resnest_engine.models import get_model
 
 train_loader, val_loader, num_classes = create_loaders(
@@ -13,7 +14,9 @@ trainer = create_trainer(model, optimizer, torch.nn.CrossEntropyLoss(label_smoot
                          prepare_batch=train_loader.prepare_batch, deterministic=True, seed=0)
 attach_sampler_epochs(trainer, train_loader)
 setup_logger()  # add a file path to also write log.txt; output_dir=... adds checkpoints etc.
-attach_standard_handlers(trainer, model, optimizer, val_loader, StandardOptions(
+handlers = build_standard_handlers(trainer, model, optimizer, val_loader, StandardOptions(
     epochs=3, epoch_length=len(train_loader), lr=0.1, warmup_epochs=1))
+# swap any piece here, e.g. handlers.lr_scheduler = <an ignite ParamScheduler>
+attach_standard_handlers(trainer, handlers)
 trainer.run(train_loader, max_epochs=3)
-print(trainer.state.val_results["raw"])  # {'top1': ..., 'top5': ..., 'loss': ...}
+print(handlers.validation.results["raw"])  # {'top1': ..., 'top5': ..., 'loss': ...}

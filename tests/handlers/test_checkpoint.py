@@ -17,9 +17,11 @@ from ignite.engine import Engine, Events
 
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, StandardOptions, atomic_save,
-                                     attach_standard_handlers, check_architecture, list_checkpoints,
+                                     attach_standard_handlers, build_standard_handlers, check_architecture, list_checkpoints,
                                      load_checkpoint, read_checkpoint)
-from resnest_engine.handlers.checkpoint import CHECKPOINT_KEYS, KILL_IN_SAVE_ENV
+from resnest_engine.handlers.checkpoint import CHECKPOINT_KEYS
+from tests.cli.cli_helpers import cli_env
+from tests.fault_injection import KILL_IN_SAVE_ENV
 
 from tests.tiny_models import make_loader, make_tiny_model
 
@@ -33,7 +35,8 @@ def _setup(out_dir, *, epochs=3, el=4, val=None, evaluator=None, deterministic=F
     kw = dict(log_every=1000, progress_bar="off", tensorboard=False)
     kw.update(opt_kw)
     opts = StandardOptions(epochs=epochs, epoch_length=el, lr=0.1, output_dir=str(out_dir), **kw)
-    handlers = attach_standard_handlers(trainer, model, opt, val, opts, evaluator=evaluator)
+    handlers = build_standard_handlers(trainer, model, opt, val, opts, evaluator=evaluator)
+    attach_standard_handlers(trainer, handlers)
     return model, opt, trainer, handlers
 
 
@@ -94,7 +97,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
     from resnest_engine.engine import create_trainer
-    from resnest_engine.handlers import StandardOptions, attach_standard_handlers
+    from resnest_engine.handlers import StandardOptions, attach_standard_handlers, build_standard_handlers
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -102,7 +105,7 @@ KILL_SCRIPT = textwrap.dedent("""
     opts = StandardOptions(epochs=1, epoch_length=8, lr=0.1, output_dir=sys.argv[1],
                            ckpt_every_iters=1, keep_checkpoints=int(sys.argv[2]), log_every=1000,
                            progress_bar="off", tensorboard=False)
-    attach_standard_handlers(trainer, model, opt, None, opts)
+    attach_standard_handlers(trainer, build_standard_handlers(trainer, model, opt, None, opts))
     data = DataLoader(TensorDataset(torch.randn(16, 3, 2, 2), torch.randint(0, 10, (16,))),
                       batch_size=2)
     trainer.run(data, max_epochs=1)
@@ -110,12 +113,13 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k,kill_at", [(2, 4)])
 def test_kill_during_checkpoint_write_leaves_k_valid_files(tmp_path, k, kill_at):
     script = tmp_path / "train.py"
     script.write_text(KILL_SCRIPT)
     out = tmp_path / "run"
-    env = dict(os.environ, **{KILL_IN_SAVE_ENV: str(kill_at)})
+    env = dict(cli_env(), **{KILL_IN_SAVE_ENV: str(kill_at)})
     proc = subprocess.run([sys.executable, str(script), str(out), str(k)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]

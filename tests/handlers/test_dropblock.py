@@ -8,7 +8,7 @@ from ignite.engine import Events
 from torch import nn
 
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (StandardOptions, attach_dropblock_ramp, attach_standard_handlers,
+from resnest_engine.handlers import (StandardOptions, DropBlockRamp, attach_standard_handlers, build_standard_handlers,
                                      dropblock_prob_at)
 from resnest_engine.models import get_model
 from resnest_engine.models.dropblock import DropBlock, set_dropblock_prob
@@ -34,11 +34,12 @@ def test_ramp_sets_model_p_each_iteration(loader):
     model = _db_model()
     trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
     total = 9
-    attach_dropblock_ramp(trainer, model, 0.2, total)
+    ramp = DropBlockRamp(model, 0.2, total)
+    trainer.add_event_handler(Events.ITERATION_STARTED, ramp)
     seen = {}
 
     def record(engine):  # during the step, both modules hold the ramp's value
-        seen[engine.state.iteration] = (model[1].p, model[3].p, engine.state.dropblock_prob)
+        seen[engine.state.iteration] = (model[1].p, model[3].p, ramp.prob)
 
     trainer.add_event_handler(Events.ITERATION_STARTED, record)
     trainer.run(loader(n=12, batch_size=4), max_epochs=3)
@@ -52,7 +53,7 @@ def test_ramp_sets_model_p_each_iteration(loader):
 def test_ramp_continues_after_resume(loader):
     model = _db_model()
     trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
-    attach_dropblock_ramp(trainer, model, 0.2, 9)
+    trainer.add_event_handler(Events.ITERATION_STARTED, DropBlockRamp(model, 0.2, 9))
     trainer.load_state_dict({"iteration": 6, "epoch_length": 3, "max_epochs": 3})
     seen = []
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(model[1].p))
@@ -66,7 +67,7 @@ def test_standard_handlers_ramp_dropblock(loader):
     trainer = create_trainer(model, opt, F.cross_entropy)
     opts = StandardOptions(epochs=2, epoch_length=3, lr=0.1, dropblock_prob=0.1, log_every=1000,
                            progress_bar="off")
-    attach_standard_handlers(trainer, model, opt, None, opts)
+    attach_standard_handlers(trainer, build_standard_handlers(trainer, model, opt, None, opts))
     seen = []
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(model[3].p))
     trainer.run(loader(n=12, batch_size=4), max_epochs=2)

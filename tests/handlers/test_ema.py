@@ -10,7 +10,7 @@ from ignite.engine import Events
 from torch import nn
 
 from resnest_engine.engine import create_evaluator, create_trainer
-from resnest_engine.handlers import (StandardOptions, attach_ema, attach_standard_handlers,
+from resnest_engine.handlers import (StandardOptions, create_ema, attach_standard_handlers, build_standard_handlers,
                                      read_checkpoint)
 
 
@@ -21,7 +21,8 @@ def test_ema_closed_form(decay, loader):
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     trainer = create_trainer(model, opt, F.cross_entropy)
     w0 = [p.detach().clone() for p in model.parameters()]
-    ema = attach_ema(trainer, model, decay)
+    ema = create_ema(model, decay)
+    ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
     assert trainer.state.ema_momentum == pytest.approx(1 - decay)
     weights = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED,
@@ -44,7 +45,7 @@ def test_ema_decay_validated(tiny_model):
     trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError):
-            attach_ema(trainer, model, bad)
+            create_ema(model, bad)
 
 
 def test_ema_validated_beside_raw(tmp_path, tiny_model, loader):
@@ -54,10 +55,11 @@ def test_ema_validated_beside_raw(tmp_path, tiny_model, loader):
     val = loader(n=20, batch_size=8, seed=5)
     opts = StandardOptions(epochs=2, epoch_length=4, lr=0.2, output_dir=str(tmp_path),
                            ema_decay=0.8, log_every=1000, progress_bar="off", tensorboard=False)
-    handlers = attach_standard_handlers(trainer, model, opt, val, opts)
+    handlers = build_standard_handlers(trainer, model, opt, val, opts)
+    attach_standard_handlers(trainer, handlers)
     assert set(handlers.evaluators) == {"raw", "ema"}
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
-    results = trainer.state.val_results
+    results = handlers.validation.results
     assert set(results) == {"raw", "ema"}
     for name in ("raw", "ema"):
         assert set(results[name]) == {"top1", "top5", "loss"}

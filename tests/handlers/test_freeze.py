@@ -6,7 +6,7 @@ from torch import nn
 
 from resnest_engine.engine import create_trainer, param_groups
 from resnest_engine.handlers.freeze import FreezeBody
-from resnest_engine.handlers.schedules import attach_lr_scheduler, create_lr_scheduler
+from resnest_engine.handlers.schedules import LRScale, create_lr_scheduler
 from resnest_engine.models import get_model
 
 from tests.tiny_models import make_loader
@@ -22,7 +22,8 @@ def test_body_lr_scale_and_freeze_are_visible_in_the_optimizer():
     opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
     trainer = create_trainer(model, opt, nn.CrossEntropyLoss())
     sched = create_lr_scheduler(opt, "cos", 0.1, 8, 2)
-    attach_lr_scheduler(trainer, sched)
+    trainer.add_event_handler(Events.ITERATION_STARTED, sched)
+    trainer.add_event_handler(Events.ITERATION_STARTED, LRScale(opt))
     FreezeBody(model, opt, epochs=1).attach(trainer)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     seen = []

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ignite.engine import Events
 
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import StandardOptions, attach_standard_handlers, setup_logger
+from resnest_engine.handlers import StandardOptions, attach_standard_handlers, build_standard_handlers, setup_logger
 
 BATCH_RE = re.compile(r"Batch: (\d+)\| Loss: (\d+\.\d{3}) \| Top1: (\d+\.\d{3}) \| "
                       r"epoch (\d+)/2 \| LR: (\d+\.\d{6}) \| (\d+\.\d) img/s$")
@@ -39,7 +39,8 @@ def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loade
     val = loader(n=10, batch_size=4, seed=1)
     opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path), log_every=2,
                            progress_bar="off")
-    handlers = attach_standard_handlers(trainer, model, opt, val, opts)
+    handlers = build_standard_handlers(trainer, model, opt, val, opts)
+    attach_standard_handlers(trainer, handlers)
     outputs = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(
         (float(e.state.output["loss"]), int((e.state.output["y_pred"].argmax(1) == e.state.output["y"]).sum()),
@@ -58,15 +59,15 @@ def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loade
         n = sum(b for _, _, b in seen)
         assert float(m[2]) == pytest.approx(sum(l * b for l, _, b in seen) / n, abs=6e-4)
         assert float(m[3]) == pytest.approx(100 * sum(c for _, c, _ in seen) / n, abs=6e-4)
-    # TensorBoard's train_log holds the last window (steps 3-4 of epoch 2), not the running mean.
+    # TrainLogger.window (for TensorBoard) holds the last window (steps 3-4 of epoch 2), not the running mean.
     window = outputs[-2:]
     n = sum(b for _, _, b in window)
-    assert trainer.state.train_log["loss"] == pytest.approx(sum(l * b for l, _, b in window) / n, rel=1e-5)
-    assert trainer.state.train_log["top1"] == pytest.approx(100 * sum(c for _, c, _ in window) / n)
+    assert handlers.train_logger.window["loss"] == pytest.approx(sum(l * b for l, _, b in window) / n, rel=1e-5)
+    assert handlers.train_logger.window["top1"] == pytest.approx(100 * sum(c for _, c, _ in window) / n)
     vals = [m for m in (VAL_RE.match(x) for x in messages) if m]
     assert len(vals) == 2
-    assert float(vals[-1][1]) == pytest.approx(trainer.state.val_results["raw"]["top1"], abs=6e-4)
-    assert float(vals[-1][2]) == pytest.approx(trainer.state.val_results["raw"]["top5"], abs=6e-4)
+    assert float(vals[-1][1]) == pytest.approx(handlers.validation.results["raw"]["top1"], abs=6e-4)
+    assert float(vals[-1][2]) == pytest.approx(handlers.validation.results["raw"]["top5"], abs=6e-4)
     epochs = [m for m in (EPOCH_RE.match(x) for x in messages) if m]
     assert [(int(m[1]), int(m[3])) for m in epochs] == [(0, 1), (1, 2)]  # official: 0-based
 
@@ -76,7 +77,7 @@ def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loade
     for tag in (b"train/loss", b"train/top1", b"train/lr", b"train/images_per_sec",
                 b"val/top1", b"val/top5", b"val/loss"):
         assert tag in blob, tag
-    assert handlers.tb_logger is not None
+    assert handlers.tensorboard.logger is not None
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"weights", "epoch", "top1", "top5", "loss", "best_top1", "best_top5",
@@ -84,7 +85,7 @@ def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loade
     assert metrics["weights"] == "raw" and metrics["epoch"] == 2
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert set(metrics["history"][0]) == {"epoch", "top1", "top5", "loss", "lr"}
-    assert metrics["top1"] == pytest.approx(trainer.state.val_results["raw"]["top1"])
+    assert metrics["top1"] == pytest.approx(handlers.validation.results["raw"]["top1"])
     assert (tmp_path / "model_weights.pt").exists()
 
 
@@ -94,17 +95,22 @@ def test_no_output_dir_writes_nothing(tmp_path, tiny_model, loader, monkeypatch)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = create_trainer(model, opt, F.cross_entropy)
     opts = StandardOptions(epochs=1, epoch_length=2, lr=0.1, progress_bar="off")
-    h = attach_standard_handlers(trainer, model, opt, loader(n=4, batch_size=4), opts)
+    h = build_standard_handlers(trainer, model, opt, loader(n=4, batch_size=4), opts)
+    attach_standard_handlers(trainer, h)
     trainer.run(loader(n=8, batch_size=4), max_epochs=1)
     assert list(tmp_path.iterdir()) == []
-    assert h.resume_checkpointer is None and h.tb_logger is None
-    assert trainer.state.val_results["raw"]["top1"] >= 0
+    assert h.resume_checkpointer is None and h.tensorboard is None
+    # Validated all the same: 4 samples, so top-1 is a multiple of 25, equal to the evaluator's.
+    assert h.validation.epoch == 1
+    assert h.validation.results["raw"]["top1"] in (0.0, 25.0, 50.0, 75.0, 100.0)
+    assert h.validation.results["raw"]["top1"] == pytest.approx(h.evaluators["raw"].state.metrics["top1"])
 
 
 def test_soft_targets_leave_out_top1(log_file, tiny_model, loader):
     """With mixup active the batch line has no Top1 field (as the official script); once mixing
     is switched off (MIXUP_OFF_EPOCH) Top1 is back."""
-    from resnest_engine.handlers import MixupCutmix, SoftTargetCrossEntropy
+    from resnest_engine.data import MixupCutmix
+    from resnest_engine.engine import SoftTargetCrossEntropy
 
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -112,10 +118,11 @@ def test_soft_targets_leave_out_top1(log_file, tiny_model, loader):
     trainer = create_trainer(model, opt, SoftTargetCrossEntropy(), batch_transform=mix)
     mix.attach(trainer, off_epoch=1)
     opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, log_every=2, progress_bar="off")
-    attach_standard_handlers(trainer, model, opt, None, opts)
+    handlers = build_standard_handlers(trainer, model, opt, None, opts)
+    attach_standard_handlers(trainer, handlers)
     logs = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=2),
-                              lambda e: logs.append(dict(e.state.train_log)))
+                              lambda e: logs.append(dict(handlers.train_logger.window)))
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
 
     messages = [ln.split("] ", 1)[1] for ln in log_file.read_text().splitlines()]

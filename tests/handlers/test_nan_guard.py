@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ignite.engine import Events
 
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import NanGuard, StandardOptions, attach_standard_handlers, list_checkpoints
+from resnest_engine.handlers import NanGuard, StandardOptions, attach_standard_handlers, build_standard_handlers, list_checkpoints
 
 
 class _Records(logging.Handler):
@@ -51,12 +51,13 @@ def _nan_trainer(model, bad_iteration, **kwargs):
 @pytest.mark.parametrize("every,stop_at", [(1, 3), (4, 4), (2, 4), (100, 5)])
 def test_stops_at_or_right_after_bad_iteration(every, stop_at, tiny_model, loader, log_records):
     trainer, _ = _nan_trainer(tiny_model(), bad_iteration=3)
-    NanGuard(every).attach(trainer)
-    assert trainer.state.nan_detected is False
+    guard = NanGuard(every)
+    guard.attach(trainer)
+    assert guard.detected is False
     completed = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: completed.append(e.state.iteration))
     trainer.run(loader(n=20, batch_size=4), max_epochs=3)  # epoch_length 5: epoch end forces a check
-    assert trainer.state.nan_detected is True
+    assert guard.detected is True
     assert trainer.state.iteration == stop_at
     assert completed[-1] == stop_at
     errors = [m for m in log_records if "NaN" in m]
@@ -67,16 +68,18 @@ def test_stops_at_or_right_after_bad_iteration(every, stop_at, tiny_model, loade
 
 def test_no_false_alarm(tiny_model, loader):
     trainer, _ = _nan_trainer(tiny_model(), bad_iteration=-1)
-    NanGuard(3).attach(trainer)
+    guard = NanGuard(3)
+    guard.attach(trainer)
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
-    assert trainer.state.nan_detected is False and trainer.state.iteration == 8
+    assert guard.detected is False and trainer.state.iteration == 8
 
 
 def test_force_checks_before_a_resume_point(tiny_model, loader):
     trainer, _ = _nan_trainer(tiny_model(), bad_iteration=3)
-    NanGuard(100, force=lambda e: e.state.iteration == 3).attach(trainer)
+    guard = NanGuard(100, force=lambda e: e.state.iteration == 3)
+    guard.attach(trainer)
     trainer.run(loader(n=40, batch_size=4), max_epochs=1)
-    assert trainer.state.iteration == 3 and trainer.state.nan_detected
+    assert trainer.state.iteration == 3 and guard.detected
 
 
 @pytest.mark.parametrize("nan_check_every", [1, 5])
@@ -86,14 +89,14 @@ def test_no_resume_point_after_bad_step(nan_check_every, tmp_path, tiny_model, l
     opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path),
                            ckpt_every_iters=1, keep_checkpoints=3, nan_check_every=nan_check_every,
                            log_every=1000, progress_bar="off", tensorboard=False)
-    handlers = attach_standard_handlers(trainer, model, opt, loader(n=8, batch_size=4), opts)
+    handlers = build_standard_handlers(trainer, model, opt, loader(n=8, batch_size=4), opts)
+    attach_standard_handlers(trainer, handlers)
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
-    assert trainer.state.nan_detected and trainer.state.iteration == 3
+    assert handlers.nan_guard.detected and trainer.state.iteration == 3
     files = list_checkpoints(tmp_path / "checkpoints")
     assert [f.name for f in files] == ["resume-e001-i0000002.pt", "resume-e001-i0000001.pt"]
     assert not (tmp_path / "model_weights.pt").exists()  # the run did not finish
     assert not (tmp_path / "metrics.json").exists()  # no validation after the bad step
-    assert handlers.nan_guard is not None
     assert any("iteration 3" in m for m in log_records)
 
 
@@ -104,7 +107,8 @@ def test_epoch_end_checkpoint_skipped_after_unchecked_nan(tmp_path, tiny_model, 
     opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path),
                            nan_check_every=100, log_every=1000, progress_bar="off",
                            tensorboard=False)
-    attach_standard_handlers(trainer, model, opt, None, opts)
+    handlers = build_standard_handlers(trainer, model, opt, None, opts)
+    attach_standard_handlers(trainer, handlers)
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
-    assert trainer.state.nan_detected and trainer.state.iteration == 4
+    assert handlers.nan_guard.detected and trainer.state.iteration == 4
     assert list_checkpoints(tmp_path / "checkpoints") == []

@@ -8,7 +8,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (StandardOptions, attach_lr_scheduler, attach_standard_handlers,
+from resnest_engine.handlers import (StandardOptions, attach_standard_handlers, build_standard_handlers,
                                      create_lr_scheduler, simulate_lr)
 
 LR, MIN_LR, GAMMA, POWER = 0.4, 0.01, 0.1, 0.9
@@ -79,10 +79,10 @@ def test_trainer_sees_scheduled_lr_each_iteration(name, warmup, factor, tiny_mod
     milestones = (5, 9)
     sched = create_lr_scheduler(opt, name, LR, total, warmup, factor, MIN_LR, milestones, GAMMA, POWER)
     simulated = simulate_lr(sched, total)
-    attach_lr_scheduler(trainer, sched)
+    trainer.add_event_handler(Events.ITERATION_STARTED, sched)
     seen = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED,
-                              lambda e: seen.append(e.optimizer.param_groups[0]["lr"]))
+                              lambda e: seen.append(opt.param_groups[0]["lr"]))
     trainer.run(loader(n=16, batch_size=4), max_epochs=epochs)
     assert len(seen) == total
     assert seen == pytest.approx(simulated, rel=1e-12)
@@ -97,7 +97,7 @@ def test_cosine_does_not_restart_within_run(tiny_model, loader):
     trainer = create_trainer(model, opt, torch.nn.functional.cross_entropy)
     opts = StandardOptions(epochs=4, epoch_length=4, lr=LR, warmup_epochs=1, min_lr=0.0,
                            lr_scheduler="cos", log_every=1000, progress_bar="off")
-    attach_standard_handlers(trainer, model, opt, None, opts)
+    attach_standard_handlers(trainer, build_standard_handlers(trainer, model, opt, None, opts))
     seen = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED,
                               lambda e: seen.append(opt.param_groups[0]["lr"]))

@@ -6,6 +6,8 @@ from typing import Dict, Iterable, List, Sequence
 import torch
 from torch import nn
 
+__all__ = ["NORM_TYPES", "OPTIMIZERS", "create_optimizer", "param_groups"]
+
 # Found by module type, not by name: the official code matches "bn" in parameter names and so
 # decays the deep stem's and the downsample shortcut's BatchNorm weights.
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
@@ -18,7 +20,7 @@ def param_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool = True,
 
     ``body_lr_scale != 1`` splits each group into the classifier (``model.get_classifier()``,
     first) and the body, whose group carries ``lr_scale``: the LR schedule's value times it (see
-    ``attach_lr_scheduler``), e.g. 0.1 for a pretrained body under a new head.
+    ``LRScale``), e.g. 0.1 for a pretrained body under a new head.
     """
     groups = _decay_groups(model, weight_decay, no_bn_wd)
     if body_lr_scale == 1.0:

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from ignite.engine import Events
 
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import MixupCutmix, SoftTargetCrossEntropy
+from resnest_engine.data import MixupCutmix
+from resnest_engine.engine import SoftTargetCrossEntropy
 
 C = 10
 

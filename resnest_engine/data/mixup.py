@@ -1,24 +1,15 @@
-"""Mixup / CutMix on the batch (torchvision ``transforms.v2``) with label smoothing folded in."""
+"""Mixup / CutMix on the batch (torchvision ``transforms.v2``) with label smoothing folded in;
+the loss for its soft targets is :class:`resnest_engine.engine.losses.SoftTargetCrossEntropy`."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from torchvision.transforms import v2
 
-
-class SoftTargetCrossEntropy(torch.nn.CrossEntropyLoss):
-    """Cross-entropy for mixup's soft targets (rows summing to 1) and for hard labels alike.
-
-    ``nn.CrossEntropyLoss`` already accepts class probabilities as targets; this subclass only
-    computes it in fp32 for half-precision logits (as autocast would). Label smoothing belongs in
-    :class:`MixupCutmix`'s targets.
-    """
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return super().forward(logits.float(), target)
+__all__ = ["MixupCutmix"]
 
 
 class MixupCutmix:
