@@ -14,7 +14,7 @@ from resnest_engine.engine import param_groups
 from resnest_engine.models import get_model
 from resnest_engine.run import build_model, data_options
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # configs/Base-ResNet50.yaml of the official repository, exactly.
 BASE_RESNET50 = """\

@@ -13,7 +13,7 @@ from resnest_engine.engine import create_optimizer, param_groups
 from resnest_engine.models import get_variant
 from resnest_engine.run import build_model, data_options
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 IMAGENET = sorted(p for p in RECIPES.glob("imagenet_*.yaml") if p.name != "imagenet_base.yaml")
 CROPS = {"resnest50": 224, "resnest101": 256, "resnest200": 320, "resnest269": 416}
 
