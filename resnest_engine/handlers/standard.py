@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EMAHandler
+from ignite.handlers import Checkpoint, EMAHandler, ModelCheckpoint
 from torch import nn
 
 from ..engine.distributed import broadcast_buffers, unwrap_model
@@ -141,14 +141,14 @@ class StandardHandlers:
 
     def write(self, engine: Engine, checkpointer: Optional[Checkpoint]) -> None:
         """Call ``checkpointer`` on ``engine`` unless the NaN guard fired, EMA buffers synced first.
-        A checkpointer without bound objects (ignite's ``ModelCheckpoint``) gets ``to_save``."""
+        ignite's ``ModelCheckpoint`` (which takes the objects per call) gets ``to_save``."""
         if checkpointer is None or not self.writes_allowed():
             return
         _sync_ema(self.ema)
-        if getattr(checkpointer, "to_save", None):
-            checkpointer(engine)
-        else:
+        if isinstance(checkpointer, ModelCheckpoint):
             checkpointer(engine, self.to_save)
+        else:
+            checkpointer(engine)
 
     def write_resume_point(self, engine: Engine) -> None:
         self.write(engine, self.resume_checkpointer)
