@@ -11,6 +11,8 @@ from typing import Dict, Iterable, Optional
 from .errors import ConfigError
 from .schema import FIELDS, FORMAT_KEY, SECTIONS, TOP_SCALARS
 
+__all__ = ["OFFICIAL_ONLY_KEYS", "RENAMED_KEYS", "suggest", "unknown_key_error"]
+
 _BN_WD = "use OPTIMIZER.DISABLE_BN_WD (bool, default true: no weight decay on BN and biases)"
 _DROPBLOCK = ("use MODEL.DROPBLOCK_PROB (float in [0, 1): target drop probability, ramped "
               "linearly from 0 over training; block size 3 as the official code)")
