@@ -38,7 +38,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from resnest_engine.data import DataOptions, ImageFolderSplit, make_train_loader  # noqa: E402
+from resnest_engine.data import IMAGENET_MEAN, IMAGENET_STD, DataOptions  # noqa: E402
+from resnest_engine.data.datasets import ImageFolderSplit  # noqa: E402
+from resnest_engine.data.loaders import make_train_loader  # noqa: E402
 
 
 def make_jpeg_folder(root: str, num_images: int, classes: int = 10, seed: int = 0) -> Dict[str, int]:
@@ -83,7 +85,7 @@ def torchvision_reference_loader(root: str, batch: int, workers: int) -> torch.u
         T.RandomHorizontalFlip(0.5),
         T.PILToTensor(),
         T.ConvertImageDtype(torch.float),
-        T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ])
     ds = ImageFolder(os.path.join(root, "train"), transform=tf)
     return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,

@@ -19,6 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from .exit_codes import ExitCode
+
 __all__ = ["average_state_dicts", "select_checkpoints", "main", "DEFAULT_OUTPUT"]
 
 DEFAULT_OUTPUT = "model_weights_avg.pt"
@@ -246,7 +248,7 @@ def run(argv: Sequence[str]) -> int:
         print(f"wrote {out}: the average of the {what} of {run_dir}"
               f"{' (their EMA weights)' if ema else ''}")
         if cfg is None:
-            return 0
+            return ExitCode.OK
 
         from .run import evaluate
         width = max(len(p.name) for p in paths)
@@ -256,7 +258,7 @@ def run(argv: Sequence[str]) -> int:
         m = evaluate(cfg, out)
         print(f"{f'average of {len(paths)}:':<{width}}  top1 {m['top1']:.3f}")
         print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
-        return 0
+        return ExitCode.OK
     finally:
         lock.release()
 

@@ -17,21 +17,16 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-USER_ERROR_EXIT_CODE = 2
+from .errors import one_line
+from .exit_codes import ExitCode
+
+__all__ = ["UsageError", "build_parser", "console_main", "default_nproc_per_node", "export_path",
+           "find_run_weights", "main", "parse_dist_url", "resolve_launch_args",
+           "resolve_official_flags", "run_cli"]
 
 
 class UsageError(ValueError):
     """A bad command line."""
-
-
-def one_line(e: BaseException) -> str:
-    """The message of ``e`` on one line; for an error re-raised from a DataLoader worker, the
-    original message rather than the worker's traceback."""
-    text = str(e).strip()
-    if "Original Traceback" in text:
-        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(text.split())
 
 
 def _user_errors():
@@ -210,16 +205,24 @@ def _check_slurm_flags(a: argparse.Namespace) -> None:
                          f"{_slurm_ntasks()}): ask srun for one task per GPU instead")
 
 
+def _launcher_rank_world() -> Optional[Tuple[int, int]]:
+    """``(global rank, world size)`` as the launcher's environment gives them: torchrun's
+    ``RANK``/``WORLD_SIZE``, srun's ``SLURM_PROCID``/``SLURM_NTASKS``; None for a plain launch
+    (this process starts the others)."""
+    if _under_torchrun():
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if _under_slurm():
+        return int(os.environ["SLURM_PROCID"]), _slurm_ntasks()
+    return None
+
+
 def _writes_run_dir(a: argparse.Namespace) -> bool:
     """Whether this process is the one that holds the run-directory lock: under ``torchrun``
     (every process runs :func:`run_cli`) global rank 0; otherwise the launcher of node rank 0,
     which holds it until its workers end (they are its children and die with it). Under ``srun``
     (every task runs :func:`run_cli`) the task with ``SLURM_PROCID`` 0."""
-    if _under_torchrun():
-        return int(os.environ["RANK"]) == 0
-    if _under_slurm():
-        return int(os.environ["SLURM_PROCID"]) == 0
-    return (a.node_rank or 0) == 0
+    given = _launcher_rank_world()
+    return (given[0] if given is not None else a.node_rank or 0) == 0
 
 
 def _lock_run_dir(outdir: Path, argv: Sequence[str]):
@@ -233,11 +236,8 @@ def _lock_run_dir(outdir: Path, argv: Sequence[str]):
 
 def _world_size(a: argparse.Namespace) -> int:
     """Processes of the whole run; ``a`` must have gone through :func:`resolve_launch_args`."""
-    if _under_torchrun():
-        return int(os.environ["WORLD_SIZE"])
-    if _under_slurm():
-        return _slurm_ntasks()
-    return (a.nproc_per_node or 1) * (a.nnodes or 1)
+    given = _launcher_rank_world()
+    return given[1] if given is not None else (a.nproc_per_node or 1) * (a.nnodes or 1)
 
 
 def _set_parent_death_signal() -> None:
@@ -296,18 +296,18 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
     from .config import config_from_dict
     from .handlers.checkpoint import CheckpointWriteError
     from .run import train
-    code = 1
+    code = ExitCode.FAILED
     try:
         result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None,
                        preamble)
         code = result.exit_code
     except (CheckpointWriteError, OSError) as e:  # a failure of the machine, not the user's input
         print(f"error: {one_line(e)}", file=sys.stderr)
-        code = 1
+        code = ExitCode.FAILED
     except _user_errors() as e:
         if idist.get_rank() == 0:
             print(f"error: {one_line(e)}", file=sys.stderr)
-        code = USER_ERROR_EXIT_CODE
+        code = ExitCode.USER_ERROR
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
@@ -339,13 +339,13 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
         finally:
             if idist.get_world_size() > 1:
                 idist.finalize()
-        return 0
+        return ExitCode.OK
     if a.nproc_per_node is None:
         try:
             _worker(0, *args)
         except SystemExit as e:
             return int(e.code or 0)
-        return 0
+        return ExitCode.OK
     from torch.multiprocessing import ProcessExitedException
 
     def _forward(signum, _frame):
@@ -362,8 +362,8 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
                             master_port=a.master_port, timeout=timeout) as parallel:
             parallel.run(_worker, *args)
     except ProcessExitedException as e:
-        return e.exit_code if e.exit_code and e.exit_code > 0 else 1
-    return 0
+        return e.exit_code if e.exit_code and e.exit_code > 0 else ExitCode.FAILED
+    return ExitCode.OK
 
 
 def _finished(ckpt: dict) -> bool:
@@ -387,7 +387,7 @@ def run_cli(argv: Sequence[str]) -> int:
         for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
             print(line, file=sys.stderr)
         sys.stdout.write(dump_config_text(cfg))
-        return 0
+        return ExitCode.OK
     if a.export or a.eval_only:
         for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
             print(line, file=sys.stderr)
@@ -419,7 +419,7 @@ def run_cli(argv: Sequence[str]) -> int:
     try:
         plan = _prepare_run(a, argv, loaded, cfg, outdir, resume, ckpt, world, held)
         if plan is None:
-            return 0
+            return ExitCode.OK
         launched = True
         return _launch(a, *plan)
     finally:
@@ -589,7 +589,7 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
         from .export import export_weights
         export_weights(cfg, path, out)
         print(f"exported {path} to {out}")
-        return 0
+        return ExitCode.OK
     # --eval-only writes OUTDIR/eval_metrics.json: the run directory's lock first (--export
     # writes outside it and only reads it, so it takes none).
     lock = _lock_run_dir(outdir, argv) if _writes_run_dir(a) else None
@@ -610,7 +610,7 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
         if lock is not None:
             lock.release(discard=not written)
     print(f"wrote {target}")
-    return 0
+    return ExitCode.OK
 
 
 def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]],
@@ -623,13 +623,13 @@ def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]]
         return body(argv)
     except CheckpointWriteError as e:  # a failure of the machine (disk full), not of the input
         print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     except (*_user_errors(), *user_errors) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
+        return ExitCode.USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.KEYBOARD_INTERRUPT
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -12,6 +12,8 @@ from .handlers.checkpoint import CheckpointWriteError, atomic_save
 from .models import get_model, get_variant
 from .models.weights import read_state_dict
 
+__all__ = ["export_weights"]
+
 
 def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
     """Write ``checkpoint``'s final weights to ``out`` atomically (a temp file renamed into place).

@@ -26,10 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .cli import UsageError, find_run_weights, one_line
+from .cli import UsageError, find_run_weights
+from .errors import one_line
+from .exit_codes import ExitCode
 
-SOME_SKIPPED_EXIT_CODE = 1
-BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, as a shell reports it
+__all__ = ["CLASSES_FILE", "CONFIG_FILE", "ImageFiles", "OUTPUT_SUFFIXES", "Predictor",
+           "build_model", "build_parser", "columns", "find_images", "main", "output_text",
+           "predict", "record", "resolve_weights", "table_line"]
+
 CONFIG_FILE = "config.yaml"
 CLASSES_FILE = "classes.json"  # the run's class names, index order (written by run.train)
 OUTPUT_SUFFIXES = (".csv", ".json")
@@ -80,16 +84,11 @@ def _read_class_names(path: Path) -> Optional[List[str]]:
 
 
 def _load_object(path: Path) -> Any:
-    import torch
+    from .files import UnsafeLoadError, safe_load
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a zip file (legacy format): no mmap
-        pass
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UsageError(f"--weights: cannot load {path} as a weights-only file: {one_line(e)}"
-                         ) from None
+        return safe_load(path, mmap=True)
+    except UnsafeLoadError as e:
+        raise UsageError(f"--weights: cannot load {path} as a weights-only file: {e}") from None
 
 
 def _checkpoint_meta(path: Path) -> Optional[Dict[str, Any]]:
@@ -175,7 +174,7 @@ def build_model(pred: Predictor):
 
 # --------------------------------------------------------------------------- the images
 def _is_image(name: str) -> bool:
-    from .data import IMG_EXTENSIONS
+    from .data.datasets import IMG_EXTENSIONS
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
@@ -193,7 +192,7 @@ def find_images(inputs: Sequence[str]) -> List[str]:
             raise UsageError(f"not found: {arg}")
     unique = list(dict.fromkeys(found))
     if not unique:
-        from .data import IMG_EXTENSIONS
+        from .data.datasets import IMG_EXTENSIONS
         raise UsageError(f"no images found in {' '.join(inputs)} (looked for "
                          f"{', '.join(IMG_EXTENSIONS)})")
     return unique
@@ -354,8 +353,8 @@ def predict(a: argparse.Namespace) -> int:
         print(f"wrote {len(records)} prediction(s) to {out}", file=sys.stderr)
     if skipped:
         print(f"{skipped} of {len(paths)} image(s) could not be read (skipped)", file=sys.stderr)
-        return SOME_SKIPPED_EXIT_CODE
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -366,7 +365,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # `resnest-predict ... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return BROKEN_PIPE_EXIT_CODE
+        return ExitCode.BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,23 +16,27 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from .config import Config, config_to_dict, config_warnings, dump_config, effective_lr
-from .data import DataOptions, attach_sampler_epochs, create_eval_loader, create_loaders
-from .data.loaders import close_loader
+from .data import (DataOptions, MixupCutmix, attach_sampler_epochs, close_loader,
+                   create_eval_loader, create_loaders)
 from .data.transforms import LARGE_CROP
 from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
-from .data.mixup import MixupCutmix
 from .engine import (SoftTargetCrossEntropy, create_evaluator, create_optimizer, create_trainer,
                      param_groups)
-from .handlers import (NAN_EXIT_CODE, FreezeBody, StandardOptions, attach_standard_handlers,
+from .exit_codes import ExitCode
+from .files import UnsafeLoadError, safe_load
+from .handlers import (FreezeBody, StandardOptions, attach_standard_handlers,
                        build_standard_handlers, check_architecture, load_checkpoint,
                        read_checkpoint, run_validation, setup_logger, training_finished)
 from .models import get_model, get_variant, load_pretrained
 from .handlers.official_checkpoint import is_official_checkpoint, load_official_checkpoint
 from .models.weights import strip_prefixes
 
+__all__ = ["CLASSES_FILE", "Interrupted", "RunResult", "build_model", "checkpoint_meta",
+           "data_options", "elastic_accum", "elastic_resume_point", "evaluate", "model_kwargs",
+           "stored_class_names", "train"]
+
 logger = logging.getLogger("resnest_engine")
 
-INTERRUPTED_EXIT_CODE = 4
 CLASSES_FILE = "classes.json"  # the run's class names, index order
 
 
@@ -343,12 +347,12 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         close_loader(train_loader)
         close_loader(val_loader)
     if handlers.nan_guard is not None and handlers.nan_guard.detected:
-        return RunResult(NAN_EXIT_CODE)
+        return RunResult(ExitCode.NAN)
     if interrupted["signal"] is not None:
-        return RunResult(INTERRUPTED_EXIT_CODE)
+        return RunResult(ExitCode.INTERRUPTED)
     if not training_finished(trainer):
-        return RunResult(1)
-    return RunResult(0, handlers.history.summary())
+        return RunResult(ExitCode.FAILED)
+    return RunResult(ExitCode.OK, handlers.history.summary())
 
 
 def _install_signal_handlers(trainer, handlers, every: int = 1) -> Dict[str, Any]:
@@ -397,12 +401,12 @@ def stored_class_names(weights: Path) -> Optional[List[str]]:
     weights = Path(weights)
     try:
         # mmap: only the small meta dict is read here; the tensors are loaded once, by the caller.
-        obj = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+        obj = safe_load(weights, mmap=True)
         names = obj.get("meta", {}).get("class_names") if isinstance(obj, dict) else None
         if names:
             return list(names)
-    except Exception:  # not ours, or unreadable: loading the weights reports it properly
-        pass
+    except (UnsafeLoadError, AttributeError, TypeError):
+        pass  # not ours, or unreadable: loading the weights reports it properly
     for directory in (weights.parent, weights.parent.parent):
         path = directory / CLASSES_FILE
         if path.is_file():

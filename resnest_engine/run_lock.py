@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Optional, Set
 
+__all__ = ["LOCK_NAME", "RunDirError", "RunDirLock", "RunDirLockedError", "describe_holder",
+           "has_run_content", "read_holder"]
+
 LOCK_NAME = ".lock"
 """Name of the lock file inside a run directory; code that lists a run's content skips it."""
 

@@ -8,27 +8,18 @@ Typical use (the recipe runner does exactly this)::
     attach_sampler_epochs(trainer, train_loader)   # before trainer.run(train_loader, ...)
     # in the step: x, y = train_loader.prepare_batch(batch, device, non_blocking=True)
 """
-from .datasets import (IMG_EXTENSIONS, DigitsDataset, ImageFolderSplit, SyntheticDataset,
-                       build_dataset, list_datasets, register_dataset)
+from .datasets import build_dataset, list_datasets, register_dataset
 from .errors import DataError
-from .jpeg import BatchTransform, FastJpegSample, fast_collate, make_device_transform, normalize_batch
-from .loaders import (ImageLoader, attach_sampler_epochs, close_loader, create_eval_loader, create_loaders,
-                      find_epoch_sampler,
-                      make_eval_loader, make_train_loader)
+from .loaders import attach_sampler_epochs, close_loader, create_eval_loader, create_loaders
 from .mixup import MixupCutmix
-from .options import IMAGENET_MEAN, IMAGENET_STD, DataOptions, validate_options
-from .reproducible import SampleKey, SeededDataset, sample_seed
-from .samplers import EvalShardSampler, TrainSampler
-from .transforms import (LARGE_CROP, ECenterCrop, ERandomCrop, Lighting, build_eval_transform,
-                         build_train_transform)
+from .options import IMAGENET_MEAN, IMAGENET_STD, DataOptions
+from .transforms import build_eval_transform, build_train_transform
 
+# The rest stays in its module: .datasets (ImageFolderSplit, ...), .loaders (ImageLoader,
+# make_train_loader, ...), .samplers, .transforms (Lighting, ...), .jpeg, .reproducible.
 __all__ = [
-    "DataOptions", "DataError", "IMAGENET_MEAN", "IMAGENET_STD", "validate_options",
-    "create_loaders", "create_eval_loader", "make_train_loader", "make_eval_loader", "ImageLoader",
-    "attach_sampler_epochs", "find_epoch_sampler", "close_loader",
-    "build_dataset", "list_datasets", "register_dataset", "IMG_EXTENSIONS",
-    "ImageFolderSplit", "DigitsDataset", "SyntheticDataset",
-    "build_train_transform", "build_eval_transform", "Lighting", "ERandomCrop", "ECenterCrop",
-    "LARGE_CROP", "TrainSampler", "EvalShardSampler", "SampleKey", "SeededDataset", "sample_seed",
-    "MixupCutmix", "BatchTransform", "make_device_transform", "normalize_batch", "fast_collate", "FastJpegSample",
+    "DataOptions", "DataError", "IMAGENET_MEAN", "IMAGENET_STD",
+    "create_loaders", "create_eval_loader", "attach_sampler_epochs", "close_loader",
+    "build_dataset", "list_datasets", "register_dataset",
+    "build_train_transform", "build_eval_transform", "MixupCutmix",
 ]

@@ -4,12 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
 __all__ = ["DataOptions", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "validate_options"]
-
-IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 

@@ -11,6 +11,10 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
+__all__ = ["decode_ignite_rng_states", "decode_numpy_state", "decode_python_state",
+           "encode_ignite_rng_states", "encode_numpy_state", "encode_python_state",
+           "get_rng_state", "set_rng_state"]
+
 
 def encode_python_state(state: tuple) -> Dict[str, Any]:
     version, internal, gauss = state

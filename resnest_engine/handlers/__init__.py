@@ -12,7 +12,7 @@ from .ema import create_ema
 from .freeze import FreezeBody
 from .logging import TensorBoard, TrainLogger, create_progress_bar, setup_logger
 from .metrics_history import MetricsHistory
-from .nan_guard import NAN_EXIT_CODE, NanGuard
+from .nan_guard import NanGuard
 from .schedules import SCHEDULES, LRScale, create_lr_scheduler, simulate_lr
 from .standard import (FinalWeights, StandardHandlers, StandardOptions, attach_standard_handlers,
                        build_standard_handlers, training_finished)
@@ -20,7 +20,7 @@ from .validation import Validation, run_validation
 
 __all__ = [
     "AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "DropBlockRamp", "FinalWeights",
-    "FreezeBody", "LRScale", "MetricsHistory", "NAN_EXIT_CODE", "NanGuard", "SCHEDULES",
+    "FreezeBody", "LRScale", "MetricsHistory", "NanGuard", "SCHEDULES",
     "StandardHandlers", "StandardOptions", "TensorBoard", "TrainLogger", "Validation",
     "atomic_save", "attach_standard_handlers", "build_standard_handlers", "check_architecture",
     "create_best_checkpointer", "create_ema", "create_epoch_checkpointer", "create_lr_scheduler",

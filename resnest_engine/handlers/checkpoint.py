@@ -17,7 +17,8 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 
-from ..files import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: re-exported)
+from ..files import UnsafeLoadError, atomic_write, safe_load
+from ..models.weights import KeyMismatch
 
 __all__ = ["AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "Stateful", "atomic_save",
            "check_architecture", "create_best_checkpointer", "create_epoch_checkpointer",
@@ -142,12 +143,9 @@ def read_checkpoint(path: Union[str, Path], allow_official: bool = False) -> Dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            msg = "it contains pickled objects that are not plain weights (refused)"
-        raise CheckpointError(f"cannot load checkpoint {path}: {msg}") from None
+        ckpt = safe_load(path)
+    except UnsafeLoadError as e:
+        raise CheckpointError(f"cannot load checkpoint {path}: {e}") from None
     from .official_checkpoint import is_official_checkpoint
     if is_official_checkpoint(ckpt):
         if allow_official:
@@ -168,21 +166,11 @@ def read_checkpoint(path: Union[str, Path], allow_official: bool = False) -> Dic
 def check_architecture(ckpt: Mapping[str, Any], model_state: Mapping[str, torch.Tensor],
                        path: Union[str, Path] = "checkpoint") -> None:
     """Raise :class:`CheckpointError` naming mismatched keys when ``ckpt`` is for another model."""
-    saved = ckpt["model"]
-    missing = [k for k in model_state if k not in saved]
-    unexpected = [k for k in saved if k not in model_state]
-    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}"
-              for k, v in model_state.items() if k in saved and saved[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            parts.append("shape mismatch: " + ", ".join(shapes[:4]))
-        if missing:
-            parts.append("missing: " + ", ".join(missing[:4]))
-        if unexpected:
-            parts.append("unexpected: " + ", ".join(unexpected[:4]))
+    mismatch = KeyMismatch.compare(ckpt["model"], model_state)
+    if mismatch:
         name = ckpt.get("meta", {}).get("model", "?")
-        raise CheckpointError(f"{path} is for another architecture ({name}): " + "; ".join(parts))
+        raise CheckpointError(f"{path} is for another architecture ({name}): "
+                              + mismatch.describe())
 
 
 def list_checkpoints(dirname: Union[str, Path], prefix: str = RESUME_PREFIX) -> List[Path]:

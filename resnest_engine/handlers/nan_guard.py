@@ -9,12 +9,11 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..engine.events import TrainEvents, register_train_events
+from ..exit_codes import NAN_EXIT_CODE
 
 logger = logging.getLogger("resnest_engine")
 
 __all__ = ["NAN_EXIT_CODE", "NanGuard"]
-
-NAN_EXIT_CODE = 3
 
 
 class NanGuard:

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torchvision.ops import drop_block2d
 
+__all__ = ["DropBlock", "set_dropblock_prob"]
+
 
 class DropBlock(nn.Module):
     """Wraps ``torchvision.ops.drop_block2d`` (block size 3, as the official ResNeSt code).

@@ -13,6 +13,8 @@ from typing import Dict
 
 import torch
 
+from ..errors import one_line
+from ..files import load_error_reason
 from .weights import WeightsError, strip_prefixes
 
 __all__ = ["OFFICIAL_WEIGHTS_URL", "PUBLISHED_WEIGHTS", "WEIGHTS_URL_ENV", "published_url",
@@ -67,15 +69,14 @@ def load_published_state_dict(name: str, progress: bool = True) -> Dict[str, tor
             raise WeightsError(f"{url}: the downloaded file's sha256 does not start with "
                                f"{PUBLISHED_WEIGHTS[name]} (corrupt or not the published file); "
                                "nothing was cached") from None
-        raise WeightsError(f"cannot load the published weights {cache}: {str(e).splitlines()[0]}"
-                           ) from None
+        raise WeightsError(f"cannot load the published weights {cache}: "
+                           f"{one_line(e, first_line=True)}") from None
     except OSError as e:  # URLError, HTTPError, connection refused, no route, DNS
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
         raise WeightsError(f"cannot download {url} ({reason}); without network, place the file "
                            f"at {cache} (or set {WEIGHTS_URL_ENV} to a mirror)") from None
     except Exception as e:  # weights_only refusal of a file that is not plain weights
-        raise WeightsError(f"cannot load the published weights {cache}: "
-                           f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        raise WeightsError(f"cannot load the published weights {cache}: {load_error_reason(e)}"
                            ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .resnet import ResNet
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["OFFICIAL_RESNET_NAMES", "UnknownModelError", "Variant", "get_model", "get_variant",
+           "list_models"]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from torch.utils.checkpoint import checkpoint
 from .dropblock import DropBlock
 from .split_attention import SplitAttention
 
+__all__ = ["Bottleneck", "ResNet", "STEMS"]
+
 STEMS = ("deep", "basic", "cifar")
 
 

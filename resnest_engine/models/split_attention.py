@@ -19,6 +19,8 @@ from torch import nn
 
 from .dropblock import DropBlock
 
+__all__ = ["SplitAttention", "radix_weighted_sum", "split_gap"]
+
 
 class SplitAttention(nn.Module):
     """k x k conv producing ``radix`` splits of ``out_channels``, fused by channel attention.

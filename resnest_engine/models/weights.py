@@ -4,10 +4,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, Iterable, List, Mapping, Tuple, Union
 
 import torch
 from torch import nn
+
+from ..files import UnsafeLoadError, safe_load
+
+__all__ = ["KeyMismatch", "LoadReport", "WeightsError", "load_pretrained", "read_state_dict",
+           "strip_prefixes"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +31,45 @@ class LoadReport:
     skipped_classifier: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
+
+
+@dataclass
+class KeyMismatch:
+    """How a saved state_dict differs from a model's: the one report of missing, unexpected and
+    mis-shaped keys (``load_pretrained``, ``check_architecture``)."""
+
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    #: ``(key, saved shape, model shape)``
+    shapes: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+
+    @classmethod
+    def compare(cls, saved: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor],
+                ignore: Iterable[str] = ()) -> "KeyMismatch":
+        """Compare ``saved`` with ``model_state``; keys in ``ignore`` are neither missing nor
+        unexpected."""
+        ignore = set(ignore)
+        return cls(
+            missing=[k for k in model_state if k not in saved and k not in ignore],
+            unexpected=[k for k in saved if k not in model_state and k not in ignore],
+            shapes=[(k, tuple(saved[k].shape), tuple(v.shape)) for k, v in model_state.items()
+                    if k in saved and k not in ignore and saved[k].shape != v.shape])
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+    def describe(self, limit: int = 5) -> str:
+        """One line: ``shape mismatch (saved vs model): k (a,) vs (b,); missing: ...;
+        unexpected: ...``, at most ``limit`` keys of each."""
+        parts = []
+        if self.shapes:
+            parts.append("shape mismatch (saved vs model): " + ", ".join(
+                f"{k} {s} vs {m}" for k, s, m in self.shapes[:limit]))
+        if self.missing:
+            parts.append("missing: " + ", ".join(self.missing[:limit]))
+        if self.unexpected:
+            parts.append("unexpected: " + ", ".join(self.unexpected[:limit]))
+        return "; ".join(parts)
 
 
 def strip_prefixes(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -53,10 +97,9 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, garbage, or a pickle needing unsafe globals
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"cannot load {path} as a weights-only checkpoint: {first}") from None
+        obj = safe_load(path)
+    except UnsafeLoadError as e:
+        raise WeightsError(f"cannot load {path} as a weights-only checkpoint: {e}") from None
     if isinstance(obj, dict) and "format_version" in obj and obj.get("ema"):
         obj = obj["ema"]  # a resnest-engine checkpoint of an EMA run: its final weights
     if isinstance(obj, dict):
@@ -88,20 +131,11 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, Dict[str, torch.Ten
         if k in state and k in own and state[k].shape != own[k].shape:
             report.skipped_classifier.append(k)
             del state[k]
-    mismatched = [f"{k} (file {tuple(v.shape)} vs model {tuple(own[k].shape)})"
-                  for k, v in state.items() if k in own and v.shape != own[k].shape]
-    report.missing = [k for k in own if k not in state and k not in report.skipped_classifier]
-    report.unexpected = [k for k in state if k not in own]
-    if strict and (mismatched or report.missing or report.unexpected):
-        parts = []
-        if mismatched:
-            parts.append(f"shape mismatch: {', '.join(mismatched[:5])}")
-        if report.missing:
-            parts.append(f"missing: {', '.join(report.missing[:5])}")
-        if report.unexpected:
-            parts.append(f"unexpected: {', '.join(report.unexpected[:5])}")
+    mismatch = KeyMismatch.compare(state, own, ignore=report.skipped_classifier)
+    report.missing, report.unexpected = mismatch.missing, mismatch.unexpected
+    if strict and mismatch:
         raise WeightsError(f"{path} does not fit {getattr(model, 'variant', 'the model')}: "
-                           + "; ".join(parts))
+                           + mismatch.describe())
     state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(state, strict=False)
     if report.skipped_classifier:

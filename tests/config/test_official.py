@@ -237,7 +237,8 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
 
 
 def test_official_crops_at_every_size(tmp_path):
-    from resnest_engine.data import ECenterCrop, ERandomCrop, build_eval_transform, build_train_transform
+    from resnest_engine.data import build_eval_transform, build_train_transform
+    from resnest_engine.data.transforms import ECenterCrop, ERandomCrop
     cfg = load_config(write(tmp_path, BASE_RESNET50))
     opts = data_options(cfg)
     assert opts.crop_size == 224 and opts.ecrop_min_size == 0

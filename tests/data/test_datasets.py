@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnest_engine.data import (DataError, DataOptions, ImageFolderSplit, build_dataset,
-                                 list_datasets)
-from resnest_engine.data.datasets import digits_split
+from resnest_engine.data import DataError, DataOptions, build_dataset, list_datasets
+from resnest_engine.data.datasets import ImageFolderSplit, digits_split
 
 from tests.data.data_helpers import make_folder, write_image
 

@@ -4,9 +4,8 @@ import warnings
 import pytest
 import torch
 
-from resnest_engine.data import (DataError, DataOptions, build_dataset, create_loaders,
-                                 make_device_transform, normalize_batch)
-from resnest_engine.data.jpeg import FastJpegSample
+from resnest_engine.data import DataError, DataOptions, build_dataset, create_loaders
+from resnest_engine.data.jpeg import FastJpegSample, make_device_transform, normalize_batch
 from resnest_engine.data.reproducible import SeededDataset
 from resnest_engine.data.transforms import build_eval_transform, lighting_offset
 

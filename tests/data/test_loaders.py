@@ -6,8 +6,10 @@ from ignite.engine import DeterministicEngine, Engine, Events
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from resnest_engine.data import (DataError, DataOptions, TrainSampler, attach_sampler_epochs,
-                                 close_loader, create_loaders, make_train_loader)
+from resnest_engine.data import (DataError, DataOptions, attach_sampler_epochs, close_loader,
+                                 create_loaders)
+from resnest_engine.data.loaders import make_train_loader
+from resnest_engine.data.samplers import TrainSampler
 
 from tests.data.data_helpers import make_folder
 

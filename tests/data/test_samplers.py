@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from resnest_engine.data import DataError, EvalShardSampler, SampleKey, TrainSampler
+from resnest_engine.data import DataError
+from resnest_engine.data.reproducible import SampleKey
+from resnest_engine.data.samplers import EvalShardSampler, TrainSampler
 
 
 def _epoch_batches(n, world, local_batch, epoch, seed=3, aug_repeats=0):

@@ -5,9 +5,9 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from resnest_engine.data import (DataError, DataOptions, ECenterCrop, ERandomCrop, Lighting,
-                                 SeededDataset, build_eval_transform, build_train_transform)
-from resnest_engine.data.reproducible import TransformedSample, sample_seed
+from resnest_engine.data import DataError, DataOptions, build_eval_transform, build_train_transform
+from resnest_engine.data.reproducible import SeededDataset, TransformedSample, sample_seed
+from resnest_engine.data.transforms import ECenterCrop, ERandomCrop, Lighting
 from resnest_engine.data.transforms import ecenter_crop_box, erandom_crop_box, lighting_offset
 
 from tests.data.data_helpers import write_image
