@@ -24,7 +24,7 @@ from .engine import (SoftTargetCrossEntropy, create_evaluator, create_optimizer,
                      param_groups)
 from .exit_codes import ExitCode
 from .files import UnsafeLoadError, safe_load
-from .handlers import (FreezeBody, StandardOptions, attach_standard_handlers,
+from .handlers import (FreezeBody, GracefulInterrupt, StandardOptions, attach_standard_handlers,
                        build_standard_handlers, check_architecture, load_checkpoint,
                        read_checkpoint, run_validation, setup_logger, training_finished)
 from .models import get_model, get_variant, load_pretrained
@@ -338,7 +338,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         logger.info("Run directory %s; %s on %d process(es), effective LR %.6f for batch %d",
                     outdir, cfg.MODEL.NAME, idist.get_world_size(), lr, t.BATCH_SIZE)
 
-    interrupted = _install_signal_handlers(trainer, handlers, t.NAN_CHECK_EVERY)
+    interrupt = GracefulInterrupt(handlers.write_resume_point, t.NAN_CHECK_EVERY)
+    interrupt.attach(trainer)
     try:
         trainer.run(train_loader, max_epochs=t.EPOCHS)
     finally:
@@ -348,50 +349,11 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         close_loader(val_loader)
     if handlers.nan_guard is not None and handlers.nan_guard.detected:
         return RunResult(ExitCode.NAN)
-    if interrupted["signal"] is not None:
+    if interrupt.signal is not None:
         return RunResult(ExitCode.INTERRUPTED)
     if not training_finished(trainer):
         return RunResult(ExitCode.FAILED)
     return RunResult(ExitCode.OK, handlers.history.summary())
-
-
-def _install_signal_handlers(trainer, handlers, every: int = 1) -> Dict[str, Any]:
-    """On SIGTERM/SIGINT: finish the current step, write a resume point, stop (checked every
-    ``every`` steps under DDP)."""
-    import signal
-    from ignite.engine import Events
-
-    box: Dict[str, Any] = {"signal": None}
-
-    def _on_signal(signum, _frame):
-        box["signal"] = signum
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            signal.signal(sig, _on_signal)
-        except ValueError:  # not the main thread
-            pass
-
-    world = idist.get_world_size()
-
-    def _check(engine):
-        # Under DDP the flag is all-reduced (every rank must stop at the same step), every
-        # `every` steps to keep collectives off most steps; alone, a Python flag is enough.
-        if world > 1 and engine.state.iteration % every:
-            return
-        flag = torch.tensor(1.0 if box["signal"] is not None else 0.0)
-        if world > 1:
-            flag = idist.all_reduce(flag)
-            if float(flag) > 0 and box["signal"] is None:
-                box["signal"] = signal.SIGTERM
-        if float(flag) > 0:
-            handlers.write_resume_point(engine)
-            logger.error("Interrupted by signal %s at iteration %d; a resume point was written. "
-                         "Continue with --resume auto.", box["signal"], engine.state.iteration)
-            engine.terminate()
-
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, _check)
-    return box
 
 
 def stored_class_names(weights: Path) -> Optional[List[str]]:

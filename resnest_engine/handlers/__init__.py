@@ -10,6 +10,7 @@ from .checkpoint import (AtomicDiskSaver, CheckpointError, CheckpointWriteError,
 from .dropblock import DropBlockRamp, dropblock_prob_at
 from .ema import create_ema
 from .freeze import FreezeBody
+from .interrupt import GracefulInterrupt
 from .logging import TensorBoard, TrainLogger, create_progress_bar, setup_logger
 from .metrics_history import MetricsHistory
 from .nan_guard import NanGuard
@@ -20,7 +21,7 @@ from .validation import Validation, run_validation
 
 __all__ = [
     "AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "DropBlockRamp", "FinalWeights",
-    "FreezeBody", "LRScale", "MetricsHistory", "NanGuard", "SCHEDULES",
+    "FreezeBody", "GracefulInterrupt", "LRScale", "MetricsHistory", "NanGuard", "SCHEDULES",
     "StandardHandlers", "StandardOptions", "TensorBoard", "TrainLogger", "Validation",
     "atomic_save", "attach_standard_handlers", "build_standard_handlers", "check_architecture",
     "create_best_checkpointer", "create_ema", "create_epoch_checkpointer", "create_lr_scheduler",

@@ -1,0 +1,58 @@
+"""Stop at a step boundary on SIGTERM/SIGINT (SLURM preemption, Ctrl-C) after saving a resume point."""
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Callable, Optional
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+
+logger = logging.getLogger("resnest_engine")
+
+__all__ = ["GracefulInterrupt"]
+
+
+class GracefulInterrupt:
+    """On SIGTERM/SIGINT: finish the current step, call ``on_interrupt(trainer)`` (e.g.
+    ``handlers.write_resume_point``), log, and terminate the run. ``signal`` is the signal
+    number that arrived (None while none did).
+
+    Under DDP the flag is all-reduced every ``every`` steps so that every rank stops at the same
+    step (a rank that got no signal of its own records SIGTERM); alone, the flag is read each
+    step. ``attach`` installs the signal handlers (main thread only) and places the check on
+    ``ITERATION_COMPLETED``; place it after the other handlers of that event.
+    """
+
+    def __init__(self, on_interrupt: Optional[Callable[[Engine], None]] = None, every: int = 1) -> None:
+        self.on_interrupt = on_interrupt
+        self.every = max(int(every), 1)
+        self.signal: Optional[int] = None
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signal = signum
+
+    def __call__(self, engine: Engine) -> None:
+        world = idist.get_world_size()
+        if world > 1 and engine.state.iteration % self.every:
+            return
+        flag = torch.tensor(1.0 if self.signal is not None else 0.0)
+        if world > 1:
+            flag = idist.all_reduce(flag)
+            if float(flag) > 0 and self.signal is None:
+                self.signal = signal.SIGTERM
+        if float(flag) > 0:
+            if self.on_interrupt is not None:
+                self.on_interrupt(engine)
+            logger.error("Interrupted by signal %s at iteration %d; a resume point was written. "
+                         "Continue with --resume auto.", self.signal, engine.state.iteration)
+            engine.terminate()
+
+    def attach(self, trainer: Engine) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self)

@@ -1,0 +1,43 @@
+"""GracefulInterrupt: a SIGTERM mid-run finishes the step, saves, and stops the trainer."""
+import os
+import signal
+
+import torch
+import torch.nn.functional as F
+from ignite.engine import Events
+
+from resnest_engine.engine import create_trainer
+from resnest_engine.handlers import GracefulInterrupt
+
+
+def test_sigterm_stops_after_the_step_and_saves_once(tiny_model, loader):
+    model = tiny_model()
+    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+    saved = []
+    interrupt = GracefulInterrupt(lambda e: saved.append(e.state.iteration))
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # Delivered during iteration 3 (before the check of that step runs).
+        trainer.add_event_handler(Events.ITERATION_STARTED(once=3),
+                                  lambda _: os.kill(os.getpid(), signal.SIGTERM))
+        interrupt.attach(trainer)
+        trainer.run(loader(n=20, batch_size=4), max_epochs=2)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    assert interrupt.signal == signal.SIGTERM
+    assert trainer.state.iteration == 3 and saved == [3]
+
+
+def test_no_signal_runs_to_the_end(tiny_model, loader):
+    model = tiny_model()
+    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+    interrupt = GracefulInterrupt(lambda e: (_ for _ in ()).throw(AssertionError("called")))
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        interrupt.attach(trainer)
+        trainer.run(loader(n=8, batch_size=4), max_epochs=2)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    assert interrupt.signal is None and trainer.state.iteration == 4
