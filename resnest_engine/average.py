@@ -250,7 +250,7 @@ def run(argv: Sequence[str]) -> int:
         if cfg is None:
             return ExitCode.OK
 
-        from .run import evaluate
+        from .evaluate import evaluate
         width = max(len(p.name) for p in paths)
         for path in paths:
             m = evaluate(cfg, path)

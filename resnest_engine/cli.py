@@ -597,7 +597,7 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
     try:
         if what is not None:
             print(f"evaluating {what} {path}", file=sys.stderr)
-        from .run import evaluate
+        from .evaluate import evaluate
         m = evaluate(cfg, path)
         print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
         # The official script's eval output, under its own name: never the training run's

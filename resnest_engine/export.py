@@ -22,7 +22,7 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
     crop size (``torch.export.load`` reads it). Anything else: a state_dict with exactly
     ``get_model``'s keys, checked by loading it strictly first.
     """
-    from .run import model_kwargs
+    from .from_config import model_kwargs
     state = read_state_dict(checkpoint)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))

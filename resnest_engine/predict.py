@@ -155,7 +155,7 @@ def build_model(pred: Predictor):
     names (indices as names when none are stored)."""
     from .models import WeightsError, get_model, load_pretrained
     from .models.weights import read_state_dict
-    from .run import model_kwargs
+    from .from_config import model_kwargs
     names = pred.class_names
     if names is None:
         state = read_state_dict(pred.weights)
@@ -310,7 +310,7 @@ def predict(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data import build_eval_transform
-    from .run import data_options
+    from .from_config import data_options
 
     model, names = build_model(pred)
     model = model.to(device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
 import torch
@@ -16,87 +16,22 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from .config import Config, config_to_dict, config_warnings, dump_config, effective_lr
-from .data import (DataOptions, MixupCutmix, attach_sampler_epochs, close_loader,
-                   create_eval_loader, create_loaders)
-from .data.transforms import LARGE_CROP
+from .data import MixupCutmix, attach_sampler_epochs, close_loader, create_loaders
 from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from .engine import (SoftTargetCrossEntropy, create_evaluator, create_optimizer, create_trainer,
                      param_groups)
 from .exit_codes import ExitCode
-from .files import UnsafeLoadError, safe_load
+from .from_config import CLASSES_FILE, build_model, data_options
 from .handlers import (FreezeBody, GracefulInterrupt, StandardOptions, attach_standard_handlers,
                        build_standard_handlers, check_architecture, load_checkpoint,
-                       read_checkpoint, run_validation, setup_logger, training_finished)
-from .models import get_model, get_variant, load_pretrained
+                       read_checkpoint, setup_logger, training_finished)
 from .handlers.official_checkpoint import is_official_checkpoint, load_official_checkpoint
 from .models.weights import strip_prefixes
 
-__all__ = ["CLASSES_FILE", "Interrupted", "RunResult", "build_model", "checkpoint_meta",
-           "data_options", "elastic_accum", "elastic_resume_point", "evaluate", "model_kwargs",
-           "stored_class_names", "train"]
+__all__ = ["Interrupted", "RunResult", "checkpoint_meta", "elastic_accum", "elastic_resume_point",
+           "train"]
 
 logger = logging.getLogger("resnest_engine")
-
-CLASSES_FILE = "classes.json"  # the run's class names, index order
-
-
-def data_options(cfg: Config) -> DataOptions:
-    """DATA section (plus the variant's data defaults) as the data package's options."""
-    d, variant = cfg.DATA, get_variant(cfg.MODEL.NAME)
-    rand_aug = None
-    if d.RAND_AUG:
-        n, m = (int(v) for v in str(d.RAND_AUG).split(","))
-        rand_aug = (n, m)
-    return DataOptions(
-        dataset=d.DATASET, root=d.ROOT, download=d.DOWNLOAD,
-        crop_size=d.CROP_SIZE or variant.crop_size,
-        eval_crop_fraction=d.EVAL_CROP_FRACTION or variant.eval_crop_fraction,
-        interpolation=d.INTERPOLATION or variant.interpolation,
-        mean=variant.mean, std=variant.std, in_chans=cfg.MODEL.IN_CHANS, hflip=d.HFLIP,
-        color_jitter=d.COLOR_JITTER, pca_lighting=d.PCA_LIGHTING, rand_aug=rand_aug,
-        auto_aug=d.AUTO_AUG, trivial_aug=d.TRIVIAL_AUG, random_erase=d.RANDOM_ERASE,
-        small_image=d.SMALL_IMAGE, aug_repeats=d.AUG_REPEATS, workers=d.WORKERS,
-        skip_corrupt=d.SKIP_CORRUPT, fast_jpeg=d.FAST_JPEG, synthetic_size=d.SYNTHETIC_SIZE,
-        synthetic_classes=d.SYNTHETIC_CLASSES, image_size=d.IMAGE_SIZE,
-        ecrop_min_size=0 if d.CROP_STYLE == "ecrop" else LARGE_CROP,
-        val_fraction=d.VAL_FRACTION, split_seed=cfg.SEED,
-    )
-
-
-def model_kwargs(cfg: Config) -> Dict[str, Any]:
-    """Constructor overrides the MODEL section asks for."""
-    m = cfg.MODEL
-    kw: Dict[str, Any] = dict(final_drop=m.FINAL_DROP, dropblock_prob=m.DROPBLOCK_PROB,
-                              zero_init_last=m.ZERO_INIT_LAST, in_chans=m.IN_CHANS)
-    if m.STEM:
-        kw["stem"] = m.STEM
-    return kw
-
-
-def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Module:
-    """The MODEL section's network with its pretrained weights, if any and ``pretrained`` (a
-    resume skips them: the checkpoint replaces them), not yet on a device."""
-    model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
-    source = cfg.MODEL.PRETRAINED if pretrained else None
-    if source is True:  # the published weights, fetched once per machine (rank 0 first)
-        from .models.published import load_published_state_dict, published_url
-        if idist.get_local_rank() != 0:
-            idist.barrier()
-        state = load_published_state_dict(cfg.MODEL.NAME, progress=idist.get_rank() == 0)
-        if idist.get_local_rank() == 0 and idist.get_world_size() > 1:
-            idist.barrier()
-        report = load_pretrained(model, state)
-        source = published_url(cfg.MODEL.NAME)
-    elif source:
-        report = load_pretrained(model, source)
-    if source:
-        logger.info("Pretrained weights from %s%s", source,
-                    f"; classifier re-initialised ({', '.join(report.skipped_classifier)})"
-                    if report.skipped_classifier else "")
-    if cfg.MODEL.GRAD_CHECKPOINTING:
-        model.set_grad_checkpointing(True)
-    return model
-
 
 def checkpoint_meta(cfg: Config, model: nn.Module, grad_accum: Optional[int] = None,
                     class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -356,49 +291,3 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     return RunResult(ExitCode.OK, handlers.history.summary())
 
 
-def stored_class_names(weights: Path) -> Optional[List[str]]:
-    """The class names (index order) stored with ``weights``: a resnest-engine checkpoint's
-    ``meta["class_names"]``, else ``classes.json`` of its run directory; None if there are none."""
-    import json
-    weights = Path(weights)
-    try:
-        # mmap: only the small meta dict is read here; the tensors are loaded once, by the caller.
-        obj = safe_load(weights, mmap=True)
-        names = obj.get("meta", {}).get("class_names") if isinstance(obj, dict) else None
-        if names:
-            return list(names)
-    except (UnsafeLoadError, AttributeError, TypeError):
-        pass  # not ours, or unreadable: loading the weights reports it properly
-    for directory in (weights.parent, weights.parent.parent):
-        path = directory / CLASSES_FILE
-        if path.is_file():
-            names = json.loads(path.read_text())
-            if isinstance(names, list) and all(isinstance(n, str) for n in names):
-                return names
-    return None
-
-
-def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
-    """Evaluate a checkpoint or weights file on the validation split (the only data it reads);
-    class order from the names stored with the weights, else the val split's folders."""
-    setup_logger(None)
-    manual_seed(cfg.SEED)
-    opts = data_options(cfg)
-    val_loader, classes = create_eval_loader(opts, cfg.TRAINING.TEST_BATCH_SIZE,
-                                             stored_class_names(weights))
-    num_classes = len(classes)
-    model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
-    report = load_pretrained(model, weights)
-    if report.skipped_classifier:
-        from .models import WeightsError
-        raise WeightsError(f"{weights} does not fit: its classifier (fc.weight) is for another "
-                           f"number of classes than the dataset's {num_classes}")
-    device = idist.device()
-    model = model.to(device)
-    amp, _ = resolve_amp(cfg.TRAINING.AMP, device)
-    channels_last, _ = resolve_channels_last(cfg.MODEL.CHANNELS_LAST, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ev = create_evaluator(model, amp=amp, channels_last=channels_last,
-                          prepare_batch=getattr(val_loader, "prepare_batch", None))
-    return run_validation({"raw": ev}, val_loader)["raw"]

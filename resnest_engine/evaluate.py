@@ -1,0 +1,68 @@
+"""Evaluate weights on a config's validation split (``--eval-only``, ``resnest-average``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import ignite.distributed as idist
+import torch
+from ignite.utils import manual_seed
+
+from .config import Config
+from .data import create_eval_loader
+from .engine import create_evaluator
+from .engine.precision import resolve_amp, resolve_channels_last
+from .files import UnsafeLoadError, safe_load
+from .from_config import CLASSES_FILE, data_options, model_kwargs
+from .handlers import run_validation, setup_logger
+from .models import get_model, load_pretrained
+
+__all__ = ["evaluate", "stored_class_names"]
+
+
+def stored_class_names(weights: Path) -> Optional[List[str]]:
+    """The class names (index order) stored with ``weights``: a resnest-engine checkpoint's
+    ``meta["class_names"]``, else ``classes.json`` of its run directory; None if there are none."""
+    weights = Path(weights)
+    try:
+        # mmap: only the small meta dict is read here; the tensors are loaded once, by the caller.
+        obj = safe_load(weights, mmap=True)
+        names = obj.get("meta", {}).get("class_names") if isinstance(obj, dict) else None
+        if names:
+            return list(names)
+    except (UnsafeLoadError, AttributeError, TypeError):
+        pass  # not ours, or unreadable: loading the weights reports it properly
+    for directory in (weights.parent, weights.parent.parent):
+        path = directory / CLASSES_FILE
+        if path.is_file():
+            names = json.loads(path.read_text())
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                return names
+    return None
+
+
+def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
+    """Evaluate a checkpoint or weights file on the validation split (the only data it reads);
+    class order from the names stored with the weights, else the val split's folders."""
+    setup_logger(None)
+    manual_seed(cfg.SEED)
+    opts = data_options(cfg)
+    val_loader, classes = create_eval_loader(opts, cfg.TRAINING.TEST_BATCH_SIZE,
+                                             stored_class_names(weights))
+    num_classes = len(classes)
+    model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
+    report = load_pretrained(model, weights)
+    if report.skipped_classifier:
+        from .models import WeightsError
+        raise WeightsError(f"{weights} does not fit: its classifier (fc.weight) is for another "
+                           f"number of classes than the dataset's {num_classes}")
+    device = idist.device()
+    model = model.to(device)
+    amp, _ = resolve_amp(cfg.TRAINING.AMP, device)
+    channels_last, _ = resolve_channels_last(cfg.MODEL.CHANNELS_LAST, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ev = create_evaluator(model, amp=amp, channels_last=channels_last,
+                          prepare_batch=getattr(val_loader, "prepare_batch", None))
+    return run_validation({"raw": ev}, val_loader)["raw"]
