@@ -29,13 +29,13 @@ from typing import Any, Dict, List, Optional, Sequence
 from .cli import UsageError, find_run_weights
 from .errors import one_line
 from .exit_codes import ExitCode
+from .from_config import CLASSES_FILE
 
 __all__ = ["CLASSES_FILE", "CONFIG_FILE", "ImageFiles", "OUTPUT_SUFFIXES", "Predictor",
            "build_model", "build_parser", "columns", "find_images", "main", "output_text",
            "predict", "record", "resolve_weights", "table_line"]
 
 CONFIG_FILE = "config.yaml"
-CLASSES_FILE = "classes.json"  # the run's class names, index order (written by run.train)
 OUTPUT_SUFFIXES = (".csv", ".json")
 
 
