@@ -15,9 +15,13 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The whole suite (what CI runs) on TEST_WORKERS pytest-xdist workers. --dist loadfile keeps a
+# file's tests on one worker: module-scoped fixtures (a finished run) are built once.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
+# The edit-test loop: no process starts, no multi-second tests (under 2 minutes on 2 cores).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 

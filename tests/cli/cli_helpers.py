@@ -1,5 +1,8 @@
 """Shared helpers of the CLI tests."""
+import contextlib
+import ctypes
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +35,19 @@ def merge(base, extra):
     return out
 
 
+def free_port():
+    """A TCP port nobody listens on now (the OS's choice, so parallel test workers differ)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cli_env():
+    """The environment of a CLI subprocess. ``MASTER_PORT`` is a free port: a
+    ``--nproc-per-node`` launch without ``--master-port`` uses it instead of ignite's fixed
+    2222, which two tests running at once (``make test``'s xdist workers) would both bind."""
     env = dict(os.environ)
+    env["MASTER_PORT"] = str(free_port())
     # tests/fault_site: the fault-injection plugin (tests/fault_injection.py), inert unless a
     # RESNEST_ENGINE_KILL_* variable is set.
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests" / "fault_site"),
@@ -51,19 +65,81 @@ def run_cli(*args, cwd=None, timeout=240, env=None):
 
 def run_main(*args):
     """Call ``resnest_engine.cli.main`` in this process (no interpreter start-up per call), with
-    stdout/stderr captured; returns the same shape as ``run_cli``. For errors that stop a run
-    before training; the real console behaviour is covered by ``run_cli`` tests."""
-    import contextlib
+    stdout/stderr captured; returns the same shape as ``run_cli``. For errors, and for small
+    runs whose console behaviour is not the point (that is covered by ``run_cli`` tests). What
+    a run changes in the process is put back afterwards (``process_state_restored``)."""
     import io
 
     from resnest_engine.cli import main
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with process_state_restored(), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
         try:
             code = main([str(a) for a in args])
         except SystemExit as e:  # argparse
             code = e.code
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def _pdeathsig(value=None):
+    """This process's parent-death signal (Linux prctl); set it to ``value`` if given."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if value is not None:
+        libc.prctl(1, int(value))  # PR_SET_PDEATHSIG
+        return value
+    sig = ctypes.c_int(0)
+    libc.prctl(2, ctypes.byref(sig))  # PR_GET_PDEATHSIG
+    return sig.value
+
+
+@contextlib.contextmanager
+def process_state_restored():
+    """Undo what an in-process ``resnest-train`` leaves behind, so later tests in the same
+    process see the state they would have seen without it: deterministic-algorithms mode, the
+    thread count, the Python/NumPy/torch RNGs, SIGTERM/SIGINT handlers, the ``resnest_engine``
+    and ``ignite`` loggers (the run's log-file handler closed) and the parent-death signal the
+    CLI's worker sets."""
+    import logging
+    import random
+    import signal
+
+    import numpy as np
+    import torch
+
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    threads = torch.get_num_threads()
+    rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    loggers = {}
+    for name in ("resnest_engine", "ignite", "ignite.engine"):
+        log = logging.getLogger(name)
+        loggers[name] = (log, log.level, log.propagate, list(log.handlers))
+    pdeathsig = _pdeathsig()
+    try:
+        yield
+    finally:
+        _pdeathsig(pdeathsig)
+        for log, level, propagate, before in loggers.values():
+            for h in list(log.handlers):
+                if h not in before:
+                    log.removeHandler(h)
+                    h.close()
+            for h in before:
+                if h not in log.handlers:
+                    log.addHandler(h)
+            log.setLevel(level)
+            log.propagate = propagate
+        for s, h in handlers.items():
+            if h is not None:  # None: not set from Python, nothing to put back
+                signal.signal(s, h)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
 def assert_user_error(r, *needles):
