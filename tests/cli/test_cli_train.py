@@ -1,116 +1,195 @@
-"""End-to-end CLI runs on tiny synthetic configs: outputs, eval-only, export, outdir rules, resume."""
+"""End-to-end CLI runs on a tiny synthetic config, as a user types them: one run trained once for
+the module, then one test per thing a command does with it (outputs, --eval-only, --export, the
+--outdir rules, --resume); and the launchers (spawn, torchrun, two nodes) against each other."""
 import json
-import socket
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
 
+import pytest
 import torch
+import yaml
 
 from resnest_engine.models import get_model
 
-from tests.cli.cli_helpers import cli_env, run_cli
+from tests.cli.cli_helpers import TINY, cli_env, free_port, merge, run_cli
+
+pytestmark = pytest.mark.slow  # every test starts resnest-train processes
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _config(path, extra=None):
+    path.write_text(yaml.safe_dump(merge(TINY, extra)))
+    return path
 
 
-def test_train_eval_export_and_outdir_rules(tmp_path, write_config):
-    cfg = write_config()
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """``resnest-train --config-file tiny.yaml --outdir run``: 2 epochs, run to the end. Tests
+    that change the run directory work on a copy."""
+    d = tmp_path_factory.mktemp("cli_train")
+    cfg = _config(d / "tiny.yaml")
+    out = d / "run"
     r = run_cli("--config-file", cfg, "--outdir", out)
     assert r.returncode == 0, r.stderr
+    return SimpleNamespace(
+        cfg=cfg, out=out, stdout=r.stdout,
+        metrics=json.loads((out / "metrics.json").read_text()),
+        last_ckpt=sorted((out / "checkpoints").glob("resume-*.pt"))[-1])
+
+
+def test_run_writes_config_log_metrics_weights_and_checkpoints(finished):
+    out = finished.out
     for name in ("config.yaml", "log.txt", "metrics.json", "model_weights.pt", "checkpoints"):
         assert (out / name).exists(), name
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = finished.metrics
     assert metrics["epoch"] == 2 and metrics["weights"] == "raw"
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     log = (out / "log.txt").read_text()
     assert "Batch: 1| Loss:" in log and "Validation: Top1:" in log
 
-    # --eval-only reproduces the final numbers, from the weights file and from the checkpoint.
-    r = run_cli("--config-file", cfg, "--outdir", out, "--eval-only", "--resume",
-                out / "model_weights.pt")
-    assert r.returncode == 0, r.stderr
-    assert f"Validation: Top1: {metrics['top1']:.3f} | Top5: {metrics['top5']:.3f}" in r.stdout
-    ckpt = sorted((out / "checkpoints").glob("resume-*.pt"))[-1]
-    r = run_cli("--config-file", cfg, "--outdir", out, "--eval-only", "--resume", ckpt)
-    assert f"Validation: Top1: {metrics['top1']:.3f}" in r.stdout, r.stderr
 
-    # --export writes a state_dict that loads strictly into get_model, and a .pt2 program.
-    r = run_cli("--config-file", cfg, "--outdir", out, "--export", tmp_path / "w.pt", "--resume", ckpt)
+@pytest.mark.parametrize("source", ["weights", "checkpoint"])
+def test_eval_only_reproduces_the_final_numbers(finished, source):
+    weights = finished.out / "model_weights.pt" if source == "weights" else finished.last_ckpt
+    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--eval-only",
+                "--resume", weights)
+    assert r.returncode == 0, r.stderr
+    m = finished.metrics
+    assert f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}" in r.stdout, r.stdout
+
+
+def _final_model(finished):
+    model = get_model("resnest14", num_classes=4)
+    model.load_state_dict(torch.load(finished.out / "model_weights.pt", weights_only=True),
+                          strict=True)
+    return model.eval()
+
+
+def test_export_writes_a_state_dict_of_the_final_weights(finished, tmp_path):
+    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--export",
+                tmp_path / "w.pt", "--resume", finished.last_ckpt)
     assert r.returncode == 0, r.stderr
     model = get_model("resnest14", num_classes=4)
     model.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True), strict=True)
-    final = torch.load(out / "model_weights.pt", weights_only=True)
+    final = torch.load(finished.out / "model_weights.pt", weights_only=True)
     assert all(torch.equal(final[k], v) for k, v in model.state_dict().items())
-    r = run_cli("--config-file", cfg, "--outdir", out, "--export", tmp_path / "m.pt2", "--resume", ckpt)
+
+
+def test_export_pt2_writes_a_program_that_computes_the_final_model(finished, tmp_path):
+    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--export",
+                tmp_path / "m.pt2", "--resume", finished.last_ckpt)
     assert r.returncode == 0, r.stderr
     program = torch.export.load(str(tmp_path / "m.pt2"))
     x = torch.randn(1, 3, 32, 32)
-    model.eval()
-    torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(program.module()(x), _final_model(finished)(x), rtol=1e-4,
+                               atol=1e-5)
 
-    # An existing run directory is refused; --force moves it aside, deleting nothing.
-    before = (out / "metrics.json").read_text()
-    r = run_cli("--config-file", cfg, "--outdir", out)
+
+def test_an_existing_run_directory_is_refused(finished):
+    before = (finished.out / "metrics.json").read_text()
+    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out)
     assert r.returncode == 2 and "already exists" in r.stderr and r.stderr.count("\n") == 1
-    assert (out / "metrics.json").read_text() == before
-    # A finished run resumed with auto: nothing to do, nothing changed.
-    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto")
-    assert r.returncode == 0 and "already finished" in r.stdout
-    assert (out / "metrics.json").read_text() == before
-    r = run_cli("--config-file", cfg, "--outdir", out, "--force", "TRAINING.EPOCHS=1",
+    assert (finished.out / "metrics.json").read_text() == before
+
+
+def test_a_finished_run_resumed_with_auto_is_left_as_it_is(finished):
+    before = (finished.out / "metrics.json").read_text()
+    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--resume", "auto")
+    assert r.returncode == 0 and "already finished" in r.stdout, r.stderr
+    assert (finished.out / "metrics.json").read_text() == before
+
+
+def test_force_moves_the_old_run_aside_and_trains_afresh(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished.out, out)
+    before = (out / "metrics.json").read_text()
+    r = run_cli("--config-file", finished.cfg, "--outdir", out, "--force", "TRAINING.EPOCHS=1",
                 "OPTIMIZER.WARMUP_EPOCHS=0")
     assert r.returncode == 0, r.stderr
-    backups = list(tmp_path.glob("run.bak-*"))
+    backups = list(tmp_path.glob("run.bak-*"))  # moved aside, nothing deleted
     assert len(backups) == 1 and (backups[0] / "metrics.json").read_text() == before
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1]
 
 
-def test_resume_rules(tmp_path, write_config):
-    cfg = write_config({"TRAINING": {"EPOCHS": 3}})
+def test_resume_auto_with_nothing_there_starts_from_the_beginning(tmp_path):
+    cfg = _config(tmp_path / "tiny.yaml", {"TRAINING": {"EPOCHS": 1},
+                                           "OPTIMIZER": {"WARMUP_EPOCHS": 0}})
     out = tmp_path / "run"
-    # --resume auto with nothing there starts from the beginning.
-    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto", "TRAINING.EPOCHS=1",
-                "OPTIMIZER.WARMUP_EPOCHS=0")
+    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto")
     assert r.returncode == 0, r.stderr
     assert "starting from the beginning" in r.stderr
-    ckpt = sorted((out / "checkpoints").glob("resume-*.pt"))[-1]
-    # The saved config wins: changing the trajectory on resume is refused ...
-    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", ckpt, "OPTIMIZER.LR=0.1")
-    assert r.returncode == 2 and "OPTIMIZER.LR" in r.stderr
-    # ... harmless overrides are fine (and the run is already finished: nothing to do).
-    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto", "DATA.WORKERS=1")
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1]
+
+
+@pytest.fixture
+def longer_config(tmp_path):
+    """The run's config file edited afterwards (3 epochs instead of 2)."""
+    return _config(tmp_path / "tiny.yaml", {"TRAINING": {"EPOCHS": 3}})
+
+
+def test_resume_refuses_a_trajectory_change_on_the_command_line(finished, longer_config):
+    before = (finished.out / "metrics.json").read_text()
+    r = run_cli("--config-file", longer_config, "--outdir", finished.out, "--resume",
+                finished.last_ckpt, "OPTIMIZER.LR=0.1")
+    assert r.returncode == 2 and "OPTIMIZER.LR" in r.stderr, r.stderr
+    assert (finished.out / "metrics.json").read_text() == before
+
+
+def test_resume_keeps_the_saved_config_and_takes_harmless_overrides(finished, longer_config):
+    # The saved config wins over the edited file (still 2 epochs: nothing left to do), and an
+    # override that does not change the trajectory is accepted.
+    before = (finished.out / "metrics.json").read_text()
+    r = run_cli("--config-file", longer_config, "--outdir", finished.out, "--resume", "auto",
+                "DATA.WORKERS=1")
     assert r.returncode == 0 and "already finished" in r.stdout, r.stderr
+    assert (finished.out / "metrics.json").read_text() == before
 
 
-def test_two_processes_spawned_torchrun_and_two_nodes(tmp_path, write_config):
-    cfg = write_config({"TRAINING": {"EPOCHS": 1}, "OPTIMIZER": {"WARMUP_EPOCHS": 0}})
-    outs = {}
-    r = run_cli("--config-file", cfg, "--outdir", tmp_path / "spawn", "--nproc-per-node", 2,
-                "--master-port", _free_port())
+# --- launchers: same recipe, same world size, same seed: the same numbers ----------------------
+
+@pytest.fixture(scope="module")
+def launch_config(tmp_path_factory):
+    return _config(tmp_path_factory.mktemp("launch") / "tiny.yaml",
+                   {"TRAINING": {"EPOCHS": 1}, "OPTIMIZER": {"WARMUP_EPOCHS": 0}})
+
+
+@pytest.fixture(scope="module")
+def spawned(launch_config, tmp_path_factory):
+    """Two processes started by ``resnest-train --nproc-per-node 2``: their history."""
+    out = tmp_path_factory.mktemp("spawn") / "run"
+    r = run_cli("--config-file", launch_config, "--outdir", out, "--nproc-per-node", 2,
+                "--master-port", free_port())
     assert r.returncode == 0, r.stderr
-    outs["spawn"] = json.loads((tmp_path / "spawn" / "metrics.json").read_text())
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1]
+    return history
 
-    import subprocess
-    import sys
-    port = _free_port()
+
+def test_torchrun_matches_spawn(launch_config, spawned, tmp_path):
+    out = tmp_path / "torchrun"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                        "--master-port", str(port), "-m", "resnest_engine.cli", "--config-file",
-                        str(cfg), "--outdir", str(tmp_path / "torchrun")],
+                        "--master-port", str(free_port()), "-m", "resnest_engine.cli",
+                        "--config-file", str(launch_config), "--outdir", str(out)],
                        capture_output=True, text=True, timeout=240, env=cli_env())
     assert r.returncode == 0, r.stderr
-    outs["torchrun"] = json.loads((tmp_path / "torchrun" / "metrics.json").read_text())
+    assert json.loads((out / "metrics.json").read_text())["history"] == spawned
 
-    port = _free_port()
-    common = ["--config-file", str(cfg), "--outdir", str(tmp_path / "nodes"), "--nnodes", "2",
-              "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+
+def test_two_nodes_match_spawn(launch_config, spawned, tmp_path):
+    out = tmp_path / "nodes"
+    common = ["--config-file", str(launch_config), "--outdir", str(out), "--nnodes", "2",
+              "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
+              str(free_port())]
     procs = [subprocess.Popen([sys.executable, "-m", "resnest_engine.cli", *common,
                                "--node-rank", str(rank)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=cli_env()) for rank in (0, 1)]
-    for p in procs:
-        _, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
-    outs["nodes"] = json.loads((tmp_path / "nodes" / "metrics.json").read_text())
-    # Same recipe, same world size, same seed: the same numbers, however it was launched.
-    assert outs["spawn"]["history"] == outs["torchrun"]["history"] == outs["nodes"]["history"]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=240)
+            assert p.returncode == 0, err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert json.loads((out / "metrics.json").read_text())["history"] == spawned
