@@ -7,9 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
-
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = {

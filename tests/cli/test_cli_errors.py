@@ -1,6 +1,5 @@
 """Bad input: each is one line on stderr, exit status 2, no traceback, nothing written."""
 import os
-import subprocess
 
 import pytest
 import torch
@@ -33,7 +32,9 @@ CONFIG_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,content,overrides,needles", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+@pytest.mark.parametrize("name,content,overrides,needles", [
+    pytest.param(*case, id=case[0], marks=[pytest.mark.slow] if case[0] == "syntax" else [])
+    for case in CONFIG_CASES])
 def test_config_errors(tmp_path, name, content, overrides, needles):
     cfg = tmp_path / "cfg.yaml"
     if content is not None:
@@ -110,9 +111,11 @@ def test_corrupt_image(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """A finished 2-epoch run, one step an epoch, trained in this process (a few seconds)."""
     d = tmp_path_factory.mktemp("finished")
-    cfg = write(d / "cfg.yaml", merge(TINY, {"OPTIMIZER": {"WARMUP_EPOCHS": 0}}))
-    r = run_cli("--config-file", cfg, "--outdir", d / "run")
+    cfg = write(d / "cfg.yaml", merge(TINY, {"DATA": {"SYNTHETIC_SIZE": 16},
+                                             "OPTIMIZER": {"WARMUP_EPOCHS": 0}}))
+    r = run_main("--config-file", cfg, "--outdir", d / "run")
     assert r.returncode == 0, r.stderr
     return cfg, d / "run"
 
@@ -122,7 +125,9 @@ class Evil:
         return (os.system, (f"touch {os.environ.get('EVIL_MARKER', '/tmp/evil-marker')}",))
 
 
-@pytest.mark.parametrize("kind", ["missing", "garbage", "truncated", "pickle", "other_arch", "other_classes"])
+@pytest.mark.parametrize("kind", ["missing", "garbage", "truncated",
+                                  pytest.param("pickle", marks=pytest.mark.slow),  # run_cli
+                                  "other_arch", "other_classes"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_bad_checkpoints(tmp_path, finished_run, kind, mode, monkeypatch):
     cfg, run = finished_run

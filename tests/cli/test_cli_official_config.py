@@ -64,11 +64,15 @@ def test_print_config_errors_as_usual(tmp_path):
     assert r.stderr.count("\n") == 1 and "OPTIMIZER.LR_SCHEDULER" in r.stderr
 
 
-def test_recipe_smoke_run_with_one_epoch_is_allowed(tmp_path):
+def test_recipe_with_one_epoch_is_allowed_with_a_warning():
     r = run_main("--config-file", "recipes/imagenet_resnest50.yaml", "--print-config",
                  "TRAINING.EPOCHS=1")
     assert r.returncode == 0, r.stderr
     assert "warning: OPTIMIZER.WARMUP_EPOCHS 5 >= TRAINING.EPOCHS 1" in r.stderr
+
+
+@pytest.mark.slow  # run_cli
+def test_smoke_run_with_one_epoch_cuts_the_warmup_to_the_run(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(merge(TINY, {"TRAINING": {"EPOCHS": 1}})))  # warmup 1 epoch
     r = run_cli("--config-file", cfg, "--outdir", tmp_path / "run")

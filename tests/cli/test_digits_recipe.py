@@ -1,6 +1,5 @@
 """The quick-start recipe end to end: real data, >= 99.0% top-1 with its fixed seed."""
 import json
-from pathlib import Path
 
 import pytest
 

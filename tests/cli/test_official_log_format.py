@@ -3,15 +3,19 @@ regular expressions find the same quantities in our lines (our extra fields come
 import json
 import re
 
+import pytest
 import yaml
 
 from tests.cli.cli_helpers import TINY, merge, run_cli
+
+pytestmark = pytest.mark.slow  # resnest-train processes
 
 # What a parser of the official script's log applies.
 OFFICIAL_BATCH = re.compile(r"^\[\d\d/\d\d \d\d:\d\d:\d\d\] Batch: (\d+)\| Loss: ([\d.]+) \| Top1: ([\d.]+)",
                             re.M)
 OFFICIAL_VAL = re.compile(r"Validation: Top1: ([\d.]+) \| Top5: ([\d.]+)")
 OFFICIAL_EPOCH = re.compile(r"Epoch: (\d+), Time cost: ([\d.]+)")
+EPOCH_THROUGHPUT = re.compile(r"Epoch: \d+, Time cost: ([\d.]+) \| epoch \d+/\d+ \| ([\d.]+) img/s")
 BATCH_LINE = re.compile(r"^\[\d\d/\d\d \d\d:\d\d:\d\d\] Batch: \d+\|.*$", re.M)
 
 
@@ -36,12 +40,25 @@ def test_official_parsers_read_log_and_console(tmp_path):
     batches = OFFICIAL_BATCH.findall(log)
     assert len(batches) == 2 * steps  # LOG_EVERY=1: every step of both epochs
     assert [int(b) for b, _, _ in batches] == list(range(1, steps + 1)) * 2
-    for _, loss, top1 in batches:
-        assert float(loss) > 0 and 0.0 <= float(top1) <= 100.0
+    batch = TINY["TRAINING"]["BATCH_SIZE"]
+    for epoch in range(2):
+        # Top1 is the epoch's running accuracy: a whole number of the images seen so far, one
+        # batch at a time.
+        correct = [float(top1) * batch * int(b) / 100
+                   for b, _, top1 in batches[epoch * steps:(epoch + 1) * steps]]
+        assert all(abs(c - round(c)) < 0.01 for c in correct), correct
+        gained = [round(b) - round(a) for a, b in zip([0.0] + correct, correct)]
+        assert all(0 <= g <= batch for g in gained), correct
+    assert all(float(loss) > 0 for _, loss, _ in batches)
 
     epochs = OFFICIAL_EPOCH.findall(log)
     assert [int(e) for e, _ in epochs] == [0, 1]  # 0-based, as the official script
-    assert all(float(t) >= 0 for _, t in epochs)
+    # The time cost is the epoch's: its images over the throughput on the same line.
+    images = TINY["DATA"]["SYNTHETIC_SIZE"]
+    for seconds, img_s in EPOCH_THROUGHPUT.findall(log):
+        assert float(seconds) > 0 and abs(images / float(img_s) - float(seconds)) <= 0.06, (
+            seconds, img_s)
+    assert len(EPOCH_THROUGHPUT.findall(log)) == 2
 
     metrics = json.loads((out / "metrics.json").read_text())
     vals = OFFICIAL_VAL.findall(log)

@@ -73,6 +73,7 @@ def _finish(live):
     return stdout
 
 
+@pytest.mark.slow  # resnest-train processes
 def test_two_simultaneous_starts_one_wins(tmp_path):
     cfg, out = _config(tmp_path, RACE), tmp_path / "new" / "run"
     procs = [_popen("--config-file", cfg, "--outdir", out) for _ in range(2)]
@@ -94,6 +95,7 @@ def test_two_simultaneous_starts_one_wins(tmp_path):
     _assert_one_run(out)
 
 
+@pytest.mark.slow  # resnest-train processes
 def test_resume_force_and_eval_racing_a_live_run(tmp_path):
     out = tmp_path / "run"
     live = _stopped_live_run(tmp_path, out)
@@ -123,6 +125,7 @@ def test_resume_force_and_eval_racing_a_live_run(tmp_path):
     assert (out / "log.txt").read_text().count(START_LINE) == 1
 
 
+@pytest.mark.slow  # resnest-train processes
 def test_a_sigkilled_run_never_blocks_the_next_start(tmp_path):
     out = tmp_path / "run"
     # A DataLoader worker too: a forked child must not keep the dead run's lock alive.

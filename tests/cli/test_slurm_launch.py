@@ -2,7 +2,6 @@
 takes the ranks and the rendezvous from SLURM's variables, rank 0 alone writes the run, and
 ``--resume auto`` continues it after a requeue. Run here as two tasks on loopback with the
 variables ``srun`` would set."""
-import argparse
 import json
 import shutil
 import socket
