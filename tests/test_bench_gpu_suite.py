@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("train", "infer", "jpeg_pipeline", "train_compiled", "recipe")
 
 
+@pytest.mark.slow  # a benchmark subprocess, about 20 s
 def test_gpu_suite_smoke(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--smoke",
