@@ -95,10 +95,10 @@ def test_skip_corrupt_counts_and_warns(tmp_path):
     with pytest.warns(UserWarning, match=f"skipping unreadable image file {trunc}"):
         img, label = ds[index]
     assert ds.skipped_at_load == 1 and img.size == (40, 30)
-    # Every remaining sample loads.
+    # Every remaining sample loads as its 40x30 image.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert all(ds[i][0] is not None for i in range(len(ds)))
+        assert [ds[i][0].size for i in range(len(ds))] == [(40, 30)] * len(ds)
 
 
 def test_digits_split_sizes_stratified_deterministic():

@@ -42,7 +42,6 @@ def test_list_models_contents():
 @pytest.mark.parametrize("name", list_models())
 def test_param_count_matches_published(name):
     variant = get_variant(name)
-    assert variant.params_m > 0
     with torch.device("meta"):  # no memory, no init cost
         model = get_model(name, num_classes=1000)
     n = sum(p.numel() for p in model.parameters()) / 1e6
