@@ -56,6 +56,7 @@ def test_fast_draws_are_keyed_per_sample(jpegs):
     assert a[2][:3].abs().sum() > 0  # lighting alphas were drawn
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_fast_path_workers_match_in_process(jpegs):
     batches = []
     for workers in (0, 2):

@@ -111,6 +111,7 @@ def _expected_batch(loader, epoch, step, batch=4):
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_epochs_are_set_before_each_iterator_with_persistent_workers():
     loader = _loader(workers=2)
     seen, _ = _record(Engine, loader, max_epochs=3)
@@ -125,6 +126,7 @@ def test_epochs_are_set_before_each_iterator_with_persistent_workers():
     assert [int(v) for v in seen[1][1]] != [int(v) for v in seen[11][1]]
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_workers_do_not_change_the_batches():
     with_workers, _ = _record(Engine, _loader(workers=2), max_epochs=2)
     in_process, _ = _record(Engine, _loader(workers=0), max_epochs=2)
@@ -132,6 +134,7 @@ def test_workers_do_not_change_the_batches():
         assert torch.equal(with_workers[it][0], in_process[it][0])
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_mid_epoch_resume_gives_the_same_batches_with_deterministic_engine():
     full, _ = _record(DeterministicEngine, _loader(workers=2), max_epochs=3)
     first, engine = _record(DeterministicEngine, _loader(workers=2), max_epochs=3, stop_at=13)
@@ -160,6 +163,7 @@ def test_prepare_batch_moves_and_transforms():
     assert x.shape == (4, 3, 12, 12) and y.shape == (4,)
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_corrupt_file_in_a_worker_is_a_one_line_error(tmp_path):
     root = make_folder(tmp_path, {"train": {"a": 4}, "val": {"a": 1}})
     bad = os.path.join(root, "train", "a", "001.png")
