@@ -2,6 +2,8 @@
 import runpy
 from pathlib import Path
 
+import pytest
+
 from tests.markdown import python_blocks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,6 +16,7 @@ def test_readme_shows_the_compose_example_verbatim():
         "README.md must show tests/examples/compose_run.py verbatim as one ```python block")
 
 
+@pytest.mark.slow  # trains the digits for 3 epochs in-process
 def test_compose_example_trains(capsys):
     ns = runpy.run_path(str(EXAMPLE), run_name="__main__")
     top1 = ns["handlers"].validation.results["raw"]["top1"]

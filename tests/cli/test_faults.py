@@ -11,6 +11,8 @@ import yaml
 
 from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs resnest-train processes
+
 
 def _port():
     with socket.socket() as s:

@@ -9,6 +9,8 @@ import yaml
 
 from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs and kills resnest-train processes
+
 CONFIG = {"TRAINING": {"EPOCHS": 3, "CKPT_EVERY_ITERS": 2, "KEEP_CHECKPOINTS": 2},
           "DATA": {"WORKERS": 1}}  # a worker process: the per-sample augmentation keys must travel
 
