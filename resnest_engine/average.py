@@ -131,7 +131,7 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
     neither: every ``best-*.pt`` the run kept. ``note`` is a one-line message when fewer than
     asked for exist (naming the config key that keeps more); none at all is an error.
     """
-    from .cli import _best_checkpoints
+    from .cli.run_dir import _best_checkpoints
     from .handlers.checkpoint import list_checkpoints
     ckpt_dir = run_dir / "checkpoints"
     if last is not None:
@@ -157,7 +157,7 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
 
 def output_path(run_dir: Path, output: Optional[str], inputs: Sequence[Path]) -> Path:
     """Where the average goes: never a file the run or its checkpoints live in."""
-    from .cli import _RUN_DIRS, _RUN_FILES
+    from .cli.run_dir import _RUN_DIRS, _RUN_FILES
     out = Path(output) if output else run_dir / DEFAULT_OUTPUT
     if output is not None and (not output or output.endswith(("/", "\\")) or out.is_dir()):
         raise AverageError(f"--output: {output!r} is not a file name")

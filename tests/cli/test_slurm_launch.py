@@ -143,7 +143,7 @@ def _resolved(*args):
 
 
 def test_slurm_task_is_one_process_of_ntasks(monkeypatch):
-    from resnest_engine import cli
+    from resnest_engine.cli import launch as cli
     _fake_gpus(monkeypatch, 8)  # every task sees the node's 8 GPUs: still one process each
     _slurm_env(monkeypatch, 16, procid=5)
     a = _resolved()
@@ -158,7 +158,7 @@ def test_slurm_task_is_one_process_of_ntasks(monkeypatch):
 
 
 def test_single_task_slurm_job_is_a_plain_launch(monkeypatch):
-    from resnest_engine import cli
+    from resnest_engine.cli import launch as cli
     _slurm_env(monkeypatch, 1)
     _fake_gpus(monkeypatch, 0)
     a = _resolved()

@@ -1,0 +1,22 @@
+"""``resnest-train``: argument parsing, run-directory rules, distributed launch, error reporting.
+
+User errors (config, paths, flags, unusable checkpoints) end with one line on stderr and exit
+status 2; a NaN/Inf loss exits 3; an interrupted run (SIGTERM/SIGINT, resume point written) 4;
+other failures (e.g. a checkpoint that cannot be written) 1. ``python -m resnest_engine.cli``
+is ``resnest-train``.
+
+- :mod:`.args`: the command line and the official script's flags;
+- :mod:`.launch`: processes (spawn, torchrun, srun), the writer rank, the world size;
+- :mod:`.run_dir`: the run directory's lock, its weights, export targets;
+- :mod:`.train`: the command itself;
+- :mod:`.console`: the exit statuses every console command shares.
+"""
+from .args import build_parser, parse_dist_url, resolve_official_flags
+from .console import UsageError, console_main
+from .launch import default_nproc_per_node, resolve_launch_args
+from .run_dir import export_path, find_run_weights
+from .train import main, run_cli
+
+__all__ = ["UsageError", "build_parser", "console_main", "default_nproc_per_node", "export_path",
+           "find_run_weights", "main", "parse_dist_url", "resolve_launch_args",
+           "resolve_official_flags", "run_cli"]

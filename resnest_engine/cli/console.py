@@ -1,0 +1,45 @@
+"""Shared exit statuses of the console commands (``resnest-train``, ``resnest-predict``,
+``resnest-average``): a user error is one ``error:`` line and status 2, a failed write 1, Ctrl-C 130."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from ..errors import one_line
+from ..exit_codes import ExitCode
+
+__all__ = ["UsageError", "console_main"]
+
+
+class UsageError(ValueError):
+    """A bad command line."""
+
+
+def _user_errors():
+    from ..config import ConfigError
+    from ..data import DataError
+    from ..handlers.checkpoint import CheckpointError
+    from ..models.registry import UnknownModelError
+    from ..models.weights import WeightsError
+    from ..run_lock import RunDirError
+    return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, UsageError,
+            RunDirError)
+
+
+def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]],
+                 user_errors: Tuple[type, ...] = ()) -> int:
+    """Run a console command's ``body(argv)`` with the shared exit statuses: a user error (bad
+    input) is one ``error:`` line and 2, a failed write 1, Ctrl-C 130."""
+    from ..handlers.checkpoint import CheckpointWriteError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return body(argv)
+    except CheckpointWriteError as e:  # a failure of the machine (disk full), not of the input
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return ExitCode.FAILED
+    except (*_user_errors(), *user_errors) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return ExitCode.USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.KEYBOARD_INTERRUPT

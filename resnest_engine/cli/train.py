@@ -1,0 +1,195 @@
+"""``resnest-train``: train, resume, evaluate or export a recipe."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from ..exit_codes import ExitCode
+from .args import build_parser
+from .console import UsageError, console_main
+from .launch import _launch, _world_size, _writes_run_dir, resolve_launch_args
+from .run_dir import (_atomic_write_text, _finished, _lock_run_dir, _move_aside,
+                      _newest_valid_checkpoint, export_path, find_run_weights)
+
+__all__ = ["main", "run_cli"]
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    a = build_parser().parse_args(argv)
+    resolve_launch_args(a, spawn=not (a.export or a.eval_only))
+    from ..config import dump_config_text, read_config
+    world = _world_size(a)
+    loaded = read_config(a.config_file, a.overrides, world_size=world)
+    cfg = loaded.config
+    outdir = Path(a.outdir) if a.outdir else Path("output") / Path(a.config_file).stem
+
+    if a.print_config:
+        for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
+            print(line, file=sys.stderr)
+        sys.stdout.write(dump_config_text(cfg))
+        return ExitCode.OK
+    if a.export or a.eval_only:
+        for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
+            print(line, file=sys.stderr)
+        return _eval_or_export(a, cfg, outdir, argv)
+
+    if cfg.TRAINING.BATCH_SIZE % world:
+        raise UsageError(f"TRAINING.BATCH_SIZE {cfg.TRAINING.BATCH_SIZE} does not divide by "
+                         f"{world} processes")
+    _check_data_paths(cfg)
+    resume: Optional[Path] = None
+    ckpt: Optional[dict] = None
+    if a.resume and a.resume != "auto":  # reads no run directory: checked before the lock
+        resume = Path(a.resume)
+        if not resume.is_file():
+            raise UsageError(f"--resume: checkpoint not found: {resume}")
+        from ..handlers.checkpoint import read_checkpoint
+        from ..handlers.official_checkpoint import is_official_checkpoint
+        ckpt = read_checkpoint(resume, allow_official=True)
+        # An official checkpoint names no model: the architecture check happens on load.
+        saved_model = None if is_official_checkpoint(ckpt) else ckpt["meta"].get("model")
+        if saved_model is not None and saved_model != cfg.MODEL.NAME:
+            raise UsageError(f"--resume: {resume} is a {saved_model} checkpoint but "
+                             f"MODEL.NAME is {cfg.MODEL.NAME}")
+    # One writer per run directory: the lock comes before anything reads or writes it (the
+    # outdir rules below included), and is held until the run (every worker) has ended.
+    writer = _writes_run_dir(a)
+    held = [_lock_run_dir(outdir, argv)] if writer else []
+    launched = False
+    try:
+        plan = _prepare_run(a, argv, loaded, cfg, outdir, resume, ckpt, world, held)
+        if plan is None:
+            return ExitCode.OK
+        launched = True
+        return _launch(a, *plan)
+    finally:
+        for lock in held:  # not launched: nothing written, so remove what the lock created
+            lock.release(discard=not launched)
+
+
+def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir: Path,
+                 resume: Optional[Path], ckpt: Optional[dict], world: int, held: list):
+    """The outdir rules (``--resume``, ``--force``), after the lock: ``held`` is the lock on
+    ``outdir`` when this process is the writer, else empty. Returns ``_launch``'s arguments
+    after ``a`` (config, outdir, resume point, log preamble), or None: nothing to do."""
+    from ..config import apply_overrides, check_resume_overrides, load_config
+    from ..run_lock import has_run_content
+    exists = has_run_content(outdir)  # the lock file alone is not a run
+    if a.resume:
+        saved = outdir / "config.yaml"
+        if a.resume == "auto":
+            if exists:
+                resume, ckpt = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
+            if resume is None:
+                print(f"no checkpoint in {outdir}; starting from the beginning", file=sys.stderr)
+        if resume is not None and saved.is_file():
+            saved_cfg = load_config(saved)
+            new_cfg = apply_overrides(saved_cfg, _overrides_in_our_format(a, loaded, world))
+            check_resume_overrides(saved_cfg, new_cfg)
+            cfg = new_cfg
+        if resume is not None and _finished(ckpt):
+            print(f"{outdir}: the run already finished ({resume.name}); nothing to do")
+            return None
+    elif exists:
+        if not a.force:
+            raise UsageError(f"--outdir {outdir} already exists; use --resume auto to continue it "
+                             "or --force to move it aside")
+        if held:
+            # Locked (by us) while it moves, so a live run's directory is never moved; the lock
+            # file goes with it. The new directory is locked before the old one is let go.
+            moved = _move_aside(outdir)
+            print(f"moved the existing {outdir} to {moved}", file=sys.stderr)
+            old = held.pop()
+            try:
+                held.append(_lock_run_dir(outdir, argv))
+            finally:
+                old.release()
+    preamble = [f"resnest-train {_describe_args(a, world)}"] + loaded.translation
+    return cfg, outdir, resume, preamble
+
+
+def _describe_args(a: argparse.Namespace, world: int) -> str:
+    """The resolved arguments, for the top of the log."""
+    flags = {k: v for k, v in sorted(vars(a).items())
+             if v not in (None, False, []) and k != "overrides"}
+    text = " ".join(f"--{k.replace('_', '-')} {v}" if v is not True else f"--{k.replace('_', '-')}"
+                    for k, v in flags.items())
+    over = " ".join(a.overrides)
+    return f"arguments: {text}{' ' + over if over else ''} (world size {world})"
+
+
+def _overrides_in_our_format(a: argparse.Namespace, loaded, world: int) -> List[str]:
+    """The command line's overrides as KEY=VALUE of our schema. For our format they are the
+    overrides themselves; for an official config, what they change after translation (an
+    official TRAINING.BATCH_SIZE=16 is per GPU, not the global batch of the saved config)."""
+    if loaded.format != "official":
+        return list(a.overrides)
+    import json
+
+    from ..config import diff_configs, load_config
+    plain = load_config(a.config_file, (), world_size=world)
+    return [f"{key}={json.dumps(new)}" for key, _, new in diff_configs(plain, loaded.config)]
+
+
+def _check_data_paths(cfg) -> None:
+    """Find missing dataset roots before any process is spawned (the config already checked
+    the dataset name)."""
+    from ..data import DataError
+    name = cfg.DATA.DATASET
+    if name in ("imagefolder", "imagenet", "cifar10", "cifar100"):
+        root = cfg.DATA.ROOT
+        if not root:
+            raise DataError(f"DATA.ROOT: dataset {name!r} needs a root directory")
+        if not Path(root).is_dir() and not (name.startswith("cifar") and cfg.DATA.DOWNLOAD):
+            raise DataError(f"DATA.ROOT: directory not found: {root}")
+
+
+def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str] = ()) -> int:
+    what = None
+    if not a.resume or a.resume == "auto":
+        try:
+            path, what = find_run_weights(outdir, cfg.MODEL.NAME)
+        except UsageError as e:
+            flag = "--export" if a.export else "--eval-only"
+            raise UsageError(f"{flag}: {e}") from None
+    else:
+        path = Path(a.resume)
+        if not path.is_file():
+            raise UsageError(f"--resume: file not found: {path}")
+    out = export_path(a.export, outdir, path) if a.export else None  # refused before any output
+    if out is not None:
+        if what is not None:
+            print(f"exporting {what} {path}", file=sys.stderr)
+        from ..export import export_weights
+        export_weights(cfg, path, out)
+        print(f"exported {path} to {out}")
+        return ExitCode.OK
+    # --eval-only writes OUTDIR/eval_metrics.json: the run directory's lock first (--export
+    # writes outside it and only reads it, so it takes none).
+    lock = _lock_run_dir(outdir, argv) if _writes_run_dir(a) else None
+    written = False
+    try:
+        if what is not None:
+            print(f"evaluating {what} {path}", file=sys.stderr)
+        from ..evaluate import evaluate
+        m = evaluate(cfg, path)
+        print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
+        # The official script's eval output, under its own name: never the training run's
+        # metrics.json.
+        target = outdir / "eval_metrics.json"
+        _atomic_write_text(target, json.dumps({"top1": float(m["top1"]),
+                                               "top5": float(m["top5"])}) + "\n")
+        written = True
+    finally:
+        if lock is not None:
+            lock.release(discard=not written)
+    print(f"wrote {target}")
+    return ExitCode.OK
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point; returns the exit status."""
+    return console_main(run_cli, argv)
