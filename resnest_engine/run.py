@@ -16,7 +16,7 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from .config import Config, config_to_dict, config_warnings, dump_config, effective_lr
-from .data import MixupCutmix, attach_sampler_epochs, close_loader, create_loaders
+from .data import MixupCutmix, SamplerEpochs, close_loader, create_loaders
 from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from .engine import (SoftTargetCrossEntropy, create_evaluator, create_optimizer, create_trainer,
                      param_groups)
@@ -212,7 +212,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         deterministic=t.DETERMINISTIC, seed=cfg.SEED)
     if mix is not None:
         mix.attach(trainer, d.MIXUP_OFF_EPOCH)
-    attach_sampler_epochs(trainer, train_loader)
+    SamplerEpochs(train_loader).attach(trainer)
     if o.FREEZE_BODY_EPOCHS > 0:
         FreezeBody(raw_model, optimizer, o.FREEZE_BODY_EPOCHS).attach(trainer)
     if o.BODY_LR_SCALE != 1.0 or o.FREEZE_BODY_EPOCHS > 0:

@@ -2,15 +2,15 @@
 
 Typical use (the recipe runner does exactly this)::
 
-    from resnest_engine.data import DataOptions, create_loaders, attach_sampler_epochs
+    from resnest_engine.data import DataOptions, SamplerEpochs, create_loaders
     train_loader, val_loader, num_classes = create_loaders(DataOptions(dataset="digits",
         crop_size=32, small_image=True, workers=2), batch_size=64, test_batch_size=128, seed=0)
-    attach_sampler_epochs(trainer, train_loader)   # before trainer.run(train_loader, ...)
+    SamplerEpochs(train_loader).attach(trainer)   # before trainer.run(train_loader, ...)
     # in the step: x, y = train_loader.prepare_batch(batch, device, non_blocking=True)
 """
 from .datasets import build_dataset, list_datasets, register_dataset
 from .errors import DataError
-from .loaders import attach_sampler_epochs, close_loader, create_eval_loader, create_loaders
+from .loaders import SamplerEpochs, close_loader, create_eval_loader, create_loaders
 from .mixup import MixupCutmix
 from .options import IMAGENET_MEAN, IMAGENET_STD, DataOptions
 from .transforms import build_eval_transform, build_train_transform
@@ -19,7 +19,7 @@ from .transforms import build_eval_transform, build_train_transform
 # make_train_loader, ...), .samplers, .transforms (Lighting, ...), .jpeg, .reproducible.
 __all__ = [
     "DataOptions", "DataError", "IMAGENET_MEAN", "IMAGENET_STD",
-    "create_loaders", "create_eval_loader", "attach_sampler_epochs", "close_loader",
+    "create_loaders", "create_eval_loader", "SamplerEpochs", "close_loader",
     "build_dataset", "list_datasets", "register_dataset",
     "build_train_transform", "build_eval_transform", "MixupCutmix",
 ]

@@ -1,4 +1,4 @@
-"""Loaders: ``create_loaders`` (global batch split over processes) and ``attach_sampler_epochs``.
+"""Loaders: ``create_loaders`` (global batch split over processes) and ``SamplerEpochs``.
 
 Per process: batch = global batch / world size (an error when it does not divide), ``workers``
 DataLoader workers (not divided), persistent workers, pinned memory on CUDA, ``drop_last`` for
@@ -13,7 +13,7 @@ drop-in ``prepare_batch`` for ignite's ``create_supervised_trainer`` / ``_evalua
 the batch and applies it. On the default (float) path the transform returns the batch unchanged;
 with ``fast_jpeg`` it normalises the uint8 batch (see ``jpeg.py``).
 
-Reproducibility: call ``attach_sampler_epochs(trainer, train_loader)`` so the sampler's epoch is
+Reproducibility: call ``SamplerEpochs(train_loader).attach(trainer)`` so the sampler's epoch is
 set before each epoch's DataLoader iterator is created, including after a mid-epoch resume.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .samplers import EvalShardSampler, TrainSampler
 from .transforms import build_eval_transform, build_train_transform
 
 __all__ = ["ImageLoader", "create_loaders", "create_eval_loader", "make_train_loader", "make_eval_loader",
-           "attach_sampler_epochs", "find_epoch_sampler", "close_loader"]
+           "SamplerEpochs", "find_epoch_sampler", "close_loader"]
 
 
 class ImageLoader(DataLoader):
@@ -193,8 +193,8 @@ def find_epoch_sampler(loader: DataLoader) -> Any:
     raise DataError("the loader has no sampler with set_epoch(); build it with create_loaders")
 
 
-def attach_sampler_epochs(engine: Any, loader: DataLoader) -> None:
-    """Keep ``loader``'s sampler epoch in step with ``engine``.
+class SamplerEpochs:
+    """Keeps ``loader``'s sampler epoch in step with an engine: ``SamplerEpochs(loader).attach(trainer)``.
 
     The epoch must be set before the DataLoader iterator of that epoch is created (the iterator
     draws the whole epoch's order, and persistent workers never see later changes). ignite
@@ -204,16 +204,20 @@ def attach_sampler_epochs(engine: Any, loader: DataLoader) -> None:
     when ``epoch_length == len(loader)`` (the default) and is right after a mid-epoch resume
     (``engine.load_state_dict`` with any iteration).
     """
-    from ignite.engine import Events
 
-    sampler = find_epoch_sampler(loader)
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.sampler = find_epoch_sampler(loader)
 
-    def _set_epoch(engine: Any) -> None:
+    def __call__(self, engine: Any) -> None:
         try:
-            length = len(loader)
+            length = len(self.loader)
         except TypeError:
             length = engine.state.epoch_length
-        sampler.set_epoch(engine.state.iteration // max(1, int(length)))
+        self.sampler.set_epoch(engine.state.iteration // max(1, int(length)))
 
-    engine.add_event_handler(Events.STARTED, _set_epoch)
-    engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, _set_epoch)
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+        engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, self)

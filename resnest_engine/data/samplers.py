@@ -4,7 +4,7 @@
 ``DistributedSampler`` via ``idist.auto_dataloader``), gives every rank a disjoint strided share
 of one permutation, and yields ``SampleKey(epoch, index, repeat)`` so the epoch reaches the
 workers. Call ``set_epoch`` before each epoch's DataLoader iterator is created (see
-``loaders.attach_sampler_epochs``).
+``loaders.SamplerEpochs``).
 
 ``EvalShardSampler`` gives rank r the indices r, r+W, r+2W, ... with no padding, so
 distributed evaluation sees every sample exactly once.

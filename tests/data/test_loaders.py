@@ -6,7 +6,7 @@ from ignite.engine import DeterministicEngine, Engine, Events
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from resnest_engine.data import (DataError, DataOptions, attach_sampler_epochs, close_loader,
+from resnest_engine.data import (DataError, DataOptions, SamplerEpochs, close_loader,
                                  create_loaders)
 from resnest_engine.data.loaders import make_train_loader
 from resnest_engine.data.samplers import TrainSampler
@@ -90,7 +90,7 @@ def _record(engine_cls, loader, max_epochs, stop_at=None, state=None):
     def _pin_seed(e):  # DeterministicEngine draws a random seed on every start otherwise
         e.state.seed = 0
 
-    attach_sampler_epochs(engine, loader)
+    SamplerEpochs(loader).attach(engine)
     if stop_at is not None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), lambda e: e.terminate())
     if state is not None:
@@ -151,7 +151,7 @@ def test_mid_epoch_resume_gives_the_same_batches_with_deterministic_engine():
 def test_deterministic_engine_keeps_the_batch_transform():
     loader = _loader(workers=0)
     engine = DeterministicEngine(lambda e, b: None)
-    attach_sampler_epochs(engine, loader)
+    SamplerEpochs(loader).attach(engine)
     engine.run(loader, max_epochs=1)
     assert engine.state.dataloader is not loader
     assert engine.state.dataloader.batch_transform is loader.batch_transform

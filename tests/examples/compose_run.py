@@ -1,5 +1,5 @@
 import torch
-from resnest_engine.data import DataOptions, attach_sampler_epochs, create_loaders
+from resnest_engine.data import DataOptions, SamplerEpochs, create_loaders
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups
 from resnest_engine.handlers import (StandardOptions, attach_standard_handlers,
                                      build_standard_handlers, setup_logger)
@@ -12,7 +12,7 @@ model = get_model("resnest14", num_classes=num_classes, zero_init_last=True)
 optimizer = create_optimizer(param_groups(model, weight_decay=1e-4), "nesterov", lr=0.1)
 trainer = create_trainer(model, optimizer, torch.nn.CrossEntropyLoss(label_smoothing=0.1),
                          prepare_batch=train_loader.prepare_batch, deterministic=True, seed=0)
-attach_sampler_epochs(trainer, train_loader)
+SamplerEpochs(train_loader).attach(trainer)
 setup_logger()  # add a file path to also write log.txt; output_dir=... adds checkpoints etc.
 handlers = build_standard_handlers(trainer, model, optimizer, val_loader, StandardOptions(
     epochs=3, epoch_length=len(train_loader), lr=0.1, warmup_epochs=1))
