@@ -33,10 +33,12 @@ class GracefulInterrupt:
     def _on_signal(self, signum, _frame) -> None:
         self.signal = signum
 
+    def _due(self, _engine: Engine, iteration: int) -> bool:
+        """Event filter: alone every step; under DDP every ``every`` steps (a collective)."""
+        return idist.get_world_size() == 1 or iteration % self.every == 0
+
     def __call__(self, engine: Engine) -> None:
         world = idist.get_world_size()
-        if world > 1 and engine.state.iteration % self.every:
-            return
         flag = torch.tensor(1.0 if self.signal is not None else 0.0)
         if world > 1:
             flag = idist.all_reduce(flag)
@@ -55,4 +57,4 @@ class GracefulInterrupt:
                 signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread
                 pass
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, self)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._due), self)

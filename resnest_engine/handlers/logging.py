@@ -148,8 +148,6 @@ class TrainLogger:
         def _iter(engine: Engine) -> None:
             self._accumulate(engine)
             self._epoch_images += engine.state.output["batch_size"]
-            if engine.state.iteration % self.every == 0:
-                self._log(engine)
 
         def _epoch(engine: Engine) -> None:
             dt = time.perf_counter() - self._epoch_t0
@@ -160,6 +158,7 @@ class TrainLogger:
 
         trainer.add_event_handler(Events.EPOCH_STARTED, _start)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _iter)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self._log)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, _epoch)
 
 

@@ -39,9 +39,9 @@ class NanGuard:
         bad = ~torch.isfinite(loss.detach()).all()
         self._bad = bad if self._bad is None else self._bad | bad
 
-    def _due(self, engine: Engine) -> bool:
-        it = engine.state.iteration
-        return (it % self.every == 0 or it % engine.state.epoch_length == 0
+    def _due(self, engine: Engine, iteration: int) -> bool:
+        """Event filter of the check: every ``every`` steps, epoch ends, and when ``force``."""
+        return (iteration % self.every == 0 or iteration % engine.state.epoch_length == 0
                 or (self.force is not None and self.force(engine)))
 
     def _check(self, engine: Engine) -> None:
@@ -60,13 +60,10 @@ class NanGuard:
             engine.fire_event(TrainEvents.NAN_DETECTED)
             engine.terminate(skip_completed=True)
 
-    def __call__(self, engine: Engine) -> None:
-        self._accumulate(engine)
-        if self._due(engine):
-            self._check(engine)
-
     def attach(self, trainer: Engine) -> None:
-        """Place the guard on ``ITERATION_COMPLETED`` (before any writer there)."""
+        """Place the guard on ``ITERATION_COMPLETED`` (before any writer there): the flag is
+        accumulated every step, checked when :meth:`_due` lets the event through."""
         register_train_events(trainer)
         self.detected = False
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, self)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._due), self._check)
