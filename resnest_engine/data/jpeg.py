@@ -23,6 +23,7 @@ eval ``(uint8 images, labels)``.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
@@ -237,25 +238,49 @@ class BatchTransform:
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], lighting: bool = False,
-                 erase: bool = False, channels_last: bool = True) -> None:
+                 erase: bool = False, channels_last: bool = True,
+                 cpu_threads: Optional[int] = None) -> None:
         self.mean, self.std = tuple(mean), tuple(std)
         self.lighting, self.erase, self.channels_last = lighting, erase, channels_last
+        self.cpu_threads = cpu_threads
 
     def __call__(self, batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch[0], batch[1]
         if images.is_floating_point():
             return images, labels
         params = batch[2] if len(batch) > 2 else None
-        return normalize_batch(images, self.mean, self.std, params, lighting=self.lighting,
-                               erase=self.erase, channels_last=self.channels_last), labels
+        with _capped_threads(self.cpu_threads if images.device.type == "cpu" else None):
+            return normalize_batch(images, self.mean, self.std, params, lighting=self.lighting,
+                                   erase=self.erase, channels_last=self.channels_last), labels
 
     def __repr__(self) -> str:
         return (f"BatchTransform(mean={self.mean}, std={self.std}, lighting={self.lighting}, "
-                f"erase={self.erase}, channels_last={self.channels_last})")
+                f"erase={self.erase}, channels_last={self.channels_last}, "
+                f"cpu_threads={self.cpu_threads})")
+
+
+@contextlib.contextmanager
+def _capped_threads(n: Optional[int]):
+    """At most ``n`` intra-op threads inside the block (None: unchanged). The result of an
+    elementwise op does not depend on the thread count."""
+    before = torch.get_num_threads()
+    if n is None or before <= n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_device_transform(opts: DataOptions) -> BatchTransform:
-    """The batch transform to apply after moving a batch of ``opts``' loaders to the device."""
+    """The batch transform to apply after moving a batch of ``opts``' loaders to the device.
+
+    With DataLoader workers and a CPU device, the normalisation runs on one thread: the workers
+    are decoding on the same cores, and a multi-threaded elementwise op in the main process only
+    fights them for the cores (benchmarks/dataloader.py with 2 main threads: see docs/data.md)."""
     mean, std = channel_stats(opts)
     return BatchTransform(mean, std, lighting=opts.pca_lighting > 0, erase=opts.random_erase > 0,
-                          channels_last=opts.channels_last)
+                          channels_last=opts.channels_last,
+                          cpu_threads=1 if opts.workers > 0 else None)

@@ -135,3 +135,36 @@ def test_fast_path_needs_an_image_folder_and_skips_corrupt(jpegs, tmp_path):
         img, label, _ = sample(index)
     assert img.shape == (3, 64, 64) and ds.skipped_at_load == 1
     assert any(path in str(w.message) for w in caught)
+
+
+def test_cpu_normalisation_runs_on_one_thread_beside_workers_and_gives_the_same_batch(monkeypatch):
+    """With DataLoader workers on a CPU run, the batch transform caps itself to one thread (the
+    workers decode on the same cores); the result is bitwise that of the uncapped transform and
+    the thread count is restored."""
+    import resnest_engine.data.jpeg as jpeg
+
+    capped = make_device_transform(DataOptions(dataset="imagefolder", root="x", workers=2,
+                                               fast_jpeg=True))
+    free = make_device_transform(DataOptions(dataset="imagefolder", root="x", workers=0,
+                                             fast_jpeg=True))
+    assert capped.cpu_threads == 1 and free.cpu_threads is None
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 48, 48, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)
+    labels = torch.arange(4)
+    seen = []
+    original = jpeg.normalize_batch
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jpeg, "normalize_batch", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x1, _ = capped((images, labels))
+        x2, _ = free((images, labels))
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(x1, x2)
