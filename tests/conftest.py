@@ -27,3 +27,9 @@ def _single_threaded():
     torch.set_num_threads(int(os.environ.get("RESNEST_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (stable order otherwise): with `make test`'s work-stealing xdist workers
+    the longest tests start early instead of ending the run on one busy worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -10,7 +10,6 @@ until it finishes, and compare final weights (bitwise) and metrics.json with the
 """
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess

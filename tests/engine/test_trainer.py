@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from torch import nn
 
 from resnest_engine.engine import SeededDeterministicEngine, create_trainer

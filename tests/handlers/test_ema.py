@@ -42,7 +42,6 @@ def test_ema_closed_form(decay, loader):
 
 def test_ema_decay_validated(tiny_model):
     model = tiny_model()
-    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError):
             create_ema(model, bad)

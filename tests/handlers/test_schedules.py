@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import (StandardOptions, attach_standard_handlers, build_standard_handlers,
