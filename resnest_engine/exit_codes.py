@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["ExitCode", "NAN_EXIT_CODE"]
+__all__ = ["ExitCode"]
 
 
 class ExitCode(IntEnum):
@@ -24,7 +24,3 @@ class ExitCode(IntEnum):
     KEYBOARD_INTERRUPT = 130
     #: stdout closed early (``resnest-predict ... | head``; 128 + SIGPIPE).
     BROKEN_PIPE = 141
-
-
-#: ``handlers.nan_guard``'s name for :attr:`ExitCode.NAN` (it lists it in its ``__all__``).
-NAN_EXIT_CODE = ExitCode.NAN

@@ -9,11 +9,10 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..engine.events import TrainEvents, register_train_events
-from ..exit_codes import NAN_EXIT_CODE
 
 logger = logging.getLogger("resnest_engine")
 
-__all__ = ["NAN_EXIT_CODE", "NanGuard"]
+__all__ = ["NanGuard"]
 
 
 class NanGuard:

@@ -124,7 +124,6 @@ class StandardHandlers:
     ema: Optional[EMAHandler] = None
     train_logger: Optional[TrainLogger] = None
     progress_bar: Any = None  # ignite ProgressBar
-    evaluators: Dict[str, Engine] = field(default_factory=dict)
     validation: Optional[Validation] = None
     history: Optional[MetricsHistory] = None
     tensorboard: Optional[TensorBoard] = None
@@ -135,6 +134,11 @@ class StandardHandlers:
     resume_every_iters: int = 0
     epoch_checkpointer: Optional[Checkpoint] = None
     final_weights: Optional[FinalWeights] = None
+
+    @property
+    def evaluators(self) -> Dict[str, Engine]:
+        """The validation's evaluators (``{"raw": ..., "ema": ...}``); none without validation."""
+        return self.validation.evaluators if self.validation is not None else {}
 
     def writes_allowed(self) -> bool:
         return self.nan_guard is None or not self.nan_guard.detected
@@ -178,14 +182,12 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
     h.train_logger = TrainLogger(opts.log_every, optimizer)
     h.progress_bar = create_progress_bar(opts.progress_bar)
     if val_loader is not None:
-        h.evaluators["raw"] = evaluator or create_evaluator(
-            raw_model, amp=opts.amp, channels_last=opts.channels_last,
-            prepare_batch=getattr(val_loader, "prepare_batch", None))
+        ev_kwargs = dict(amp=opts.amp, channels_last=opts.channels_last,
+                         prepare_batch=getattr(val_loader, "prepare_batch", None))
+        evaluators = {"raw": evaluator or create_evaluator(raw_model, **ev_kwargs)}
         if h.ema is not None:
-            h.evaluators["ema"] = create_evaluator(
-                h.ema.ema_model, amp=opts.amp, channels_last=opts.channels_last,
-                prepare_batch=getattr(val_loader, "prepare_batch", None))
-        h.validation = Validation(h.evaluators, val_loader, opts.val_every, opts.val_start)
+            evaluators["ema"] = create_evaluator(h.ema.ema_model, **ev_kwargs)
+        h.validation = Validation(evaluators, val_loader, opts.val_every, opts.val_start)
     h.best_on = "ema" if h.ema is not None else "raw"
     h.history = MetricsHistory(out_dir / "metrics.json" if out_dir else None, weights=h.best_on)
     if out_dir is not None and opts.tensorboard:
@@ -245,10 +247,9 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
             Events.ITERATION_COMPLETED(event_filter=mid_epoch_filter(h.resume_every_iters)),
             h.write, h.resume_checkpointer)
 
-    evaluators = h.validation.evaluators if h.validation is not None else h.evaluators
+    evaluators = h.evaluators
     if h.history is not None and evaluators:
-        h.history.attach(trainer, evaluators, getattr(h.lr_scheduler, "optimizer", None)
-                         or _first_optimizer(h.to_save))
+        h.history.attach(trainer, evaluators, h.to_save.get("optimizer"))
     if h.tensorboard is not None:
         h.tensorboard.attach(trainer, h.train_logger, evaluators)
     if h.best_checkpointer is not None and h.best_on in evaluators:
@@ -263,11 +264,6 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
         trainer.add_event_handler(Events.EPOCH_COMPLETED, h.write, h.epoch_checkpointer)
     if h.final_weights is not None:
         trainer.add_event_handler(Events.COMPLETED, h.final_weights)
-
-
-def _first_optimizer(to_save: Dict[str, Any]) -> Optional[torch.optim.Optimizer]:
-    opt = to_save.get("optimizer")
-    return opt if isinstance(opt, torch.optim.Optimizer) else None
 
 
 def _scaler(trainer: Engine) -> Any:
