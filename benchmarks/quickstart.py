@@ -14,7 +14,7 @@ from process start to the last validation:
   from 1e-5, label smoothing 0.1, RandomResizedCrop scale 0.08-1, flip 0.5, colour jitter 0.4.
   This is what a timm user runs, and the issue's goal (0.5x) is against it;
 * timm, our recipe's hyperparameters: the same components set like ``recipes/digits.yaml``
-  (AdamW at the recipe's LR and decay, cosine with 1 warmup epoch, 8 epochs, batch 64,
+  (AdamW at the recipe's LR and decay, its warmup, epochs and batch, read from the recipe;
   RandomResizedCrop at scale 0.5-1 standing in for our pad-crop, no flip, no colour jitter): the
   like-for-like comparison of the two engines.
 
@@ -35,13 +35,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 TIMM_LOOP = r'''
-import sys, time, torch
+import json, sys, time, torch
 from timm import create_model
 from timm.data import create_dataset, create_loader
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-root, seed, setting = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+root, seed, setting, recipe = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 torch.manual_seed(seed)
 train = create_dataset("", root=f"{root}/train")
 val = create_dataset("", root=f"{root}/val")
@@ -51,11 +51,11 @@ if setting == "train.py":  # timm train.py's defaults for --epochs 15 --input-si
     aug = dict(scale=(0.08, 1.0), hflip=0.5, color_jitter=0.4)
     opt_kw = dict(opt="sgd", lr=0.1 * batch / 256, momentum=0.9, weight_decay=2e-5)
     sched_kw = dict(warmup_epochs=5, warmup_lr=1e-5)
-else:  # recipes/digits.yaml's hyperparameters
-    epochs, batch = 8, 64
+else:  # recipes/digits.yaml's hyperparameters, read from the recipe by the parent
+    epochs, batch = recipe["epochs"], recipe["batch"]
     aug = dict(scale=(0.5, 1.0), hflip=0.0, color_jitter=0.0)
-    opt_kw = dict(opt="adamw", lr=0.001, weight_decay=0.05)
-    sched_kw = dict(warmup_epochs=1, warmup_lr=1e-6)
+    opt_kw = dict(opt="adamw", lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    sched_kw = dict(warmup_epochs=recipe["warmup_epochs"], warmup_lr=1e-6)
 train_loader = create_loader(train, batch_size=batch, is_training=True, persistent_workers=False,
                              **aug, **kw)
 val_loader = create_loader(val, batch_size=360, is_training=False, crop_pct=1.0,
@@ -97,6 +97,17 @@ def write_digits_folder(root: Path) -> None:
             img.convert("RGB").save(d / f"{i}.png")
 
 
+def recipe_hyperparameters() -> dict:
+    """The digits recipe's schedule as timm's factories take it (LR at the recipe's batch)."""
+    sys.path.insert(0, str(REPO))
+    from resnest_engine.config import read_config
+    c = read_config(REPO / "recipes" / "digits.yaml").config
+    assert c.OPTIMIZER.NAME == "adamw" and c.OPTIMIZER.LR_SCHEDULER == "cos", "recipe changed"
+    return dict(epochs=c.TRAINING.EPOCHS, batch=c.TRAINING.BATCH_SIZE,
+                lr=c.OPTIMIZER.LR * c.TRAINING.BATCH_SIZE / 256,
+                weight_decay=c.OPTIMIZER.WEIGHT_DECAY, warmup_epochs=c.OPTIMIZER.WARMUP_EPOCHS)
+
+
 def timed(cmd, env) -> tuple:
     start = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -113,6 +124,7 @@ def main() -> None:
     a = p.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     rows = []
+    recipe = recipe_hyperparameters()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "digits"
         write_digits_folder(root)
@@ -126,7 +138,7 @@ def main() -> None:
             line = f"seed {seed}: ours {ours:.2f}% in {wall:.1f} s"
             for setting, key in (("train.py", "timm_trainpy"), ("recipe", "timm_recipe")):
                 t_wall, t_out = timed([sys.executable, "-c", TIMM_LOOP, str(root), str(seed),
-                                       setting], env)
+                                       setting, json.dumps(recipe)], env)
                 theirs = float(re.findall(r"top1 ([\d.]+)", t_out)[-1])
                 row.update({f"{key}_top1": theirs, f"{key}_s": round(t_wall, 1),
                             f"ratio_vs_{key}": round(wall / t_wall, 3)})

@@ -154,7 +154,8 @@ def test_grads_match_in_float64(ours_name, ref_spec):
         assert rel_err(g, g_ref) <= 1e-9, name
 
 
-# bfloat16 convolutions are slow on CPU (5 and 10 s): the full suite only. The op's own dtype
+# bfloat16 convolutions are slow on CPU: the full suite only, at 48 px (2x2 at the last stage,
+# still a batch statistic over 12 values per channel). The op's own dtype
 # handling is in test_split_attention (fast).
 @pytest.mark.slow
 @pytest.mark.parametrize("ours_name,ref_spec", [
@@ -169,7 +170,7 @@ def test_bf16_autocast_training_matches(ours_name, ref_spec):
     randomise_norms(ref, torch.Generator().manual_seed(1))
     ours = get_model(ours_name)
     ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(2))
     target = torch.tensor([3, 997, 5])
     outs, grads = [], []
     for model in (ours, ref):
