@@ -203,6 +203,10 @@ def test_warmup_at_least_the_run_is_a_warning_not_an_error():
     assert len(loaded.warnings) == 1 and "cut to the run" in loaded.warnings[0]
 
 
+QUICK_START_CHANGES = {"TRAINING.EPOCHS": (8, 6), "OPTIMIZER.LR": (0.004, 0.012),
+                       "TRAINING.VAL_EVERY": (1, 2), "TRAINING.CKPT_EVERY": (1, 2)}
+
+
 def test_every_shipped_recipe_resolves_as_before(tmp_path):
     """The resolved configs recorded before the two-format change, key for key."""
     before = json.loads((REPO / "tests" / "fixtures" / "recipes_resolved_v0.json").read_text())
@@ -232,9 +236,10 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
                 elif dotted in ("TRAINING.AMP", "MODEL.CHANNELS_LAST") and (
                         "imagenet" in path or "cifar" in path):
                     assert value == "auto", (path, dotted)  # changed on purpose (issue 12)
-                elif dotted in ("TRAINING.EPOCHS", "OPTIMIZER.LR") and path.endswith("digits.yaml"):
-                    # the faster quick start (issue 12): 6 epochs at a higher LR instead of 8
-                    assert (old[section][key], value) in ((8, 6), (0.004, 0.012)), dotted
+                elif dotted in QUICK_START_CHANGES and path.endswith("digits.yaml"):
+                    # the faster quick start (issue 12): 6 epochs at a higher LR instead of 8,
+                    # validation and resume points every 2 epochs
+                    assert (old[section][key], value) == QUICK_START_CHANGES[dotted], dotted
                 else:
                     assert value == old[section][key], (path, dotted)
 
