@@ -38,18 +38,18 @@ class GracefulInterrupt:
         return idist.get_world_size() == 1 or iteration % self.every == 0
 
     def __call__(self, engine: Engine) -> None:
-        world = idist.get_world_size()
-        flag = torch.tensor(1.0 if self.signal is not None else 0.0)
-        if world > 1:
-            flag = idist.all_reduce(flag)
-            if float(flag) > 0 and self.signal is None:
+        interrupted = self.signal is not None
+        if idist.get_world_size() > 1:  # every rank stops at the same step
+            interrupted = float(idist.all_reduce(torch.tensor(float(interrupted)))) > 0
+            if interrupted and self.signal is None:
                 self.signal = signal.SIGTERM
-        if float(flag) > 0:
-            if self.on_interrupt is not None:
-                self.on_interrupt(engine)
-            logger.error("Interrupted by signal %s at iteration %d; a resume point was written. "
-                         "Continue with --resume auto.", self.signal, engine.state.iteration)
-            engine.terminate()
+        if not interrupted:
+            return
+        if self.on_interrupt is not None:
+            self.on_interrupt(engine)
+        logger.error("Interrupted by signal %s at iteration %d; a resume point was written. "
+                     "Continue with --resume auto.", self.signal, engine.state.iteration)
+        engine.terminate()
 
     def attach(self, trainer: Engine) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
