@@ -2,7 +2,7 @@
 
 Writes scikit-learn's digits (the digits recipe's own 1437/360 split, 32x32) as
 ROOT/train/<digit>/*.png and ROOT/val/<digit>/*.png, then, each in its own process and timed
-from process start to the last validation:
+from process start to exit:
 
 * ours: ``resnest-train --config-file recipes/digits.yaml`` on that folder (DATA.DATASET
   imagefolder), the recipe unchanged otherwise;
@@ -65,7 +65,7 @@ opt = create_optimizer_v2(model, **opt_kw)
 sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=epochs,
                                updates_per_epoch=len(train_loader), step_on_epochs=False,
                                **sched_kw)
-loss_fn = LabelSmoothingCrossEntropy(0.1)
+loss_fn = LabelSmoothingCrossEntropy(0.1 if setting == "train.py" else recipe["label_smoothing"])
 step = 0
 for epoch in range(epochs):
     model.train()
@@ -105,7 +105,8 @@ def recipe_hyperparameters() -> dict:
     assert c.OPTIMIZER.NAME == "adamw" and c.OPTIMIZER.LR_SCHEDULER == "cos", "recipe changed"
     return dict(epochs=c.TRAINING.EPOCHS, batch=c.TRAINING.BATCH_SIZE,
                 lr=c.OPTIMIZER.LR * c.TRAINING.BATCH_SIZE / 256,
-                weight_decay=c.OPTIMIZER.WEIGHT_DECAY, warmup_epochs=c.OPTIMIZER.WARMUP_EPOCHS)
+                weight_decay=c.OPTIMIZER.WEIGHT_DECAY, warmup_epochs=c.OPTIMIZER.WARMUP_EPOCHS,
+                label_smoothing=c.DATA.LABEL_SMOOTHING)
 
 
 def timed(cmd, env) -> tuple:
