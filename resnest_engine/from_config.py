@@ -1,20 +1,30 @@
-"""The library's pieces from a :class:`~resnest_engine.config.Config`: data options, model
-constructor arguments and the model (with its pretrained weights). Shared by the recipe runner,
-``--eval-only``, ``resnest-predict``, ``resnest-average`` and exports."""
+"""The library's pieces from a :class:`~resnest_engine.config.Config`: the one place where config
+keys become builder arguments. Data options, the model (with its pretrained weights), the
+optimizer, the loss and batch mixing, the LR schedule, the EMA, the validation and the standard
+handlers with their policy. Shared by the recipe runner, ``--eval-only``, ``resnest-predict``,
+``resnest-average`` and exports; option objects take their keys generically
+(:func:`~resnest_engine.config.options.option_values`), so a new key is one schema line."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
 from torch import nn
 
-from .config import Config
-from .data import DataOptions
-from .data.transforms import LARGE_CROP
+from .config import Config, config_to_dict, effective_lr
+from .config.options import option_values
+from .data import DataOptions, MixupCutmix
+from .engine import SoftTargetCrossEntropy, create_optimizer, param_groups, unwrap_model
+from .handlers import (DropBlockRamp, FreezeBody, StandardHandlers, StandardOptions, Validation,
+                       build_standard_handlers, create_ema, create_lr_scheduler)
 from .models import get_model, get_variant, load_pretrained
+from .models.published import load_published_state_dict, published_url
 
-__all__ = ["CLASSES_FILE", "build_model", "data_options", "model_kwargs"]
+__all__ = ["CLASSES_FILE", "build_freeze", "build_handlers", "build_loss", "build_lr_scheduler",
+           "build_model", "build_optimizer", "checkpoint_meta", "data_options", "model_kwargs"]
 
 logger = logging.getLogger("resnest_engine")
 
@@ -22,26 +32,14 @@ CLASSES_FILE = "classes.json"  # a run's class names, index order
 
 
 def data_options(cfg: Config) -> DataOptions:
-    """DATA section (plus the variant's data defaults) as the data package's options."""
-    d, variant = cfg.DATA, get_variant(cfg.MODEL.NAME)
-    rand_aug = None
-    if d.RAND_AUG:
-        n, m = (int(v) for v in str(d.RAND_AUG).split(","))
-        rand_aug = (n, m)
-    return DataOptions(
-        dataset=d.DATASET, root=d.ROOT, download=d.DOWNLOAD,
-        crop_size=d.CROP_SIZE or variant.crop_size,
-        eval_crop_fraction=d.EVAL_CROP_FRACTION or variant.eval_crop_fraction,
-        interpolation=d.INTERPOLATION or variant.interpolation,
-        mean=variant.mean, std=variant.std, in_chans=cfg.MODEL.IN_CHANS, hflip=d.HFLIP,
-        color_jitter=d.COLOR_JITTER, pca_lighting=d.PCA_LIGHTING, rand_aug=rand_aug,
-        auto_aug=d.AUTO_AUG, trivial_aug=d.TRIVIAL_AUG, random_erase=d.RANDOM_ERASE,
-        small_image=d.SMALL_IMAGE, aug_repeats=d.AUG_REPEATS, workers=d.WORKERS,
-        skip_corrupt=d.SKIP_CORRUPT, fast_jpeg=d.FAST_JPEG, synthetic_size=d.SYNTHETIC_SIZE,
-        synthetic_classes=d.SYNTHETIC_CLASSES, image_size=d.IMAGE_SIZE,
-        ecrop_min_size=0 if d.CROP_STYLE == "ecrop" else LARGE_CROP,
-        val_fraction=d.VAL_FRACTION, split_seed=cfg.SEED,
-    )
+    """The DATA keys (and MODEL.IN_CHANS) as the data package's options, with the variant's
+    geometry and normalisation where the config leaves them to it, and SEED for the split."""
+    variant = get_variant(cfg.MODEL.NAME)
+    values = option_values(DataOptions, cfg)
+    for name in ("crop_size", "eval_crop_fraction", "interpolation"):
+        if values[name] is None:
+            values[name] = getattr(variant, name)
+    return DataOptions(**values, mean=variant.mean, std=variant.std, split_seed=cfg.SEED)
 
 
 def model_kwargs(cfg: Config) -> Dict[str, Any]:
@@ -60,7 +58,6 @@ def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Mo
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
     source = cfg.MODEL.PRETRAINED if pretrained else None
     if source is True:  # the published weights, fetched once per machine (rank 0 first)
-        from .models.published import load_published_state_dict, published_url
         if idist.get_local_rank() != 0:
             idist.barrier()
         state = load_published_state_dict(cfg.MODEL.NAME, progress=idist.get_rank() == 0)
@@ -77,3 +74,78 @@ def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Mo
     if cfg.MODEL.GRAD_CHECKPOINTING:
         model.set_grad_checkpointing(True)
     return model
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """The OPTIMIZER section's optimizer over ``model``'s parameter groups, at the effective LR
+    (logs the classifier/body split when fine-tuning)."""
+    o, lr = cfg.OPTIMIZER, effective_lr(cfg)
+    groups = param_groups(model, o.WEIGHT_DECAY, no_bn_wd=o.DISABLE_BN_WD,
+                          body_lr_scale=o.BODY_LR_SCALE)
+    if o.BODY_LR_SCALE != 1.0 or o.FREEZE_BODY_EPOCHS > 0:
+        head = sum(p.numel() for p in model.get_classifier().parameters())
+        body = sum(p.numel() for p in model.parameters()) - head
+        logger.info("Fine-tuning: classifier LR %g (%d parameters), body LR %g = x%g (%d "
+                    "parameters)%s", lr, head, lr * o.BODY_LR_SCALE, o.BODY_LR_SCALE, body,
+                    f"; body frozen in epochs 1-{o.FREEZE_BODY_EPOCHS}"
+                    if o.FREEZE_BODY_EPOCHS else "")
+    return create_optimizer(groups, o.NAME, lr, o.MOMENTUM, o.WEIGHT_DECAY, o.BETAS)
+
+
+def build_freeze(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer
+                 ) -> Optional[FreezeBody]:
+    """OPTIMIZER.FREEZE_BODY_EPOCHS as a :class:`FreezeBody` handler (None when 0)."""
+    epochs = cfg.OPTIMIZER.FREEZE_BODY_EPOCHS
+    return FreezeBody(model, optimizer, epochs) if epochs > 0 else None
+
+
+def build_loss(cfg: Config, num_classes: int) -> Tuple[nn.Module, Optional[MixupCutmix]]:
+    """``(loss, batch mixing)``: soft-target cross-entropy with :class:`MixupCutmix` when MIXUP
+    or CUTMIX is on (attach it with ``mix.attach(trainer, DATA.MIXUP_OFF_EPOCH)``), else
+    cross-entropy with LABEL_SMOOTHING and no mixing."""
+    d = cfg.DATA
+    if d.MIXUP > 0 or d.CUTMIX > 0:
+        mix = MixupCutmix(num_classes, d.MIXUP, d.CUTMIX, d.MIXUP_PROB, d.MIXUP_SWITCH_PROB,
+                          d.LABEL_SMOOTHING)
+        return SoftTargetCrossEntropy(), mix
+    return nn.CrossEntropyLoss(label_smoothing=d.LABEL_SMOOTHING), None
+
+
+def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, epoch_length: int):
+    """The OPTIMIZER section's schedule (warmup, then the decay), per optimizer step."""
+    o = cfg.OPTIMIZER
+    return create_lr_scheduler(
+        optimizer, o.LR_SCHEDULER, effective_lr(cfg), cfg.TRAINING.EPOCHS * epoch_length,
+        o.WARMUP_EPOCHS * epoch_length, o.WARMUP_START_FACTOR, o.MIN_LR,
+        [m * epoch_length for m in o.STEPS], o.GAMMA, o.POLY_POWER)
+
+
+def checkpoint_meta(cfg: Config, model: nn.Module, grad_accum: Optional[int] = None,
+                    class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """What every checkpoint of the run records beside the states: the model and its
+    arguments, the resolved config, the world size, threads and accumulation, the class names."""
+    return {"model": cfg.MODEL.NAME, "model_args": dict(model.model_args),
+            "num_classes": model.num_classes, "config": config_to_dict(cfg),
+            "world_size": idist.get_world_size(), "threads": torch.get_num_threads(),
+            "grad_accum": grad_accum or cfg.TRAINING.GRAD_ACCUM,
+            "class_names": list(class_names) if class_names is not None else None}
+
+
+def build_handlers(cfg: Config, trainer: Engine, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   evaluator: Engine, val_loader: Optional[Iterable], epoch_length: int,
+                   output_dir: Optional[str], meta: Dict[str, Any]) -> StandardHandlers:
+    """The standard handlers of a recipe: its LR schedule, EMA (TRAINING.EMA_DECAY), validation
+    (TRAINING.VAL_EVERY / VAL_START, ``evaluator`` for the raw model), DropBlock ramp
+    (MODEL.DROPBLOCK_PROB) and the policy keys of :class:`StandardOptions`."""
+    t, raw = cfg.TRAINING, unwrap_model(model)
+    total = t.EPOCHS * epoch_length
+    validation = (Validation({"raw": evaluator}, val_loader, t.VAL_EVERY, t.VAL_START)
+                  if val_loader is not None else None)
+    prob = cfg.MODEL.DROPBLOCK_PROB
+    return build_standard_handlers(
+        trainer, model, optimizer,
+        StandardOptions(**option_values(StandardOptions, cfg), output_dir=output_dir, meta=meta),
+        lr_scheduler=build_lr_scheduler(cfg, optimizer, epoch_length),
+        ema=create_ema(model, t.EMA_DECAY) if t.EMA_DECAY > 0 else None,
+        validation=validation,
+        dropblock=DropBlockRamp(raw, prob, total) if prob > 0 else None)

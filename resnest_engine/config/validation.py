@@ -19,7 +19,7 @@ from .schema import (FIELDS, FORMAT_KEY, FORMAT_MARKER, SECTIONS, TOP_SCALARS, C
                      config_to_dict)
 from .unknown_keys import OFFICIAL_ONLY_KEYS, suggest, unknown_key_error
 
-__all__ = ["config_from_dict", "validate_config", "config_warnings"]
+__all__ = ["check_one_policy", "config_from_dict", "convert", "validate_config", "config_warnings"]
 
 
 def flat_keys(data: Mapping[str, Any]) -> List[str]:
@@ -182,13 +182,20 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError(f"DATA.MIXUP_OFF_EPOCH: must be < TRAINING.EPOCHS ({t.EPOCHS}) "
                           f"(0 = never switch off), got {d.MIXUP_OFF_EPOCH}",
                           key="DATA.MIXUP_OFF_EPOCH")
-    policies = [k for k, on in (("DATA.RAND_AUG", d.RAND_AUG is not None),
-                                ("DATA.AUTO_AUG", d.AUTO_AUG),
-                                ("DATA.TRIVIAL_AUG", d.TRIVIAL_AUG)) if on]
-    if len(policies) > 1:
-        raise ConfigError(f"{policies[1]}: only one of DATA.RAND_AUG, DATA.AUTO_AUG and "
-                          f"DATA.TRIVIAL_AUG may be enabled, got {' and '.join(policies)}",
-                          key=policies[1])
+    check_one_policy(d.RAND_AUG, d.AUTO_AUG, d.TRIVIAL_AUG)
+
+
+def check_one_policy(rand_aug: Any, auto_aug: bool, trivial_aug: bool, lower: bool = False,
+                     error: Callable[[str], Exception] = ConfigError) -> None:
+    """The automatic augmentation policies exclude each other: raise ``error`` naming the second
+    one switched on (keys lower-cased with ``lower``, as DataOptions names its fields)."""
+    every = [k.lower() if lower else k for k in ("DATA.RAND_AUG", "DATA.AUTO_AUG",
+                                                  "DATA.TRIVIAL_AUG")]
+    on = [k for k, v in zip(every, (rand_aug is not None, auto_aug, trivial_aug)) if v]
+    if len(on) > 1:
+        message = (f"{on[1]}: only one of {', '.join(every[:2])} and {every[2]} may be enabled "
+                   f"(choose at most one augmentation policy), got {' and '.join(on)}")
+        raise ConfigError(message, key=on[1]) if error is ConfigError else error(message)
 
 
 def build_config(data: Any, origins: Optional[Mapping[str, str]] = None) -> Config:

@@ -1,14 +1,22 @@
-"""The standard set of handlers: built from one options object, wired in a documented order.
+"""The standard set of handlers: built pieces plus a small policy, wired in a documented order.
 
-Two steps, so any piece can be swapped for one of your own or one of ignite's::
+Like ignite's ``setup_common_training_handlers``, the pieces that carry a training decision (the
+LR schedule, the EMA, the validation with its evaluators, the DropBlock ramp) are built outside
+and passed in; :class:`StandardOptions` is the policy: how often to check and save, what to keep,
+where to write. Two steps, so any piece can be swapped for one of your own or one of ignite's::
 
-    handlers = build_standard_handlers(trainer, model, optimizer, val_loader, opts)
-    handlers.lr_scheduler = CosineAnnealingScheduler(optimizer, "lr", 0.1, 0.0, cycle_size=n)
+    handlers = build_standard_handlers(trainer, model, optimizer, lr_scheduler=sched,
+                                       validation=Validation({"raw": evaluator}, val_loader),
+                                       output_dir="output")
+    handlers.ema = None                      # or EMAHandler(model, momentum=2e-4)
     attach_standard_handlers(trainer, handlers)
 
-:func:`attach_standard_handlers` builds nothing; it places each non-None piece of a
-:class:`StandardHandlers` on its event, in this order (ignite runs the handlers of one event in
-insertion order):
+No piece holds a sibling from build time: whatever reads another piece (the EMA evaluator, the
+best-checkpoint pick, the final weights, the NaN guard's forced checks, the checkpoint's entries)
+reads it from the :class:`StandardHandlers` when it runs, so a replaced or removed piece is
+honoured everywhere. :func:`attach_standard_handlers` builds nothing but the EMA evaluator (one
+like the raw evaluator, for whatever ``ema`` holds); it places each non-None piece on its event,
+in this order (ignite runs the handlers of one event in insertion order):
 
 - ``ITERATION_STARTED``: LR schedule, per-group LR scale, DropBlock ramp.
 - ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar, mid-epoch resume point
@@ -22,9 +30,10 @@ Nothing is written after the NaN guard has fired (its ``detected`` flag).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
 
 import ignite.distributed as idist
 import torch
@@ -32,54 +41,35 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EMAHandler, ModelCheckpoint
 from torch import nn
 
+from ..config.options import options_from
 from ..engine.distributed import broadcast_buffers, unwrap_model
-from ..engine.evaluator import create_evaluator
+from ..engine.evaluator import evaluator_like
 from ..engine.events import epochs_filter, mid_epoch_filter, register_train_events
 from ..engine.rng import get_rng_state, set_rng_state
 from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, atomic_save,
                          create_best_checkpointer, create_epoch_checkpointer,
                          create_resume_checkpointer)
 from .dropblock import DropBlockRamp
-from .ema import create_ema
 from .logging import TensorBoard, TrainLogger, create_progress_bar
 from .metrics_history import MetricsHistory
 from .nan_guard import NanGuard
-from .schedules import LRScale, create_lr_scheduler
+from .schedules import LRScale
 from .validation import Validation
 
 __all__ = ["FinalWeights", "StandardHandlers", "StandardOptions", "attach_standard_handlers",
            "build_standard_handlers", "training_finished"]
 
 
-@dataclass
+@options_from("TRAINING.CKPT_EVERY", "TRAINING.CKPT_EVERY_ITERS", "TRAINING.KEEP_CHECKPOINTS",
+              "TRAINING.KEEP_BEST", "TRAINING.NAN_CHECK_EVERY", "LOGGING.LOG_EVERY",
+              "LOGGING.TENSORBOARD", "LOGGING.PROGRESS_BAR")
 class StandardOptions:
-    """What :func:`build_standard_handlers` builds. Steps are optimizer steps."""
+    """The policy of :func:`build_standard_handlers`: the config keys named above, lower-cased
+    with their defaults and checks (``ckpt_every`` epochs, 0 = off; ``ckpt_every_iters`` steps;
+    ``keep_checkpoints``, ``keep_best``; ``nan_check_every``; ``log_every``, ``tensorboard``,
+    ``progress_bar``), plus where to write and what every checkpoint records."""
 
-    epochs: int
-    epoch_length: int
-    lr: float
     output_dir: Optional[str] = None  # None: nothing is written (no checkpoints, logs, metrics)
-    lr_scheduler: str = "cos"
-    warmup_epochs: int = 0
-    warmup_start_factor: float = 0.0
-    min_lr: float = 0.0
-    milestones: Sequence[int] = ()  # epochs, for the step schedule
-    gamma: float = 0.1
-    poly_power: float = 0.9
-    dropblock_prob: float = 0.0
-    ema_decay: float = 0.0
-    val_every: int = 1
-    val_start: Optional[int] = None  # first validated epoch; None = val_every
-    ckpt_every: int = 1  # epochs; 0 = off
-    ckpt_every_iters: int = 0
-    keep_checkpoints: int = 2
-    keep_best: int = 1
-    nan_check_every: int = 1
-    log_every: int = 50
-    tensorboard: bool = True
-    progress_bar: str = "auto"
-    amp: str = "off"  # for the EMA evaluator (the raw one is passed in or built the same way)
-    channels_last: bool = False
     meta: Dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
 
 
@@ -91,30 +81,37 @@ def training_finished(engine: Engine) -> bool:
 
 class FinalWeights:
     """Callable for ``COMPLETED``: when training finished, write ``model``'s (the EMA model's, if
-    given) state_dict to ``path`` atomically (rank 0) and ``history``'s metrics.json."""
+    given) state_dict to ``path`` atomically (rank 0) and ``history``'s metrics.json.
+    :meth:`write` takes the EMA and history at call time (the standard handlers' current ones)."""
 
     def __init__(self, path: Path, model: nn.Module, history: Optional[MetricsHistory] = None,
                  ema: Optional[EMAHandler] = None) -> None:
         self.path, self.model, self.history, self.ema = Path(path), model, history, ema
 
     def __call__(self, engine: Engine) -> None:
+        self.write(engine, self.ema, self.history)
+
+    def write(self, engine: Engine, ema: Optional[EMAHandler],
+              history: Optional[MetricsHistory]) -> None:
         if not training_finished(engine):
             return
-        final = self.ema.ema_model if self.ema is not None else unwrap_model(self.model)
-        _sync_ema(self.ema)
+        final = ema.ema_model if ema is not None else unwrap_model(self.model)
+        _sync_ema(ema)
         if idist.get_rank() == 0:
             atomic_save(final.state_dict(), self.path)
-        if self.history is not None:
-            self.history.write()
+        if history is not None:
+            history.write()
 
 
 @dataclass
 class StandardHandlers:
     """The pieces :func:`attach_standard_handlers` wires. Replace any of them (an ignite
-    ``ParamScheduler`` or ``LRScheduler``, a ``ModelCheckpoint``, your own logger) or set one to
-    None to leave it off. ``to_save`` is what a checkpoint holds (pass it to ``load_checkpoint``
-    to resume); its scheduler, EMA, history and best-checkpointer entries read these fields when
-    a checkpoint is written, so a replaced piece is the one saved."""
+    ``ParamScheduler`` or ``LRScheduler``, ``EMAHandler``, ``ModelCheckpoint``, ``ProgressBar``,
+    your own logger) or set one to None to leave it off, between build and attach. ``to_save``
+    is what a checkpoint holds (pass it to ``load_checkpoint`` to resume); its scheduler, EMA,
+    history and best-checkpointer entries read these fields when a checkpoint is written, so a
+    replaced piece is the one saved. ``best_on`` None: ``"ema"`` when there is an EMA, else
+    ``"raw"``."""
 
     to_save: Dict[str, Any]
     lr_scheduler: Optional[Callable[[Engine], None]] = None
@@ -128,7 +125,7 @@ class StandardHandlers:
     history: Optional[MetricsHistory] = None
     tensorboard: Optional[TensorBoard] = None
     best_checkpointer: Optional[Checkpoint] = None
-    best_on: str = "raw"  # the evaluator whose top-1 picks the best checkpoints
+    best_on: Optional[str] = None  # the evaluator whose top-1 picks the best checkpoints
     resume_checkpointer: Optional[Checkpoint] = None
     resume_every_epochs: int = 1
     resume_every_iters: int = 0
@@ -157,39 +154,39 @@ class StandardHandlers:
     def write_resume_point(self, engine: Engine) -> None:
         self.write(engine, self.resume_checkpointer)
 
+    def write_final_weights(self, engine: Engine) -> None:
+        if self.final_weights is not None:
+            self.final_weights.write(engine, self.ema, self.history)
+
+    def resume_point_due(self, engine: Engine) -> bool:
+        """A mid-epoch resume point is due after this step (the NaN guard checks first)."""
+        return mid_epoch_filter(self.resume_every_iters)(engine, engine.state.iteration)
+
 
 def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.optim.Optimizer,
-                            val_loader: Optional[Iterable], opts: StandardOptions,
-                            evaluator: Optional[Engine] = None) -> StandardHandlers:
-    """The default pieces for ``opts`` (nothing is attached yet): schedule, NaN guard, EMA,
-    logging, validation (``evaluator`` or one built from ``model``), checkpoints, metrics.json."""
+                            opts: Optional[StandardOptions] = None, *,
+                            lr_scheduler: Optional[Callable[[Engine], None]] = None,
+                            ema: Optional[EMAHandler] = None,
+                            validation: Optional[Validation] = None,
+                            dropblock: Optional[DropBlockRamp] = None,
+                            **options: Any) -> StandardHandlers:
+    """The standard pieces around the built ones (nothing is attached yet): NaN guard, logging,
+    metrics.json, TensorBoard, checkpoints and final weights, by ``opts`` (or ``**options``, the
+    fields of :class:`StandardOptions` as keywords, which also override ``opts``)."""
+    opts = dataclasses.replace(opts, **options) if opts is not None else StandardOptions(**options)
     out_dir = Path(opts.output_dir) if opts.output_dir else None
-    total = opts.epochs * opts.epoch_length
     raw_model = unwrap_model(model)
     to_save: Dict[str, Any] = {}
-    h = StandardHandlers(to_save=to_save, resume_every_epochs=opts.ckpt_every,
+    h = StandardHandlers(to_save=to_save, lr_scheduler=lr_scheduler, dropblock=dropblock, ema=ema,
+                         validation=validation, resume_every_epochs=opts.ckpt_every,
                          resume_every_iters=opts.ckpt_every_iters if out_dir else 0)
-    h.lr_scheduler = create_lr_scheduler(
-        optimizer, opts.lr_scheduler, opts.lr, total, opts.warmup_epochs * opts.epoch_length,
-        opts.warmup_start_factor, opts.min_lr, [m * opts.epoch_length for m in opts.milestones],
-        opts.gamma, opts.poly_power)
     h.lr_scale = LRScale(optimizer) if LRScale.needed(optimizer) else None
-    h.dropblock = DropBlockRamp(raw_model, opts.dropblock_prob, total) if opts.dropblock_prob > 0 else None
-    # A resume point is never written after an unchecked step.
-    due = mid_epoch_filter(h.resume_every_iters)
-    h.nan_guard = NanGuard(opts.nan_check_every, force=lambda e: due(e, e.state.iteration))
-    h.ema = create_ema(model, opts.ema_decay) if opts.ema_decay > 0 else None
+    # A resume point is never written after an unchecked step: forced checks read the cadence
+    # from h when they run.
+    h.nan_guard = NanGuard(opts.nan_check_every, force=h.resume_point_due)
     h.train_logger = TrainLogger(opts.log_every, optimizer)
     h.progress_bar = create_progress_bar(opts.progress_bar)
-    if val_loader is not None:
-        ev_kwargs = dict(amp=opts.amp, channels_last=opts.channels_last,
-                         prepare_batch=getattr(val_loader, "prepare_batch", None))
-        evaluators = {"raw": evaluator or create_evaluator(raw_model, **ev_kwargs)}
-        if h.ema is not None:
-            evaluators["ema"] = create_evaluator(h.ema.ema_model, **ev_kwargs)
-        h.validation = Validation(evaluators, val_loader, opts.val_every, opts.val_start)
-    h.best_on = "ema" if h.ema is not None else "raw"
-    h.history = MetricsHistory(out_dir / "metrics.json" if out_dir else None, weights=h.best_on)
+    h.history = MetricsHistory(out_dir / "metrics.json" if out_dir else None)
     if out_dir is not None and opts.tensorboard:
         h.tensorboard = TensorBoard(out_dir / "tb")
 
@@ -199,8 +196,9 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
         "model": raw_model,
         "optimizer": optimizer,
         "trainer": trainer,
-        "schedulers": Stateful(lambda: {"lr": h.lr_scheduler.state_dict()},
-                               lambda s: h.lr_scheduler.load_state_dict(s["lr"])),
+        "schedulers": Stateful(lambda: {"lr": h.lr_scheduler.state_dict()} if h.lr_scheduler else {},
+                               lambda s: h.lr_scheduler.load_state_dict(s["lr"])
+                               if h.lr_scheduler is not None and s else None),
         "scaler": Stateful(lambda: _scaler(trainer).state_dict() if _scaler(trainer) else {},
                            lambda s: _scaler(trainer).load_state_dict(s) if _scaler(trainer) and s else None),
         "ema": Stateful(lambda: h.ema.ema_model.state_dict() if h.ema is not None else {},
@@ -212,17 +210,30 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
     if out_dir is None:
         return h
     saver = AtomicDiskSaver(out_dir / "checkpoints")
-    if h.evaluators and opts.keep_best > 0:
+    if validation is not None and opts.keep_best > 0:
         h.best_checkpointer = create_best_checkpointer(to_save, saver, trainer, "top1", opts.keep_best)
         to_save["best_checkpointer"] = Stateful(
             lambda: h.best_checkpointer.state_dict() if h.best_checkpointer else {},
             lambda s: h.best_checkpointer.load_state_dict(s) if h.best_checkpointer and s else None)
     h.resume_checkpointer = create_resume_checkpointer(to_save, saver, opts.keep_checkpoints)
-    if h.resume_every_iters > 0:
-        # Mid-epoch points rotate epoch-end points out; keep the newest one for elastic resume.
-        h.epoch_checkpointer = create_epoch_checkpointer(to_save, saver)
-    h.final_weights = FinalWeights(out_dir / "model_weights.pt", model, h.history, h.ema)
+    # Placed only while there are mid-epoch points (they rotate epoch-end points out; a resume on
+    # another number of processes needs the newest epoch boundary).
+    h.epoch_checkpointer = create_epoch_checkpointer(to_save, saver)
+    h.final_weights = FinalWeights(out_dir / "model_weights.pt", model)
     return h
+
+
+def _wire_ema_evaluator(h: StandardHandlers) -> None:
+    """The validation evaluates the EMA model exactly when there is an EMA: an ``"ema"``
+    evaluator like the raw one, asking ``h.ema`` for its model at every run, is added; without
+    an EMA, an ``"ema"`` evaluator is removed."""
+    if h.validation is None:
+        return
+    evaluators = h.validation.evaluators
+    if h.ema is None:
+        evaluators.pop("ema", None)
+    elif "ema" not in evaluators and "raw" in evaluators:
+        evaluators["ema"] = evaluator_like(evaluators["raw"], lambda: h.ema.ema_model)
 
 
 def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> None:
@@ -247,23 +258,26 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
             Events.ITERATION_COMPLETED(event_filter=mid_epoch_filter(h.resume_every_iters)),
             h.write, h.resume_checkpointer)
 
+    _wire_ema_evaluator(h)
     evaluators = h.evaluators
+    best_on = h.best_on or ("ema" if "ema" in evaluators else "raw")
     if h.history is not None and evaluators:
+        h.history.weights = best_on if best_on in evaluators else next(iter(evaluators))
         h.history.attach(trainer, evaluators, h.to_save.get("optimizer"))
     if h.tensorboard is not None:
         h.tensorboard.attach(trainer, h.train_logger, evaluators)
-    if h.best_checkpointer is not None and h.best_on in evaluators:
-        evaluators[h.best_on].add_event_handler(Events.COMPLETED, h.write, h.best_checkpointer)
+    if h.best_checkpointer is not None and best_on in evaluators:
+        evaluators[best_on].add_event_handler(Events.COMPLETED, h.write, h.best_checkpointer)
     if h.validation is not None:
         h.validation.attach(trainer)
 
     if h.resume_checkpointer is not None and h.resume_every_epochs > 0:
         trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=epochs_filter(h.resume_every_epochs)),
                                   h.write, h.resume_checkpointer)
-    if h.epoch_checkpointer is not None:
+    if h.epoch_checkpointer is not None and h.resume_every_iters > 0:
         trainer.add_event_handler(Events.EPOCH_COMPLETED, h.write, h.epoch_checkpointer)
     if h.final_weights is not None:
-        trainer.add_event_handler(Events.COMPLETED, h.final_weights)
+        trainer.add_event_handler(Events.COMPLETED, h.write_final_weights)
 
 
 def _scaler(trainer: Engine) -> Any:

@@ -25,7 +25,7 @@ def test_imagefolder_discovery(folder):
     assert [label for _, label in val.samples] == [0, 1, 1]
     img, label = train[3]
     assert img.mode == "RGB" and img.size == (40, 30) and label == 1
-    gray = build_dataset(DataOptions(dataset="imagenet", root=folder, in_chans=1), "train")
+    gray = build_dataset(DataOptions(dataset="imagenet", root=folder, in_chans=1, pca_lighting=0), "train")
     assert gray[0][0].mode == "L"
 
 
@@ -120,7 +120,7 @@ def test_digits_split_sizes_stratified_deterministic():
     assert np.all(np.abs(counts_val - counts_all * 0.2) <= 1)
     again = build_dataset(DataOptions(dataset="digits"), "val")
     assert again.targets == val.targets and np.array_equal(again.images, val.images)
-    small = build_dataset(DataOptions(dataset="digits", in_chans=1, image_size=16), "train")
+    small = build_dataset(DataOptions(dataset="digits", in_chans=1, pca_lighting=0, image_size=16), "train")
     assert small[0][0].mode == "L" and small[0][0].size == (16, 16)
 
 

@@ -105,7 +105,7 @@ def test_fast_large_crop_and_gray(jpegs):
     for train in (True, False):
         out = FastJpegSample(ds, opts, train=train)(0)
         assert out[0].shape == (3, 320, 320) and out[0].dtype == torch.uint8
-    gray = _opts(jpegs, in_chans=1, mean=(0.5,), std=(0.25,))
+    gray = _opts(jpegs, in_chans=1, pca_lighting=0, mean=(0.5,), std=(0.25,))
     train, _, _ = create_loaders(gray, 4, 4, seed=0)
     x, y = train.prepare_batch(next(iter(train)))
     assert x.shape == (4, 1, 64, 64)

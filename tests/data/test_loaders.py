@@ -23,7 +23,7 @@ def test_create_loaders_digits_default_float_path():
     assert train.batch_transform((x, y))[0] is x  # the default path needs no batch transform
     assert sum(len(b[1]) for b in val) == 360
     assert not train.pin_memory or torch.cuda.is_available()
-    gray = DataOptions(dataset="digits", crop_size=32, small_image=True, workers=0, in_chans=1)
+    gray = DataOptions(dataset="digits", crop_size=32, small_image=True, workers=0, in_chans=1, pca_lighting=0)
     x, _ = next(iter(create_loaders(gray, batch_size=8, test_batch_size=8, seed=0)[0]))
     assert x.shape == (8, 1, 32, 32)  # ImageNet's 3-value mean/std averaged for one channel
 

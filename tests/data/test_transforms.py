@@ -74,7 +74,7 @@ def test_sample_seed_mixes_all_fields():
 
 
 def test_gray_and_tensor_inputs(photo):
-    opts = DataOptions(crop_size=24, in_chans=1, color_jitter=0.3, auto_aug=True)
+    opts = DataOptions(crop_size=24, in_chans=1, pca_lighting=0, color_jitter=0.3, auto_aug=True)
     x = build_train_transform(opts)(photo.convert("L"))
     assert x.shape == (1, 24, 24)
     t = tv_tensors.Image(torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8))

@@ -4,7 +4,8 @@ from ignite.engine import Events
 from torch.utils.data import DataLoader, TensorDataset
 
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups
-from resnest_engine.handlers import StandardOptions, attach_standard_handlers, build_standard_handlers
+from resnest_engine.handlers import (attach_standard_handlers, build_standard_handlers,
+                                     create_lr_scheduler)
 from resnest_engine.models import get_model
 
 torch.manual_seed(0)
@@ -14,8 +15,10 @@ optimizer = create_optimizer(param_groups(model, weight_decay=1e-4), "nesterov",
 trainer = create_trainer(model, optimizer, torch.nn.CrossEntropyLoss())
 data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))),
                   batch_size=4)
-opts = StandardOptions(epochs=2, epoch_length=len(data), lr=0.05, progress_bar="off")
-handlers = build_standard_handlers(trainer, model, optimizer, None, opts)
+epochs = 2
+schedule = create_lr_scheduler(optimizer, "cos", lr=0.05, total_steps=epochs * len(data))
+handlers = build_standard_handlers(trainer, model, optimizer, lr_scheduler=schedule,
+                                   progress_bar="off")
 attach_standard_handlers(trainer, handlers)
 
 
@@ -39,6 +42,6 @@ def report(engine):
           f"stem changed: {stem_changed}")
 
 
-trainer.run(data, max_epochs=opts.epochs)
+trainer.run(data, max_epochs=epochs)
 # epoch 1: 20490 trainable parameters, stem changed: False
 # epoch 2: 8583178 trainable parameters, stem changed: True

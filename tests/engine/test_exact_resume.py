@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups
 from resnest_engine.data import MixupCutmix
 from resnest_engine.engine import SoftTargetCrossEntropy
-from resnest_engine.handlers import (StandardOptions,
-                                     attach_standard_handlers, build_standard_handlers, list_checkpoints, load_checkpoint,
+from resnest_engine.handlers import (attach_standard_handlers, list_checkpoints, load_checkpoint,
                                      read_checkpoint)
 
 from tests.tiny_models import make_loader, make_tiny_model
@@ -28,12 +28,12 @@ def _build(out_dir: Path):
     trainer = create_trainer(model, opt, SoftTargetCrossEntropy(), batch_transform=mix,
                              deterministic=True, seed=42)
     mix.attach(trainer, off_epoch=2)
-    opts = StandardOptions(epochs=EPOCHS, epoch_length=N // BATCH, lr=0.2, output_dir=str(out_dir),
+    opts = dict(epochs=EPOCHS, epoch_length=N // BATCH, lr=0.2, output_dir=str(out_dir),
                            warmup_epochs=1, warmup_start_factor=0.1, ema_decay=0.7,
                            ckpt_every_iters=4, keep_checkpoints=3, log_every=5,
                            progress_bar="off", tensorboard=False)
     val = make_loader(n=13, batch_size=5, seed=9)
-    handlers = build_standard_handlers(trainer, model, opt, val, opts)
+    handlers = standard_handlers(trainer, model, opt, val, **opts)
     attach_standard_handlers(trainer, handlers)
     train = make_loader(n=N, batch_size=BATCH, seed=3, shuffle=True)
     return model, trainer, handlers, train

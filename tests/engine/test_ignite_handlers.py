@@ -12,9 +12,10 @@ from ignite.handlers import (CosineAnnealingScheduler, EarlyStopping, FastaiLRFi
                              ModelCheckpoint, ProgressBar, global_step_from_engine)
 from ignite.metrics import RunningAverage
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import TrainEvents, create_evaluator, create_trainer
-from resnest_engine.handlers import (StandardOptions, Validation, attach_standard_handlers,
-                                     build_standard_handlers, read_checkpoint)
+from resnest_engine.handlers import (Validation, attach_standard_handlers,
+                                     read_checkpoint)
 
 
 def _setup(tiny_model, **kwargs):
@@ -90,12 +91,12 @@ def _opts(tmp_path, **kw):
     base = dict(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path), log_every=1000,
                 progress_bar="off", tensorboard=False)
     base.update(kw)
-    return StandardOptions(**base)
+    return dict(**base)
 
 
 def test_swap_in_an_ignite_scheduler(tmp_path, tiny_model, loader):
     model, opt, trainer = _setup(tiny_model)
-    handlers = build_standard_handlers(trainer, model, opt, None, _opts(tmp_path))
+    handlers = standard_handlers(trainer, model, opt, None, **_opts(tmp_path))
     handlers.lr_scheduler = CosineAnnealingScheduler(opt, "lr", 0.5, 0.05, cycle_size=8)  # the swap
     attach_standard_handlers(trainer, handlers)
     seen = []
@@ -112,7 +113,7 @@ def test_swap_in_an_ignite_scheduler(tmp_path, tiny_model, loader):
 
 def test_swap_in_model_checkpoint_for_resume_points(tmp_path, tiny_model, loader):
     model, opt, trainer = _setup(tiny_model)
-    handlers = build_standard_handlers(trainer, model, opt, None, _opts(tmp_path))
+    handlers = standard_handlers(trainer, model, opt, None, **_opts(tmp_path))
     handlers.resume_checkpointer = ModelCheckpoint(tmp_path / "mc", "run", n_saved=1)  # the swap
     attach_standard_handlers(trainer, handlers)
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
@@ -127,8 +128,8 @@ def test_swap_in_model_checkpoint_for_resume_points(tmp_path, tiny_model, loader
 
 def test_leave_a_piece_off(tmp_path, tiny_model, loader, caplog):
     model, opt, trainer = _setup(tiny_model)
-    handlers = build_standard_handlers(trainer, model, opt, loader(n=8, batch_size=4),
-                                       _opts(tmp_path, log_every=1))
+    handlers = standard_handlers(trainer, model, opt, loader(n=8, batch_size=4),
+                                 **_opts(tmp_path, log_every=1))
     handlers.train_logger = None
     handlers.final_weights = None
     attach_standard_handlers(trainer, handlers)

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, StandardOptions, atomic_save,
-                                     attach_standard_handlers, build_standard_handlers, check_architecture, list_checkpoints,
+from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, atomic_save,
+                                     attach_standard_handlers, check_architecture, list_checkpoints,
                                      load_checkpoint, read_checkpoint)
 from resnest_engine.handlers.checkpoint import CHECKPOINT_KEYS
 from tests.cli.cli_helpers import cli_env
@@ -34,8 +35,8 @@ def _setup(out_dir, *, epochs=3, el=4, val=None, evaluator=None, deterministic=F
     trainer = create_trainer(model, opt, F.cross_entropy, deterministic=deterministic, seed=3)
     kw = dict(log_every=1000, progress_bar="off", tensorboard=False)
     kw.update(opt_kw)
-    opts = StandardOptions(epochs=epochs, epoch_length=el, lr=0.1, output_dir=str(out_dir), **kw)
-    handlers = build_standard_handlers(trainer, model, opt, val, opts, evaluator=evaluator)
+    opts = dict(epochs=epochs, epoch_length=el, lr=0.1, output_dir=str(out_dir), **kw)
+    handlers = standard_handlers(trainer, model, opt, val, **opts, evaluator=evaluator)
     attach_standard_handlers(trainer, handlers)
     return model, opt, trainer, handlers
 
@@ -97,15 +98,15 @@ KILL_SCRIPT = textwrap.dedent("""
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
     from resnest_engine.engine import create_trainer
-    from resnest_engine.handlers import StandardOptions, attach_standard_handlers, build_standard_handlers
+    from resnest_engine.handlers import attach_standard_handlers
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = create_trainer(model, opt, F.cross_entropy)
-    opts = StandardOptions(epochs=1, epoch_length=8, lr=0.1, output_dir=sys.argv[1],
+    opts = dict(epochs=1, epoch_length=8, lr=0.1, output_dir=sys.argv[1],
                            ckpt_every_iters=1, keep_checkpoints=int(sys.argv[2]), log_every=1000,
                            progress_bar="off", tensorboard=False)
-    attach_standard_handlers(trainer, build_standard_handlers(trainer, model, opt, None, opts))
+    attach_standard_handlers(trainer, standard_handlers(trainer, model, opt, None, **opts))
     data = DataLoader(TensorDataset(torch.randn(16, 3, 2, 2), torch.randint(0, 10, (16,))),
                       batch_size=2)
     trainer.run(data, max_epochs=1)

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch import nn
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (StandardOptions, DropBlockRamp, attach_standard_handlers, build_standard_handlers,
+from resnest_engine.handlers import (DropBlockRamp, attach_standard_handlers,
                                      dropblock_prob_at)
 from resnest_engine.models import get_model
 from resnest_engine.models.dropblock import DropBlock, set_dropblock_prob
@@ -65,9 +66,9 @@ def test_standard_handlers_ramp_dropblock(loader):
     model = _db_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = create_trainer(model, opt, F.cross_entropy)
-    opts = StandardOptions(epochs=2, epoch_length=3, lr=0.1, dropblock_prob=0.1, log_every=1000,
+    opts = dict(epochs=2, epoch_length=3, lr=0.1, dropblock_prob=0.1, log_every=1000,
                            progress_bar="off")
-    attach_standard_handlers(trainer, build_standard_handlers(trainer, model, opt, None, opts))
+    attach_standard_handlers(trainer, standard_handlers(trainer, model, opt, None, **opts))
     seen = []
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(model[3].p))
     trainer.run(loader(n=12, batch_size=4), max_epochs=2)

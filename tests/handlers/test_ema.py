@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch import nn
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_evaluator, create_trainer
-from resnest_engine.handlers import (StandardOptions, create_ema, attach_standard_handlers, build_standard_handlers,
+from resnest_engine.handlers import (create_ema, attach_standard_handlers,
                                      read_checkpoint)
 
 
@@ -52,9 +53,9 @@ def test_ema_validated_beside_raw(tmp_path, tiny_model, loader):
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     trainer = create_trainer(model, opt, F.cross_entropy)
     val = loader(n=20, batch_size=8, seed=5)
-    opts = StandardOptions(epochs=2, epoch_length=4, lr=0.2, output_dir=str(tmp_path),
+    opts = dict(epochs=2, epoch_length=4, lr=0.2, output_dir=str(tmp_path),
                            ema_decay=0.8, log_every=1000, progress_bar="off", tensorboard=False)
-    handlers = build_standard_handlers(trainer, model, opt, val, opts)
+    handlers = standard_handlers(trainer, model, opt, val, **opts)
     attach_standard_handlers(trainer, handlers)
     assert set(handlers.evaluators) == {"raw", "ema"}
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import StandardOptions, attach_standard_handlers, build_standard_handlers, setup_logger
+from resnest_engine.handlers import attach_standard_handlers, setup_logger
 
 BATCH_RE = re.compile(r"Batch: (\d+)\| Loss: (\d+\.\d{3}) \| Top1: (\d+\.\d{3}) \| "
                       r"epoch (\d+)/2 \| LR: (\d+\.\d{6}) \| (\d+\.\d) img/s$")
@@ -37,9 +38,9 @@ def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loade
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = create_trainer(model, opt, F.cross_entropy)
     val = loader(n=10, batch_size=4, seed=1)
-    opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path), log_every=2,
+    opts = dict(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path), log_every=2,
                            progress_bar="off")
-    handlers = build_standard_handlers(trainer, model, opt, val, opts)
+    handlers = standard_handlers(trainer, model, opt, val, **opts)
     attach_standard_handlers(trainer, handlers)
     outputs = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(
@@ -94,8 +95,8 @@ def test_no_output_dir_writes_nothing(tmp_path, tiny_model, loader, monkeypatch)
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = create_trainer(model, opt, F.cross_entropy)
-    opts = StandardOptions(epochs=1, epoch_length=2, lr=0.1, progress_bar="off")
-    h = build_standard_handlers(trainer, model, opt, loader(n=4, batch_size=4), opts)
+    opts = dict(epochs=1, epoch_length=2, lr=0.1, progress_bar="off")
+    h = standard_handlers(trainer, model, opt, loader(n=4, batch_size=4), **opts)
     attach_standard_handlers(trainer, h)
     trainer.run(loader(n=8, batch_size=4), max_epochs=1)
     assert list(tmp_path.iterdir()) == []
@@ -117,8 +118,8 @@ def test_soft_targets_leave_out_top1(log_file, tiny_model, loader):
     mix = MixupCutmix(10, mixup_alpha=0.2)
     trainer = create_trainer(model, opt, SoftTargetCrossEntropy(), batch_transform=mix)
     mix.attach(trainer, off_epoch=1)
-    opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, log_every=2, progress_bar="off")
-    handlers = build_standard_handlers(trainer, model, opt, None, opts)
+    opts = dict(epochs=2, epoch_length=4, lr=0.1, log_every=2, progress_bar="off")
+    handlers = standard_handlers(trainer, model, opt, None, **opts)
     attach_standard_handlers(trainer, handlers)
     logs = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=2),

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import NanGuard, StandardOptions, attach_standard_handlers, build_standard_handlers, list_checkpoints
+from resnest_engine.handlers import NanGuard, attach_standard_handlers, list_checkpoints
 
 
 class _Records(logging.Handler):
@@ -86,10 +87,10 @@ def test_force_checks_before_a_resume_point(tiny_model, loader):
 def test_no_resume_point_after_bad_step(nan_check_every, tmp_path, tiny_model, loader, log_records):
     model = tiny_model()
     trainer, opt = _nan_trainer(model, bad_iteration=3)
-    opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path),
+    opts = dict(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path),
                            ckpt_every_iters=1, keep_checkpoints=3, nan_check_every=nan_check_every,
                            log_every=1000, progress_bar="off", tensorboard=False)
-    handlers = build_standard_handlers(trainer, model, opt, loader(n=8, batch_size=4), opts)
+    handlers = standard_handlers(trainer, model, opt, loader(n=8, batch_size=4), **opts)
     attach_standard_handlers(trainer, handlers)
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
     assert handlers.nan_guard.detected and trainer.state.iteration == 3
@@ -104,10 +105,10 @@ def test_epoch_end_checkpoint_skipped_after_unchecked_nan(tmp_path, tiny_model, 
     """Checks every 100 steps, but the epoch end forces one before its resume point."""
     model = tiny_model()
     trainer, opt = _nan_trainer(model, bad_iteration=3)
-    opts = StandardOptions(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path),
+    opts = dict(epochs=2, epoch_length=4, lr=0.1, output_dir=str(tmp_path),
                            nan_check_every=100, log_every=1000, progress_bar="off",
                            tensorboard=False)
-    handlers = build_standard_handlers(trainer, model, opt, None, opts)
+    handlers = standard_handlers(trainer, model, opt, None, **opts)
     attach_standard_handlers(trainer, handlers)
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
     assert handlers.nan_guard.detected and trainer.state.iteration == 4

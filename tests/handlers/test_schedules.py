@@ -7,8 +7,9 @@ import pytest
 import torch
 from ignite.engine import Events
 
+from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (StandardOptions, attach_standard_handlers, build_standard_handlers,
+from resnest_engine.handlers import (attach_standard_handlers,
                                      create_lr_scheduler, simulate_lr)
 
 LR, MIN_LR, GAMMA, POWER = 0.4, 0.01, 0.1, 0.9
@@ -95,9 +96,9 @@ def test_cosine_does_not_restart_within_run(tiny_model, loader):
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     trainer = create_trainer(model, opt, torch.nn.functional.cross_entropy)
-    opts = StandardOptions(epochs=4, epoch_length=4, lr=LR, warmup_epochs=1, min_lr=0.0,
+    opts = dict(epochs=4, epoch_length=4, lr=LR, warmup_epochs=1, min_lr=0.0,
                            lr_scheduler="cos", log_every=1000, progress_bar="off")
-    attach_standard_handlers(trainer, build_standard_handlers(trainer, model, opt, None, opts))
+    attach_standard_handlers(trainer, standard_handlers(trainer, model, opt, None, **opts))
     seen = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED,
                               lambda e: seen.append(opt.param_groups[0]["lr"]))
