@@ -143,7 +143,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         # Persistent workers freed by the garbage collector each wait out a 5 s timeout.
         for loader in (trainer.state.dataloader, train_loader, val_loader):
             close_loader(loader)
-    if handlers.nan_guard is not None and handlers.nan_guard.detected:
+    if not handlers.writes_allowed():  # the NaN guard fired
         return RunResult(ExitCode.NAN)
     if interrupt.signal is not None:
         return RunResult(ExitCode.INTERRUPTED)

@@ -61,7 +61,10 @@ def create_optimizer(params: Iterable, name: str, lr: float, momentum: float = 0
                      ) -> torch.optim.Optimizer:
     """``sgd`` / ``nesterov`` (SGD with Nesterov momentum, the published recipe) / ``adamw``.
 
-    ``weight_decay`` applies to groups that do not set their own."""
+    ``weight_decay`` applies to groups that do not set their own; a group with ``lr_scale`` (and
+    no ``lr`` of its own) starts at ``lr x lr_scale``, which it keeps without an LR schedule."""
+    params = [dict(g, lr=lr * g["lr_scale"]) if isinstance(g, dict) and "lr_scale" in g
+              and "lr" not in g else g for g in params]
     if name in ("sgd", "nesterov"):
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                nesterov=name == "nesterov")

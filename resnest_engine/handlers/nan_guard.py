@@ -43,9 +43,11 @@ class NanGuard:
         return (iteration % self.every == 0 or iteration % engine.state.epoch_length == 0
                 or (self.force is not None and self.force(engine)))
 
-    def _check(self, engine: Engine) -> None:
+    def check(self, engine: Engine) -> bool:
+        """Check the steps since the last check now (all-reduced: every rank calls it); True when
+        a bad loss was found (the run is then terminated)."""
         if self._bad is None:
-            return
+            return self.detected
         flag = idist.all_reduce(self._bad.to(torch.float32))
         self._bad = None
         if float(flag) > 0:
@@ -58,6 +60,7 @@ class NanGuard:
                 f" on at least one of {world} processes" if world > 1 else "")
             engine.fire_event(TrainEvents.NAN_DETECTED)
             engine.terminate(skip_completed=True)
+        return self.detected
 
     def attach(self, trainer: Engine) -> None:
         """Place the guard on ``ITERATION_COMPLETED`` (before any writer there): the flag is
@@ -65,4 +68,4 @@ class NanGuard:
         register_train_events(trainer)
         self.detected = False
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._due), self._check)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._due), self.check)

@@ -18,7 +18,8 @@ honoured everywhere. :func:`attach_standard_handlers` builds nothing but the EMA
 like the raw evaluator, for whatever ``ema`` holds); it places each non-None piece on its event,
 in this order (ignite runs the handlers of one event in insertion order):
 
-- ``ITERATION_STARTED``: LR schedule, per-group LR scale, DropBlock ramp.
+- ``ITERATION_STARTED``: LR schedule, per-group LR scale (of the schedule's value; none without
+  a schedule), DropBlock ramp.
 - ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar, mid-epoch resume point
   (every ``resume_every_iters`` steps).
 - ``EPOCH_COMPLETED``: validation (each evaluator's ``COMPLETED``: metrics.json, TensorBoard, then
@@ -138,7 +139,9 @@ class StandardHandlers:
         return self.validation.evaluators if self.validation is not None else {}
 
     def writes_allowed(self) -> bool:
-        return self.nan_guard is None or not self.nan_guard.detected
+        """False once the NaN guard fired (a guard without a ``detected`` flag, such as ignite's
+        ``TerminateOnNan``, stops the run itself)."""
+        return not getattr(self.nan_guard, "detected", False)
 
     def write(self, engine: Engine, checkpointer: Optional[Checkpoint]) -> None:
         """Call ``checkpointer`` on ``engine`` unless the NaN guard fired, EMA buffers synced first.
@@ -152,6 +155,10 @@ class StandardHandlers:
             checkpointer(engine)
 
     def write_resume_point(self, engine: Engine) -> None:
+        """A resume point now (e.g. on SIGTERM), after the NaN guard has checked the steps since
+        its last check: none is written after an unchecked step."""
+        if hasattr(self.nan_guard, "check"):
+            self.nan_guard.check(engine)
         self.write(engine, self.resume_checkpointer)
 
     def write_final_weights(self, engine: Engine) -> None:
@@ -241,16 +248,16 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
     order the module docstring lists."""
     h = handlers
     register_train_events(trainer)
-    for piece in (h.lr_scheduler, h.lr_scale, h.dropblock):
+    # The per-group scale multiplies what the schedule set this step; without a schedule the
+    # optimizer's own (already scaled) LRs stand.
+    for piece in (h.lr_scheduler, h.lr_scale if h.lr_scheduler is not None else None, h.dropblock):
         if piece is not None:
             trainer.add_event_handler(Events.ITERATION_STARTED, piece)
 
-    if h.nan_guard is not None:
-        h.nan_guard.attach(trainer)
+    _attach_or_place(h.nan_guard, trainer, Events.ITERATION_COMPLETED)
     if h.ema is not None:
         h.ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
-    if h.train_logger is not None:
-        h.train_logger.attach(trainer)
+    _attach_or_place(h.train_logger, trainer, Events.ITERATION_COMPLETED)
     if h.progress_bar is not None:
         h.progress_bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
     if h.resume_checkpointer is not None and h.resume_every_iters > 0:
@@ -278,6 +285,17 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
         trainer.add_event_handler(Events.EPOCH_COMPLETED, h.write, h.epoch_checkpointer)
     if h.final_weights is not None:
         trainer.add_event_handler(Events.COMPLETED, h.write_final_weights)
+
+
+def _attach_or_place(piece: Any, trainer: Engine, event: Any) -> None:
+    """An object with ``attach`` attaches itself; a plain callable (ignite's ``TerminateOnNan``,
+    a function) is placed on ``event``."""
+    if piece is None:
+        return
+    if hasattr(piece, "attach"):
+        piece.attach(trainer)
+    else:
+        trainer.add_event_handler(event, piece)
 
 
 def _scaler(trainer: Engine) -> Any:
