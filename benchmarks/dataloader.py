@@ -93,8 +93,9 @@ def torchvision_reference_loader(root: str, batch: int, workers: int) -> torch.u
 
 
 def our_loader(root: str, batch: int, workers: int, fast: bool):
+    # The reference pipeline has no colour jitter or lighting: switch off the recipe defaults.
     opts = DataOptions(dataset="imagefolder", root=root, crop_size=224, workers=workers,
-                       fast_jpeg=fast, pin_memory=False)
+                       fast_jpeg=fast, pin_memory=False, color_jitter=0.0, pca_lighting=0.0)
     ds = ImageFolderSplit(root, "train")
     return make_train_loader(ds, opts, batch, seed=0, num_replicas=1, rank=0)
 

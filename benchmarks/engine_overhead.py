@@ -55,7 +55,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups  # noqa: E402
-from resnest_engine.handlers import (StandardOptions, attach_standard_handlers, build_standard_handlers,  # noqa: E402
+from resnest_engine.handlers import (attach_standard_handlers, build_standard_handlers, create_lr_scheduler,  # noqa: E402
                                      setup_logger)
 from resnest_engine.models import get_model  # noqa: E402
 
@@ -78,10 +78,11 @@ def run_ours(model, data: List[Batch], epochs: int, lr: float, out: Path,
     setup_logger(out / "log.txt", stream=False)
     t0, c0 = time.perf_counter(), time.process_time()
     trainer = create_trainer(model, optimizer, F.cross_entropy)
-    opts = StandardOptions(epochs=epochs, epoch_length=len(data), lr=lr, output_dir=str(out),
-                           lr_scheduler="cos", log_every=log_every, tensorboard=True,
-                           progress_bar="off", ckpt_every=1, keep_checkpoints=2)
-    attach_standard_handlers(trainer, build_standard_handlers(trainer, model, optimizer, None, opts))
+    schedule = create_lr_scheduler(optimizer, "cos", lr, epochs * len(data))
+    attach_standard_handlers(trainer, build_standard_handlers(
+        trainer, model, optimizer, lr_scheduler=schedule, output_dir=str(out),
+        log_every=log_every, tensorboard=True, progress_bar="off", ckpt_every=1,
+        keep_checkpoints=2))
     trainer.run(data, max_epochs=epochs)
     times = time.perf_counter() - t0, time.process_time() - c0
     _close_logger()
