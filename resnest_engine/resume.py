@@ -30,7 +30,7 @@ from torch import nn
 from .handlers.checkpoint import (EPOCH_PREFIX, RESUME_PREFIX, CheckpointError,
                                   check_architecture, list_checkpoints, load_checkpoint,
                                   read_checkpoint)
-from .handlers.official_checkpoint import is_official_checkpoint, load_official_checkpoint
+from .official import is_official_checkpoint, load_official_checkpoint, read_resume_file
 from .handlers.standard import StandardHandlers
 from .models.weights import strip_prefixes
 
@@ -197,7 +197,7 @@ def open_resume(path: Union[str, Path], batch_size: int, grad_accum: int,
     """The resume source of the checkpoint at ``path`` for a run of global batch ``batch_size``
     on ``world`` processes (``grad_accum``: the config's, for files that do not record theirs)."""
     path = Path(path)
-    ckpt = read_checkpoint(path, allow_official=True)
+    ckpt = read_resume_file(path)
     if is_official_checkpoint(ckpt):
         return OfficialResume(ckpt, path, grad_accum)
     ckpt, path, accum = elastic_resume_point(ckpt, path, batch_size, grad_accum, world)

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import datetime as dt
+import logging
+import multiprocessing
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+import ignite.distributed as idist
+import torch
+from torch.multiprocessing import ProcessExitedException
+
+from ..config import config_from_dict, config_to_dict
 from ..errors import one_line
 from ..exit_codes import ExitCode
+from ..handlers.checkpoint import CheckpointWriteError
+from ..run import train
 from .args import _check_dist_flags, resolve_official_flags
 from .console import UsageError, _user_errors
 
@@ -25,7 +35,6 @@ def default_nproc_per_node(a: argparse.Namespace) -> Optional[int]:
     this one)."""
     if a.nproc_per_node is not None or _under_torchrun() or _under_slurm():
         return a.nproc_per_node
-    import torch
     if not torch.cuda.is_available():
         return None
     count = torch.cuda.device_count()
@@ -127,16 +136,8 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
             preamble: Sequence[str] = ()) -> None:
     """Body of every process; ends with ``sys.exit(code)`` so the launcher sees the status."""
     _set_parent_death_signal()
-    import logging
-
-    import ignite.distributed as idist
-
     # ignite's engines log every exception before re-raising it; the CLI reports errors itself.
     logging.getLogger("ignite.engine").setLevel(logging.CRITICAL)
-
-    from ..config import config_from_dict
-    from ..handlers.checkpoint import CheckpointWriteError
-    from ..run import train
     code = ExitCode.FAILED
     try:
         result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None,
@@ -156,12 +157,6 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
 
 def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
             preamble: Sequence[str] = ()) -> int:
-    import datetime as dt
-
-    import ignite.distributed as idist
-    import torch
-
-    from ..config import config_to_dict
     cfg_dict = config_to_dict(cfg)
     timeout = dt.timedelta(seconds=cfg.TRAINING.DIST_TIMEOUT)
     backend = a.backend or ("nccl" if torch.cuda.is_available() else "gloo")
@@ -187,11 +182,9 @@ def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
         except SystemExit as e:
             return int(e.code or 0)
         return ExitCode.OK
-    from torch.multiprocessing import ProcessExitedException
 
     def _forward(signum, _frame):
         # Pre-emption reaches the launcher: pass it on so every worker writes its resume point.
-        import multiprocessing
         for child in multiprocessing.active_children():
             os.kill(child.pid, signum)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from ..official import is_official_checkpoint
 from .console import UsageError
 
 __all__ = ["export_path", "find_run_weights"]
@@ -55,7 +56,6 @@ def _move_aside(outdir: Path) -> Path:
 
 
 def _finished(ckpt: dict) -> bool:
-    from ..handlers.official_checkpoint import is_official_checkpoint
     if is_official_checkpoint(ckpt):
         return False  # its run length is the config's; loading it refuses a finished one
     t = ckpt["trainer"]

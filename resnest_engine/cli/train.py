@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..config import apply_overrides, check_resume_overrides, diff_configs, dump_config_text
+from ..config import load_config as load_our_config
+from ..data import DataError
+from ..evaluate import evaluate
 from ..exit_codes import ExitCode
+from ..export import export_weights
+from ..official import is_official_checkpoint, read_config, read_resume_file, validation_line
+from ..run_lock import has_run_content
 from .args import build_parser
 from .console import UsageError, console_main
 from .launch import _launch, _world_size, _writes_run_dir, resolve_launch_args
@@ -20,7 +27,6 @@ __all__ = ["main", "run_cli"]
 def run_cli(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(argv)
     resolve_launch_args(a, spawn=not (a.export or a.eval_only))
-    from ..config import dump_config_text, read_config
     world = _world_size(a)
     loaded = read_config(a.config_file, a.overrides, world_size=world)
     cfg = loaded.config
@@ -46,9 +52,7 @@ def run_cli(argv: Sequence[str]) -> int:
         resume = Path(a.resume)
         if not resume.is_file():
             raise UsageError(f"--resume: checkpoint not found: {resume}")
-        from ..handlers.checkpoint import read_checkpoint
-        from ..handlers.official_checkpoint import is_official_checkpoint
-        ckpt = read_checkpoint(resume, allow_official=True)
+        ckpt = read_resume_file(resume)
         # An official checkpoint names no model: the architecture check happens on load.
         saved_model = None if is_official_checkpoint(ckpt) else ckpt["meta"].get("model")
         if saved_model is not None and saved_model != cfg.MODEL.NAME:
@@ -75,8 +79,6 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
     """The outdir rules (``--resume``, ``--force``), after the lock: ``held`` is the lock on
     ``outdir`` when this process is the writer, else empty. Returns ``_launch``'s arguments
     after ``a`` (config, outdir, resume point, log preamble), or None: nothing to do."""
-    from ..config import apply_overrides, check_resume_overrides, load_config
-    from ..run_lock import has_run_content
     exists = has_run_content(outdir)  # the lock file alone is not a run
     if a.resume:
         saved = outdir / "config.yaml"
@@ -86,7 +88,7 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
             if resume is None:
                 print(f"no checkpoint in {outdir}; starting from the beginning", file=sys.stderr)
         if resume is not None and saved.is_file():
-            saved_cfg = load_config(saved)
+            saved_cfg = load_our_config(saved)
             new_cfg = apply_overrides(saved_cfg, _overrides_in_our_format(a, loaded, world))
             check_resume_overrides(saved_cfg, new_cfg)
             cfg = new_cfg
@@ -127,17 +129,13 @@ def _overrides_in_our_format(a: argparse.Namespace, loaded, world: int) -> List[
     official TRAINING.BATCH_SIZE=16 is per GPU, not the global batch of the saved config)."""
     if loaded.format != "official":
         return list(a.overrides)
-    import json
-
-    from ..config import diff_configs, load_config
-    plain = load_config(a.config_file, (), world_size=world)
+    plain = read_config(a.config_file, (), world_size=world).config
     return [f"{key}={json.dumps(new)}" for key, _, new in diff_configs(plain, loaded.config)]
 
 
 def _check_data_paths(cfg) -> None:
     """Find missing dataset roots before any process is spawned (the config already checked
     the dataset name)."""
-    from ..data import DataError
     name = cfg.DATA.DATASET
     if name in ("imagefolder", "imagenet", "cifar10", "cifar100"):
         root = cfg.DATA.ROOT
@@ -163,7 +161,6 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
     if out is not None:
         if what is not None:
             print(f"exporting {what} {path}", file=sys.stderr)
-        from ..export import export_weights
         export_weights(cfg, path, out)
         print(f"exported {path} to {out}")
         return ExitCode.OK
@@ -174,11 +171,9 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
     try:
         if what is not None:
             print(f"evaluating {what} {path}", file=sys.stderr)
-        from ..evaluate import evaluate
         m = evaluate(cfg, path)
-        print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
-        # The official script's eval output, under its own name: never the training run's
-        # metrics.json.
+        print(validation_line(m["top1"], m["top5"]))
+        # The evaluation's own file: never the training run's metrics.json.
         target = outdir / "eval_metrics.json"
         _atomic_write_text(target, json.dumps({"top1": float(m["top1"]),
                                                "top5": float(m["top5"])}) + "\n")

@@ -1,25 +1,25 @@
 """Typed, strictly validated configuration for the recipe runner.
 
 A config is ``SEED`` plus the sections ``MODEL``, ``DATA``, ``TRAINING``, ``OPTIMIZER``
-(the layout of the official ResNeSt config) and ``LOGGING``: a tree of dataclasses whose
+and ``LOGGING``: a tree of dataclasses whose
 attribute names are the UPPER_CASE keys, so ``cfg.TRAINING.EPOCHS`` reads like the YAML.
 
 Sources, in order: the dataclass defaults, a YAML file (which may inherit from others through
 ``_BASE_``), then ``KEY=VALUE`` overrides. Everything is checked before a :class:`Config` is
 returned: unknown keys (with a suggestion), types, ranges, enum values and cross-field rules.
 Every problem is a :class:`ConfigError` whose one-line message starts with the dotted key or the
-file path. A YAML file without the ``FORMAT: resnest-engine/1`` line is an official ResNeSt
-config and is read with its official meaning. See docs/configuration.md.
+file path. A YAML file must have the ``FORMAT: resnest-engine/1`` line (one without it is in
+another format: :mod:`resnest_engine.official` reads the official ResNeSt config). See
+docs/configuration.md.
 
 Modules, one concept each:
 
 * :mod:`.schema`: the section dataclasses and their keys; :mod:`.fields`: how a key is declared
   (documentation, rules);
 * :mod:`.validation`: type and range checks, cross-field rules, warnings;
-  :mod:`.unknown_keys`: suggestions for unknown, official and renamed keys;
+  :mod:`.unknown_keys`: suggestions for unknown and renamed keys;
 * :mod:`.yaml_io`: YAML files, ``_BASE_`` chains, overrides, writing;
-  :mod:`.loading`: reading a config of either format;
-* :mod:`.official`: the official ResNeSt format and its translation;
+  :mod:`.loading`: reading a config;
 * :mod:`.derived`: effective LR and per-process batches; :mod:`.resume`: what a resume may change;
 * :mod:`.reference`: the generated keys table (``python -m resnest_engine.config.reference``).
 """
@@ -27,7 +27,6 @@ from .derived import effective_lr, eval_batch_per_process, train_micro_batch
 from .errors import ConfigError
 from .fields import SCHEDULE_ALIASES
 from .loading import LoadedConfig, apply_overrides, load_config, read_config
-from .official import OFFICIAL_DEFAULTS, OFFICIAL_KEYS, translate_official
 from .resume import (NONDETERMINISTIC_SAFE_KEYS, RESUME_SAFE_KEYS, TRAJECTORY_KEYS,
                      check_resume_overrides, diff_configs)
 from .schema import (FORMAT_KEY, FORMAT_MARKER, Config, DataConfig, LoggingConfig, ModelConfig,
@@ -47,6 +46,4 @@ __all__ = [
     # resuming
     "diff_configs", "check_resume_overrides", "TRAJECTORY_KEYS", "RESUME_SAFE_KEYS",
     "NONDETERMINISTIC_SAFE_KEYS",
-    # the official format
-    "OFFICIAL_DEFAULTS", "OFFICIAL_KEYS", "translate_official",
 ]

@@ -1,24 +1,24 @@
-"""Unknown keys: the closest valid key, and our equivalent of official or renamed ones.
+"""Unknown keys: the closest valid key, and our equivalent of keys named differently elsewhere.
 
 A key that is not in the schema is always an error. The message names what was probably meant:
-the same key in another section, a close spelling, or, for the keys of the official ResNeSt and
-GluonCV configs whose meaning differs here (per-GPU LR, ``LAST_GAMMA``, ``BASE_SIZE``...), the
-key of ours that does the job, so an official YAML can never silently change meaning.
+the same key in another section, a close spelling, or, for the keys other ResNeSt and GluonCV
+configs use whose meaning differs here (per-GPU LR, ``LAST_GAMMA``, ``BASE_SIZE``...), the key of
+ours that does the job, so such a YAML can never silently change meaning.
 """
 import difflib
 from typing import Dict, Iterable, Optional
 
 from .errors import ConfigError
-from .schema import FIELDS, FORMAT_KEY, SECTIONS, TOP_SCALARS
+from .schema import FIELDS, SECTIONS, TOP_SCALARS
 
-__all__ = ["OFFICIAL_ONLY_KEYS", "RENAMED_KEYS", "suggest", "unknown_key_error"]
+__all__ = ["RENAMED_KEYS", "suggest", "unknown_key_error"]
 
 _BN_WD = "use OPTIMIZER.DISABLE_BN_WD (bool, default true: no weight decay on BN and biases)"
 _DROPBLOCK = ("use MODEL.DROPBLOCK_PROB (float in [0, 1): target drop probability, ramped "
-              "linearly from 0 over training; block size 3 as the official code)")
-#: Keys of the official ResNeSt torch config (resnest/torch/config.py) that we do not have: in a
-#: file with the FORMAT marker they are a mix of the two formats.
-OFFICIAL_ONLY_KEYS: Dict[str, str] = {
+              "linearly from 0 over training; block size 3)")
+#: Keys of other ResNeSt/GluonCV configs, scripts and forks, or in the wrong section -> our key
+#: that does the job.
+RENAMED_KEYS: Dict[str, str] = {
     "TRAINING.LAST_GAMMA": "use MODEL.ZERO_INIT_LAST (bool, default true: zero-init the last "
                            "BN gamma of each block)",
     "DATA.BASE_SIZE": "use DATA.CROP_SIZE and DATA.EVAL_CROP_FRACTION (eval resize = CROP_SIZE "
@@ -26,12 +26,9 @@ OFFICIAL_ONLY_KEYS: Dict[str, str] = {
     "TRAINING.WORKERS": "use DATA.WORKERS (DataLoader workers per process)",
     "TRAINING.START_EPOCHS": "not a setting here: resume from a checkpoint, which stores its "
                              "epoch",
-}
-#: Names used by other ResNeSt/GluonCV scripts and forks, or in the wrong section.
-RENAMED_KEYS: Dict[str, str] = {
     "MODEL.LAST_GAMMA": "use MODEL.ZERO_INIT_LAST (bool, default true)",
     "TRAINING.LR": "use OPTIMIZER.LR (the LR for a batch of 256, scaled by "
-                   "TRAINING.BATCH_SIZE / 256; the official LR is per GPU)",
+                   "TRAINING.BATCH_SIZE / 256; not per GPU)",
     "TRAINING.NO_BN_WD": _BN_WD,
     "TRAINING.DISABLE_BN_WD": _BN_WD,
     "OPTIMIZER.NO_BN_WD": _BN_WD,
@@ -79,11 +76,6 @@ def suggest(word: str, options: Iterable[str]) -> Optional[str]:
 def unknown_key_error(dotted: str, section: Optional[str], key: str) -> ConfigError:
     """The error for ``dotted`` (``section`` None for a top-level name), naming the key that was
     probably meant."""
-    if dotted in OFFICIAL_ONLY_KEYS:
-        msg = (f"{dotted}: official ResNeSt key in a resnest-engine config; "
-               f"{OFFICIAL_ONLY_KEYS[dotted]} (a file without the {FORMAT_KEY} line is read as "
-               "an official config)")
-        return ConfigError(msg, key=dotted)
     if dotted in RENAMED_KEYS:
         return ConfigError(f"{dotted}: unknown key; {RENAMED_KEYS[dotted]}", key=dotted)
     if section is None:

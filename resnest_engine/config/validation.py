@@ -17,7 +17,7 @@ from .errors import ConfigError, type_name
 from .fields import NONEMPTY
 from .schema import (FIELDS, FORMAT_KEY, FORMAT_MARKER, SECTIONS, TOP_SCALARS, Config,
                      config_to_dict)
-from .unknown_keys import OFFICIAL_ONLY_KEYS, suggest, unknown_key_error
+from .unknown_keys import suggest, unknown_key_error
 
 __all__ = ["check_one_policy", "config_from_dict", "convert", "validate_config", "config_warnings"]
 
@@ -214,12 +214,6 @@ def _build_unsourced(data: Any) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: expected a mapping of sections, got {type_name(data)}")
     # Unknown names first, so a foreign key is reported before any value.
-    official = [k for k in flat_keys(data) if k in OFFICIAL_ONLY_KEYS]
-    if len(official) > 1:
-        raise ConfigError(f"{official[0]}: official ResNeSt keys in a resnest-engine config "
-                          f"({', '.join(official)}); {OFFICIAL_ONLY_KEYS[official[0]]} (a file "
-                          f"without the {FORMAT_KEY} line is read as an official config)",
-                          key=official[0])
     if FORMAT_KEY in data:
         if data[FORMAT_KEY] != FORMAT_MARKER:
             raise ConfigError(f"{FORMAT_KEY}: expected {FORMAT_MARKER!r}, got "

@@ -106,21 +106,26 @@ def _leaf_origins(data: Mapping[str, Any], src: str) -> Dict[str, str]:
     return out
 
 
+#: :func:`load_tree`'s format of a file with the FORMAT marker; a file without it is
+#: ``UNMARKED`` (another format, which :func:`.loading.read_config` does not read).
+OURS, UNMARKED = "ours", "unmarked"
+
+
 def _file_format(path: str, data: Dict[str, Any]) -> str:
-    """``"ours"`` for a file with the FORMAT marker, ``"official"`` without (marker removed)."""
+    """``OURS`` for a file with the FORMAT marker, ``UNMARKED`` without (marker removed)."""
     if FORMAT_KEY not in data:
-        return "official"
+        return UNMARKED
     marker = data.pop(FORMAT_KEY)
     if marker != FORMAT_MARKER:
         raise ConfigError(f"{path}: {FORMAT_KEY}: expected {FORMAT_MARKER!r}, got {marker!r}",
                           path=path, key=FORMAT_KEY)
-    return "ours"
+    return OURS
 
 
 def load_tree(path: str, stack: Tuple[str, ...] = ()
               ) -> Tuple[Dict[str, Any], Dict[str, str], str]:
     """The merged mapping of ``path`` and its ``_BASE_`` files, where each key came from, and
-    the format (``"ours"`` or ``"official"``), which every file of the chain must share.
+    the format (``OURS`` or ``UNMARKED``), which every file of the chain must share.
     ``stack`` holds the files that include this one (to find cycles)."""
     real = os.path.realpath(path)
     if real in stack:
@@ -144,11 +149,11 @@ def load_tree(path: str, stack: Tuple[str, ...] = ()
             raise ConfigError(f"{path}: _BASE_ file not found: {base_path}", path=path)
         b_data, b_origins, b_fmt = load_tree(base_path, stack + (real,))
         if b_fmt != fmt:
-            has, lacks = (path, base_path) if fmt == "ours" else (base_path, path)
+            has, lacks = (path, base_path) if fmt == OURS else (base_path, path)
             raise ConfigError(f"{path}: mixes the two config formats: {has} has the "
                               f"'{FORMAT_KEY}: {FORMAT_MARKER}' line and its _BASE_ chain "
-                              f"file {lacks} does not (an official config); give every file "
-                              "of the chain the same format", path=path)
+                              f"file {lacks} does not; give every file of the chain the same "
+                              "format", path=path)
         merged = _merge(merged, b_data)
         origins.update(b_origins)
     merged = _merge(merged, data)

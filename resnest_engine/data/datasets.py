@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
+from torchvision import datasets, tv_tensors
 
 from .errors import DataError
 from .options import DataOptions
@@ -248,7 +248,6 @@ class _ConvertMode(Dataset):
 
 
 def _cifar(opts: DataOptions, split: str, num: int) -> Dataset:
-    from torchvision import datasets
 
     cls = datasets.CIFAR10 if num == 10 else datasets.CIFAR100
     name = f"CIFAR-{num}"
@@ -282,6 +281,7 @@ def _cifar100(opts: DataOptions, split: str) -> Dataset:
 # --------------------------------------------------------------------------- digits
 def digits_split(val_fraction: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified (train, val) index arrays over scikit-learn's 1,797 digits."""
+    # Lazy on purpose: scikit-learn is an optional dependency (the demo extra), needed only here.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -296,6 +296,7 @@ class DigitsDataset(Dataset):
     (bilinear) and stored as uint8; the split is a stratified 80/20 (1,437 / 360)."""
 
     def __init__(self, split: str, image_size: int = 32, in_chans: int = 3) -> None:
+        # Lazy on purpose: scikit-learn is an optional dependency (the demo extra).
         from sklearn.datasets import load_digits
 
         digits = load_digits()

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+import ignite.distributed as idist
 import torch
+from ignite.engine import Events
+from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets import ImageFolderSplit, build_dataset
@@ -52,7 +55,6 @@ class ImageLoader(DataLoader):
     def prepare_batch(self, batch: Sequence[Any], device: Optional[Any] = None,
                       non_blocking: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """Move every tensor of ``batch`` to ``device``, then apply ``batch_transform``."""
-        from ignite.utils import convert_tensor
 
         moved = [convert_tensor(t, device=device, non_blocking=non_blocking) for t in batch]
         return self.batch_transform(moved)
@@ -83,7 +85,6 @@ def close_loader(loader: Any) -> None:
 
 
 def _world() -> Tuple[int, int]:
-    import ignite.distributed as idist
 
     return idist.get_world_size(), idist.get_rank()
 
@@ -93,7 +94,6 @@ def _pin_memory(opts: DataOptions) -> bool:
         return bool(opts.pin_memory)
     if not torch.cuda.is_available():
         return False
-    import ignite.distributed as idist
 
     return idist.device().type == "cuda"
 
@@ -217,7 +217,6 @@ class SamplerEpochs:
         self.sampler.set_epoch(engine.state.iteration // max(1, int(length)))
 
     def attach(self, engine: Any) -> None:
-        from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, self)
         engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, self)

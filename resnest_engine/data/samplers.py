@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Iterator, List, Optional, Tuple
 
+import ignite.distributed as idist
 import torch
 from torch.utils.data import Sampler
 
@@ -25,7 +26,6 @@ __all__ = ["TrainSampler", "EvalShardSampler"]
 
 def _world(num_replicas: Optional[int], rank: Optional[int]) -> Tuple[int, int]:
     if num_replicas is None or rank is None:
-        import ignite.distributed as idist
 
         num_replicas = idist.get_world_size() if num_replicas is None else num_replicas
         rank = idist.get_rank() if rank is None else rank

@@ -134,11 +134,12 @@ def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,
                       n_saved=n_saved, include_self=True)
 
 
-def read_checkpoint(path: Union[str, Path], allow_official: bool = False) -> Dict[str, Any]:
+def read_checkpoint(path: Union[str, Path],
+                    accept: Optional[Callable[[Any], bool]] = None) -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` and check its format; never unpickles code.
 
-    With ``allow_official``, a checkpoint of the official ResNeSt ``train.py`` is returned as it
-    is (see :mod:`resnest_engine.handlers.official_checkpoint`)."""
+    ``accept``: a test for files of another layout that the caller reads itself; a file it
+    accepts is returned as it is, unchecked."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -146,12 +147,8 @@ def read_checkpoint(path: Union[str, Path], allow_official: bool = False) -> Dic
         ckpt = safe_load(path)
     except UnsafeLoadError as e:
         raise CheckpointError(f"cannot load checkpoint {path}: {e}") from None
-    from .official_checkpoint import is_official_checkpoint
-    if is_official_checkpoint(ckpt):
-        if allow_official:
-            return ckpt
-        raise CheckpointError(f"{path} is an official ResNeSt checkpoint: resume training from "
-                              "it with --resume, or load its weights with MODEL.PRETRAINED")
+    if accept is not None and accept(ckpt):
+        return ckpt
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise CheckpointError(f"{path} is not a resnest-engine checkpoint (no format_version)")
     if ckpt["format_version"] != FORMAT_VERSION:

@@ -1,4 +1,4 @@
-"""Text log in the official script's format, TensorBoard scalars and a progress bar (rank 0)."""
+"""Text log, TensorBoard scalars and a progress bar (rank 0)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,8 @@ from typing import Dict, Optional, Union
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar, TensorboardLogger
+from ignite.handlers.tensorboard_logger import OutputHandler
 
 logger = logging.getLogger("resnest_engine")
 
@@ -44,18 +46,17 @@ def setup_logger(log_file: Optional[Union[str, Path]] = None, stream: bool = Tru
 
 
 class TrainLogger:
-    """Text log lines that the official ResNeSt ``train.py`` log parsers read; our fields follow
-    the official ones.
+    """Text log lines of training progress.
 
     Every ``every`` steps (1-based step within the epoch)::
 
         Batch: 200| Loss: 2.841 | Top1: 41.250 | epoch 4/120 | LR: 0.098765 | 812.3 img/s
 
-    ``Loss`` and ``Top1`` are running averages over the epoch so far (the official
-    ``AverageMeter.avg``); img/s is over the steps since the previous line; ``LR`` is the first
-    param group's of ``optimizer`` (``nan`` without one). While the targets are soft (the step's
+    ``Loss`` and ``Top1`` are running averages over the epoch so far; img/s is over the steps
+    since the previous line; ``LR`` is the first param group's of ``optimizer`` (``nan`` without
+    one). While the targets are soft (the step's
     output has ``soft_targets`` true, i.e. mixup/cutmix; or its ``y`` is missing or not 1-D) the
-    ``Top1`` field is left out, as in the official script::
+    ``Top1`` field is left out::
 
         Batch: 200| Loss: 3.912 | epoch 4/120 | LR: 0.098765 | 812.3 img/s
 
@@ -63,15 +64,18 @@ class TrainLogger:
 
         Epoch: 3, Time cost: 1234.5 | epoch 4/120 | 1037.2 img/s
 
-    ``Epoch:`` is 0-based, as in the official script (the first epoch prints ``Epoch: 0``); the
-    ``epoch 4/120`` extra is ignite's 1-based epoch. The time is the epoch's training time, without
-    validation. After a mid-epoch resume, the averages and time cover the steps since the resume.
+    ``Epoch:`` is 0-based (the first epoch prints ``Epoch: 0``); the ``epoch 4/120`` after it is
+    ignite's 1-based epoch. The time is the epoch's training time, without validation. After a
+    mid-epoch resume, the averages and time cover the steps since the resume.
 
     Loss and correct counts are accumulated on the device over each window and read once per log
     line (no host sync per step); the epoch totals are kept on the host. :attr:`window` (for
     TensorBoard) holds the *window* values of the latest line, the mean over the steps since the
     previous line, so its curves do not reset each epoch: ``loss``, ``top1`` (absent while the
     targets are soft), ``lr`` and ``images_per_sec``.
+
+    The leading fields (``Batch``, ``Loss``, ``Top1``; ``Epoch``, ``Time cost``) are a contract
+    with log parsers: see :mod:`resnest_engine.official.log_format` before changing them.
     """
 
     def __init__(self, every: int = 50, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
@@ -152,7 +156,7 @@ class TrainLogger:
         def _epoch(engine: Engine) -> None:
             dt = time.perf_counter() - self._epoch_t0
             ips = self._epoch_images * idist.get_world_size() / dt if dt > 0 else float("nan")
-            # Official format: 0-based epoch number first.
+            # 0-based epoch number first (see the class docstring).
             logger.info("Epoch: %d, Time cost: %.1f | epoch %d/%d | %.1f img/s",
                         engine.state.epoch - 1, dt, engine.state.epoch, engine.state.max_epochs, ips)
 
@@ -183,9 +187,6 @@ class TensorBoard:
                evaluators: Optional[Dict[str, Engine]] = None) -> None:
         if idist.get_rank() != 0:
             return
-        from ignite.handlers import TensorboardLogger
-        from ignite.handlers.tensorboard_logger import OutputHandler
-
         at_iteration = lambda *_: trainer.state.iteration  # noqa: E731
         handlers = []
         if train_logger is not None:
@@ -220,6 +221,4 @@ def create_progress_bar(mode: str = "auto"):
     Place it with ``bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})``."""
     if idist.get_rank() != 0 or mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
         return None
-    from ignite.handlers import ProgressBar
-
     return ProgressBar(persist=False)

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .published import load_published_state_dict
 from .resnet import ResNet
+from .weights import load_pretrained
 
-__all__ = ["OFFICIAL_RESNET_NAMES", "UnknownModelError", "Variant", "get_model", "get_variant",
-           "list_models"]
+__all__ = ["UnknownModelError", "Variant", "get_model", "get_variant", "list_models"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,9 @@ _register(Variant("resnet50d", dict(layers=[3, 4, 6, 3], radix=0, stem="deep", s
                                     avg_down=True, avd=False), params_m=25.58))
 _register(Variant("resnet50", dict(layers=[3, 4, 6, 3], radix=0, stem="basic", avg_down=False,
                                    avd=False), params_m=25.56))
-# The official ResNeSt repository's own resnet50/101/152 (what an official config's MODEL.NAME
-# resnet50 builds): torchvision's layout, but every 3x3 conv is a radix-1 split-attention conv
-# (sigmoid gate). State_dict keys are the official ones (conv2.conv, conv2.bn0, conv2.fc1, ...).
-OFFICIAL_RESNET_NAMES = {"resnet50": "resnet50_splat", "resnet101": "resnet101_splat",
-                         "resnet152": "resnet152_splat"}
+# The ResNeSt repository's own resnet50/101/152: torchvision's layout, but every 3x3 conv is a
+# radix-1 split-attention conv (sigmoid gate). State_dict keys are that repository's (conv2.conv,
+# conv2.bn0, conv2.fc1, ...).
 for _layers, _params in (([3, 4, 6, 3], 26.20), ([3, 4, 23, 3], 45.76), ([3, 8, 36, 3], 61.86)):
     _depth = {16: 50, 33: 101, 50: 152}[sum(_layers)]
     _register(Variant(f"resnet{_depth}_splat",
@@ -122,7 +121,5 @@ def get_model(name: str, num_classes: int = 1000, pretrained: bool = False,
     model.model_args = dict(kwargs)
     model.data_config = variant.data_config()
     if pretrained:
-        from .published import load_published_state_dict
-        from .weights import load_pretrained
         load_pretrained(model, load_published_state_dict(name))
     return model

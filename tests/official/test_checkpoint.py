@@ -5,10 +5,10 @@ from torch import nn
 
 from resnest_engine.engine import create_trainer, param_groups
 from resnest_engine.handlers.checkpoint import CheckpointError, check_architecture, read_checkpoint
-from resnest_engine.handlers.official_checkpoint import (is_official_checkpoint,
-                                                         load_official_checkpoint)
 from resnest_engine.handlers.schedules import create_lr_scheduler, simulate_lr
 from resnest_engine.models import get_model
+from resnest_engine.official import (is_official_checkpoint, load_official_checkpoint,
+                                     read_resume_file)
 
 EPOCH_LEN, EPOCHS, LR = 3, 4, 0.1
 
@@ -39,10 +39,13 @@ def official_checkpoint(tmp_path, no_bn_wd, epoch=1, seed=0):
 @pytest.mark.parametrize("no_bn_wd", [False, True])
 def test_official_checkpoint_loads_into_our_run(tmp_path, no_bn_wd):
     path, ref_model, ref_opt = official_checkpoint(tmp_path, no_bn_wd)
-    ckpt = read_checkpoint(path, allow_official=True)
+    ckpt = read_resume_file(path)
     assert is_official_checkpoint(ckpt)
     with pytest.raises(CheckpointError, match="official ResNeSt checkpoint"):
-        read_checkpoint(path)  # where only our checkpoints make sense, it says what it is
+        # where only our checkpoints make sense, it says what it is
+        read_resume_file(path, allow_official=False)
+    with pytest.raises(CheckpointError, match="not a resnest-engine checkpoint"):
+        read_checkpoint(path)  # the library's own reader knows only our format
 
     torch.manual_seed(123)
     model = get_model("resnest14", num_classes=4)
@@ -69,7 +72,7 @@ def test_official_checkpoint_loads_into_our_run(tmp_path, no_bn_wd):
 
 def test_official_checkpoint_of_another_model_or_finished_run_is_refused(tmp_path):
     path, _, _ = official_checkpoint(tmp_path, False, epoch=EPOCHS - 1)
-    ckpt = read_checkpoint(path, allow_official=True)
+    ckpt = read_resume_file(path)
     model = get_model("resnest26", num_classes=4)
     with pytest.raises(CheckpointError, match="another architecture"):
         check_architecture({"model": ckpt["state_dict"], "meta": {}}, model.state_dict(), path)

@@ -1,4 +1,4 @@
-"""Read an official ResNeSt config (``scripts/torch/train.py``'s fvcore schema) with its meaning.
+"""The official ResNeSt config (``scripts/torch/train.py``'s fvcore schema), read with its meaning.
 
 A YAML file without the ``FORMAT: resnest-engine/1`` line is an official config. Its 22 keys
 and defaults are those of the official ``resnest/torch/config.py``; this module turns them into
@@ -7,17 +7,26 @@ our schema's values, world size included (the official ``BATCH_SIZE``, ``TEST_BA
 logs. What cannot be reproduced exactly is named there; what would change meaning silently
 (``FINAL_DROP: true``, the ``step`` schedule the official script cannot run, ``START_EPOCHS``
 without a checkpoint) is refused. Written by hand: no library knows this schema.
+
+:func:`read_config` and :func:`load_config` read a file of either format: ours as
+:func:`resnest_engine.config.read_config` does (but an official-only key in it, such as
+``TRAINING.LAST_GAMMA``, is named as one), an official one translated for the run's world size.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import ConfigError
-from .schema import ALL_KEYS, FORMAT_KEY, FORMAT_MARKER, SECTIONS
-from .unknown_keys import suggest
+from ..config.errors import ConfigError
+from ..config.loading import LoadedConfig, read_config as read_our_config
+from ..config.loading import load_config as load_our_config
+from ..config.schema import ALL_KEYS, FORMAT_KEY, FORMAT_MARKER, SECTIONS, Config
+from ..config.unknown_keys import RENAMED_KEYS, suggest
+from ..config.validation import build_config, config_warnings, flat_keys
+from ..config.yaml_io import OURS, apply_to_dict, load_tree, parse_override
 
-__all__ = ["OFFICIAL_DEFAULTS", "OFFICIAL_KEYS", "translate_official", "official_flat"]
+__all__ = ["OFFICIAL_DEFAULTS", "OFFICIAL_KEYS", "OFFICIAL_ONLY_KEYS", "OFFICIAL_RESNET_NAMES",
+           "load_config", "official_flat", "read_config", "translate_official"]
 
 #: Every key of the official config and its default (resnest/torch/config.py).
 OFFICIAL_DEFAULTS: Dict[str, Any] = {
@@ -45,6 +54,16 @@ OFFICIAL_DEFAULTS: Dict[str, Any] = {
     "OPTIMIZER.WARMUP_EPOCHS": 0,
 }
 OFFICIAL_KEYS: Tuple[str, ...] = tuple(OFFICIAL_DEFAULTS)
+#: The official keys our schema does not have (``DATA.BASE_SIZE``, ``TRAINING.LAST_GAMMA``,
+#: ``TRAINING.START_EPOCHS``, ``TRAINING.WORKERS``): in a file with the FORMAT line they are a mix
+#: of the two formats. The hint for each (our key that does the job) is the schema's own.
+OFFICIAL_ONLY_KEYS: Tuple[str, ...] = tuple(k for k in OFFICIAL_KEYS if k not in ALL_KEYS)
+#: An official config's ``MODEL.NAME`` resnet50/101/152 is the official repository's own ResNet
+#: (every 3x3 conv a radix-1 split-attention conv, the official state_dict keys), registered
+#: here as ``resnet{depth}_splat``; our ``resnet50`` is torchvision's.
+OFFICIAL_RESNET_NAMES: Dict[str, str] = {"resnet50": "resnet50_splat",
+                                         "resnet101": "resnet101_splat",
+                                         "resnet152": "resnet152_splat"}
 
 #: The official script validates after 0-based epochs 0, 10, 20, ... (1-based 1, 11, 21, ...).
 OFFICIAL_VAL_EVERY = 10
@@ -168,7 +187,6 @@ def translate_official(flat: Mapping[str, Any], world_size: int
     name = o["MODEL.NAME"]
     if not isinstance(name, str) or not name:
         raise _Error("MODEL.NAME", f"expected a model name, got {name!r}")
-    from ..models.registry import OFFICIAL_RESNET_NAMES
     model = OFFICIAL_RESNET_NAMES.get(name, name)
 
     ours: Dict[str, Dict[str, Any]] = {
@@ -234,3 +252,85 @@ def translate_official(flat: Mapping[str, Any], world_size: int
                   "checkpoint_N.pth; the random streams differ from the official script's")
     lines += [f"approximated: {a}" for a in approx]
     return ours, lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a config of either format
+# ---------------------------------------------------------------------------------------------
+
+def _read_official(path: str, data: Dict[str, Any], overrides: Sequence[str],
+                   world_size: int) -> LoadedConfig:
+    flat = official_flat(path, data)
+    ours_overrides: List[str] = []
+    official_overrides: List[str] = []
+    for item in ([overrides] if isinstance(overrides, str) else overrides):
+        parts, value = parse_override(item)
+        dotted = ".".join(parts)
+        if dotted in OFFICIAL_KEYS:
+            flat[dotted] = value
+            official_overrides.append(item)
+        else:
+            ours_overrides.append(item)
+    try:
+        translated, lines = translate_official(flat, world_size)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}", path=path, key=getattr(e, "key", None)) from None
+    origins = {k: path for k in flat_keys(translated)}
+    data = apply_to_dict(translated, ours_overrides, origins)
+    try:
+        cfg = build_config(data, origins)
+    except ConfigError as e:
+        if str(e).startswith(path):
+            raise
+        raise ConfigError(f"{path} (official config, translated): {e}", key=e.key,
+                          path=path) from None
+    head = (f"official config {path} (no '{FORMAT_KEY}: {FORMAT_MARKER}' line), read with the "
+            f"official meaning for {world_size} process{'es' if world_size != 1 else ''}:")
+    lines = [head] + [f"  {ln}" for ln in lines]
+    if official_overrides:
+        lines.append(f"  overrides in the official meaning: {' '.join(official_overrides)}")
+    if ours_overrides:
+        lines.append(f"  overrides of resnest-engine keys: {' '.join(ours_overrides)}")
+    return LoadedConfig(cfg, "official", lines, config_warnings(cfg))
+
+
+def _refuse_official_keys(data: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    """An official-only key in a config of ours (file or override) is a ConfigError naming our
+    key that does the job: the file was probably meant to be read as an official config."""
+    found = [k for k in flat_keys(data) if k in OFFICIAL_ONLY_KEYS]
+    if not found:
+        return
+    what = ("official ResNeSt key in a resnest-engine config" if len(found) == 1 else
+            f"official ResNeSt keys in a resnest-engine config ({', '.join(found)})")
+    src = origins.get(found[0])
+    raise ConfigError(f"{found[0]}: {what}; {RENAMED_KEYS[found[0]]} (a file without the "
+                      f"{FORMAT_KEY} line is read as an official config)"
+                      + (f" (from {src})" if src else ""), key=found[0])
+
+
+def read_config(path: Union[str, "os.PathLike[str]"], overrides: Sequence[str] = (),
+                world_size: int = 1) -> LoadedConfig:
+    """Read a YAML config of either format, then ``KEY=VALUE`` overrides.
+
+    A file with the ``FORMAT: resnest-engine/1`` line (and its ``_BASE_`` files, which must
+    have it too) is ours, read by :func:`resnest_engine.config.read_config`. A file without it
+    is an official ResNeSt config: its per-GPU batch sizes and LR are multiplied by
+    ``world_size`` and every key takes its official default and meaning; overrides of official
+    keys are read in the official meaning, other keys in ours. The result's ``format`` is
+    ``"resnest-engine"`` or ``"official"``, its ``translation`` the lines to log.
+    """
+    path = os.fspath(path)
+    data, origins, fmt = load_tree(path)
+    if fmt != OURS:
+        return _read_official(path, data, overrides, world_size)
+    _refuse_official_keys(apply_to_dict(data, overrides, origins), origins)
+    return read_our_config(path, overrides)
+
+
+def load_config(path: Optional[Union[str, "os.PathLike[str]"]] = None,
+                overrides: Sequence[str] = (), world_size: int = 1) -> Config:
+    """:func:`resnest_engine.config.load_config` for a file of either format (see
+    :func:`read_config`)."""
+    if path is None:
+        return load_our_config(None, overrides)
+    return read_config(path, overrides, world_size).config

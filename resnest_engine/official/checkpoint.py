@@ -7,6 +7,9 @@ weights and the SGD momentum buffers (mapped by parameter name, since the offici
 orders its parameters differently from ours), and puts the trainer and the LR schedule at the
 start of the next epoch. It carries no RNG, sampler or EMA state, so the continuation is not
 the bitwise one of our own checkpoints. Written by hand: no library reads this layout.
+
+:func:`read_resume_file` is what ``--resume`` accepts: one of our checkpoints, checked by
+:func:`resnest_engine.handlers.checkpoint.read_checkpoint`, or an official one as it is.
 """
 from __future__ import annotations
 
@@ -18,18 +21,32 @@ from ignite.engine import Engine
 from ignite.handlers.param_scheduler import ParamScheduler
 from torch import nn
 
-from .checkpoint import CheckpointError
+from ..handlers.checkpoint import CheckpointError, read_checkpoint
+from ..models.weights import strip_prefixes
 
-__all__ = ["OFFICIAL_KEYS", "is_official_checkpoint", "official_epochs_done",
-           "load_official_checkpoint"]
+__all__ = ["CHECKPOINT_KEYS", "is_official_checkpoint", "load_official_checkpoint",
+           "official_epochs_done", "read_resume_file"]
 
-OFFICIAL_KEYS = ("epoch", "state_dict", "optimizer")
+#: The keys every official checkpoint has.
+CHECKPOINT_KEYS = ("epoch", "state_dict", "optimizer")
 
 
 def is_official_checkpoint(obj: Any) -> bool:
     """True for a dict in the official ``train.py`` checkpoint layout."""
     return (isinstance(obj, dict) and "format_version" not in obj
-            and all(k in obj for k in OFFICIAL_KEYS) and isinstance(obj["state_dict"], dict))
+            and all(k in obj for k in CHECKPOINT_KEYS) and isinstance(obj["state_dict"], dict))
+
+
+def read_resume_file(path: Union[str, Path], allow_official: bool = True) -> Dict[str, Any]:
+    """A checkpoint to resume from, loaded with ``weights_only=True``: one of ours, checked by
+    :func:`~resnest_engine.handlers.checkpoint.read_checkpoint`, or an official checkpoint,
+    returned as it is. Without ``allow_official`` (where only our checkpoints make sense) an
+    official one is a :class:`CheckpointError` that says what it is."""
+    ckpt = read_checkpoint(path, accept=is_official_checkpoint)
+    if is_official_checkpoint(ckpt) and not allow_official:
+        raise CheckpointError(f"{path} is an official ResNeSt checkpoint: resume training from "
+                              "it with --resume, or load its weights with MODEL.PRETRAINED")
+    return ckpt
 
 
 def official_epochs_done(ckpt: Mapping[str, Any]) -> int:
@@ -87,7 +104,6 @@ def load_official_checkpoint(ckpt: Mapping[str, Any], model: nn.Module,
 
     The architecture must match exactly (the caller checks with ``check_architecture``).
     """
-    from ..models.weights import strip_prefixes
     model.load_state_dict(strip_prefixes(dict(ckpt["state_dict"])), strict=True)
     buffers = _load_momentum(optimizer, model, ckpt["optimizer"], path)
     done = official_epochs_done(ckpt)
