@@ -1,27 +1,30 @@
-"""``resnest-average``: average the weights of a run's best or last checkpoints.
+"""Checkpoint averaging: :func:`average_checkpoints` (a run's best or last checkpoints into one
+weights file; ``resnest-average`` is its command line, :mod:`resnest_engine.cli.average`) and
+:func:`average_state_dicts`.
+
+    from resnest_engine.average import average_checkpoints
+    done = average_checkpoints("output/digits", best=3)   # -> output/digits/model_weights_avg.pt
 
 Floating tensors are averaged in float64 and cast back to their dtype; integer and bool buffers
 (``num_batches_tracked``) are taken from the newest input. The weights of each checkpoint are
 the ones :func:`resnest_engine.models.weights.read_state_dict` reads: the EMA weights of a run
 that used EMA, else the model's. The average is written as a plain state_dict (default
-``RUN_DIR/model_weights_avg.pt``) and evaluated on the run's validation set beside each input.
-
-User errors end with one line ``error: ...`` on stderr and exit status 2.
+``RUN_DIR/model_weights_avg.pt``) and, on request, evaluated on the run's validation set beside
+each input.
 """
 from __future__ import annotations
 
-import argparse
 import re
-import shlex
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .exit_codes import ExitCode
+from .errors import InputError
 
-__all__ = ["average_state_dicts", "select_checkpoints", "main", "DEFAULT_OUTPUT"]
+__all__ = ["AverageError", "Averaged", "DEFAULT_OUTPUT", "average_checkpoints",
+           "average_state_dicts", "select_checkpoints"]
 
 DEFAULT_OUTPUT = "model_weights_avg.pt"
 
@@ -119,8 +122,20 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]
     return mean.result()
 
 
-class AverageError(ValueError):
-    """A bad command line or a run directory that cannot be averaged."""
+class AverageError(InputError):
+    """A run directory that cannot be averaged, or bad arguments."""
+
+
+@dataclass
+class Averaged:
+    """What :func:`average_checkpoints` wrote."""
+
+    output: Path  #: the averaged weights (a plain state_dict)
+    checkpoints: List[Path]  #: the checkpoints averaged, best first (``best``) or newest first
+    what: str  #: e.g. ``"3 best checkpoints"``
+    #: top-1 on the validation set of each checkpoint (by path) and of the average (``output``),
+    #: when evaluated
+    top1: Dict[Path, float] = field(default_factory=dict)
 
 
 def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional[int] = None
@@ -131,14 +146,14 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
     neither: every ``best-*.pt`` the run kept. ``note`` is a one-line message when fewer than
     asked for exist (naming the config key that keeps more); none at all is an error.
     """
-    from .cli.run_dir import _best_checkpoints
     from .handlers.checkpoint import list_checkpoints
+    from .run_files import best_checkpoints
     ckpt_dir = run_dir / "checkpoints"
     if last is not None:
         found, key, kind = list_checkpoints(ckpt_dir), "TRAINING.KEEP_CHECKPOINTS", "resume points"
         wanted, flag = last, "--last"
     else:
-        found, key, kind = _best_checkpoints(ckpt_dir), "TRAINING.KEEP_BEST", "best checkpoints"
+        found, key, kind = best_checkpoints(ckpt_dir), "TRAINING.KEEP_BEST", "best checkpoints"
         wanted, flag = best, "--best"
     if not found:
         hint = ("the run keeps them with TRAINING.KEEP_BEST >= 1 and validation; try --last N"
@@ -155,64 +170,61 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
     return chosen, what, note
 
 
-def output_path(run_dir: Path, output: Optional[str], inputs: Sequence[Path]) -> Path:
+def _output_path(run_dir: Path, output: Optional[str], inputs: Sequence[Path]) -> Path:
     """Where the average goes: never a file the run or its checkpoints live in."""
-    from .cli.run_dir import _RUN_DIRS, _RUN_FILES
+    from .run_files import refuse_overwrite
     out = Path(output) if output else run_dir / DEFAULT_OUTPUT
     if output is not None and (not output or output.endswith(("/", "\\")) or out.is_dir()):
         raise AverageError(f"--output: {output!r} is not a file name")
     if not out.parent.is_dir():
         raise AverageError(f"--output: directory not found: {out.parent}")
-    target, run = out.resolve(), run_dir.resolve()
-    if (target in [run / f for f in _RUN_FILES] or target.name == "model_weights.pt"
-            or any(target.is_relative_to(run / d) for d in _RUN_DIRS)
-            or target.parent.name == "checkpoints"):
-        raise AverageError(f"--output: {out} is a run or checkpoint file; write the average "
-                           "somewhere else")
-    if any(target == p.resolve() for p in inputs):
-        raise AverageError(f"--output: {out} is one of the checkpoints being averaged")
+    refuse_overwrite(out, "--output", run_dir, inputs, any_run=True,
+                     run_file="is a run or checkpoint file; write the average somewhere else",
+                     input_file="is one of the checkpoints being averaged")
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="resnest-average",
-        description="Average the weights of a run's best or last checkpoints, write them as a "
-                    "plain state_dict and evaluate them beside each checkpoint.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a resnest-train run directory (--outdir)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--best", type=int, metavar="N",
-                       help="the N best checkpoints (checkpoints/best-*.pt, highest top-1 first); "
-                            "default: every best checkpoint the run kept")
-    which.add_argument("--last", type=int, metavar="N",
-                       help="the N newest resume points (checkpoints/resume-*.pt)")
-    p.add_argument("--output", metavar="PATH",
-                   help=f"where to write the average (default: RUN_DIR/{DEFAULT_OUTPUT})")
-    p.add_argument("--no-eval", action="store_true",
-                   help="write the average without evaluating anything")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="overrides of the run's config.yaml for the evaluation "
-                        "(e.g. DATA.ROOT=/data/imagenet DATA.WORKERS=8)")
-    return p
+def _quiet(line: str) -> None:
+    pass
 
 
-def run(argv: Sequence[str]) -> int:
-    a = build_parser().parse_args(argv)
-    for flag, n in (("--best", a.best), ("--last", a.last)):
+def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
+                        last: Optional[int] = None, output: Union[str, Path, None] = None, *,
+                        evaluate: bool = False, overrides: Sequence[str] = (),
+                        command: Optional[str] = None,
+                        report: Optional[Callable[[str], None]] = None,
+                        note: Optional[Callable[[str], None]] = None) -> Averaged:
+    """Average the weights of ``run_dir``'s checkpoints into one plain state_dict.
+
+    Which: ``best=N`` the N best checkpoints (``checkpoints/best-*.pt``), ``last=N`` the N newest
+    resume points; neither: every best checkpoint the run kept. Written atomically to ``output``
+    (default ``RUN_DIR/model_weights_avg.pt``; never over a run file or a checkpoint). With
+    ``evaluate``, the average and each input are then evaluated on the run's validation set
+    (its ``config.yaml`` with ``overrides``, e.g. ``["DATA.ROOT=/data"]``).
+
+    The run directory is locked meanwhile (``command`` names the holder). ``report(line)`` is
+    called with each line of the report (what was written, each top-1), ``note(line)`` with a
+    remark (fewer checkpoints than asked for). Raises :class:`AverageError` (one line, naming
+    the argument as ``resnest-average`` spells it) for a run that cannot be averaged.
+    """
+    report, note = report or _quiet, note or _quiet
+    for flag, n in (("--best", best), ("--last", last)):
         if n is not None and n < 1:
             raise AverageError(f"{flag} must be >= 1, got {n}")
-    run_dir = Path(a.run_dir)
+    if best is not None and last is not None:
+        raise AverageError("--best and --last: pass one of them")
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AverageError(f"run directory not found: {run_dir}")
     cfg = None
-    if not a.no_eval:
+    if evaluate:
         config = run_dir / "config.yaml"
         if not config.is_file():
             raise AverageError(f"{config} not found: the run's config is needed to evaluate "
                                "(or pass --no-eval)")
         from .config import load_config
-        cfg = load_config(config, a.overrides)
-    elif a.overrides:
+        cfg = load_config(config, list(overrides))
+    elif overrides:
         raise AverageError("KEY=VALUE overrides only apply to the evaluation; drop them with "
                            "--no-eval")
 
@@ -220,16 +232,16 @@ def run(argv: Sequence[str]) -> int:
     # while they are read.
     from .run_lock import RunDirLock, RunDirLockedError, describe_holder
     try:
-        lock = RunDirLock(run_dir, command="resnest-average " + shlex.join(map(str, argv)),
+        lock = RunDirLock(run_dir, command=command or f"average_checkpoints({str(run_dir)!r})",
                           label=f"run directory {run_dir}").acquire()
     except RunDirLockedError as e:
         raise AverageError(f"run directory {run_dir} is in use ({describe_holder(e.holder)}); "
                            "average it when that has finished") from None
     try:
-        paths, what, note = select_checkpoints(run_dir, a.best, a.last)
-        out = output_path(run_dir, a.output, paths)
-        if note:
-            print(note, file=sys.stderr)
+        paths, what, remark = select_checkpoints(run_dir, best, last)
+        out = _output_path(run_dir, None if output is None else str(output), paths)
+        if remark:
+            note(remark)
 
         from .handlers.checkpoint import atomic_save
         from .models.weights import read_state_dict
@@ -245,20 +257,23 @@ def run(argv: Sequence[str]) -> int:
         atomic_save(mean.result(), out)
         del mean
         ema = cfg is not None and cfg.TRAINING.EMA_DECAY > 0
-        print(f"wrote {out}: the average of the {what} of {run_dir}"
-              f"{' (their EMA weights)' if ema else ''}")
+        report(f"wrote {out}: the average of the {what} of {run_dir}"
+               f"{' (their EMA weights)' if ema else ''}")
+        done = Averaged(out, list(paths), what)
         if cfg is None:
-            return ExitCode.OK
+            return done
 
-        from .evaluate import evaluate
+        from .evaluate import evaluate as evaluate_weights
         width = max(len(p.name) for p in paths)
         for path in paths:
-            m = evaluate(cfg, path)
-            print(f"{path.name:<{width}}  top1 {m['top1']:.3f}")
-        m = evaluate(cfg, out)
-        print(f"{f'average of {len(paths)}:':<{width}}  top1 {m['top1']:.3f}")
-        print(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
-        return ExitCode.OK
+            m = evaluate_weights(cfg, path)
+            done.top1[path] = float(m["top1"])
+            report(f"{path.name:<{width}}  top1 {m['top1']:.3f}")
+        m = evaluate_weights(cfg, out)
+        done.top1[out] = float(m["top1"])
+        report(f"{f'average of {len(paths)}:':<{width}}  top1 {m['top1']:.3f}")
+        report(f"Validation: Top1: {m['top1']:.3f} | Top5: {m['top5']:.3f}")
+        return done
     finally:
         lock.release()
 
@@ -271,11 +286,8 @@ def _age(p: Path) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2) or -1)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Console entry point (``resnest-average``); returns the exit status."""
-    from .cli import console_main
-    return console_main(run, argv, (AverageError,))
+if __name__ == "__main__":  # pragma: no cover  (``python -m resnest_engine.average``, as before)
+    import sys
 
-
-if __name__ == "__main__":  # pragma: no cover
+    from .cli.average import main
     sys.exit(main())

@@ -1,20 +1,53 @@
-"""How every command reports an exception: on one line."""
+"""How every command reports an exception: on one line; the error type of library user errors."""
 from __future__ import annotations
 
-__all__ = ["one_line"]
+import os
+from typing import Optional, Tuple
+
+__all__ = ["InputError", "one_line", "os_error_message", "worker_error"]
+
+
+class InputError(ValueError):
+    """Bad input to a library function (an argument, a path, a file): a one-line message naming
+    it (as the console command's flag when there is one). Every console command reports it as a
+    user error (``error:`` line, exit status 2)."""
+
+
+def os_error_message(e: OSError) -> str:
+    """The reason of an ``OSError`` for ``cannot write PATH: <reason>``: the system's text for
+    its errno (``No space left on device``), else its message."""
+    return os.strerror(e.errno) if e.errno else str(e)
+
+
+def worker_error(text: str) -> Optional[Tuple[str, str]]:
+    """``(message, where)`` of an exception torch re-raised from a DataLoader worker, else None.
+
+    Torch's text is ``Caught X in DataLoader worker process N.\\nOriginal Traceback ...``, ending
+    with the worker's ``pkg.X: message``: ``message`` is that last line without its exception
+    type, ``where`` is ``in DataLoader worker process N`` (``a worker`` when not named).
+    """
+    text = text.strip()
+    if "Original Traceback" not in text:
+        return None
+    last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+    message = last.split(": ", 1)[1] if ": " in last else last
+    head = text.split("\n", 1)[0]  # "Caught DataError in DataLoader worker process 0."
+    where = head.split(" ", 2)[2].rstrip(".") if head.count(" ") >= 2 else "a worker"
+    return message, where
 
 
 def one_line(e: BaseException, first_line: bool = False) -> str:
     """The message of ``e`` on one line (its type's name when it has none).
 
     For an error re-raised from a DataLoader worker, the original message rather than the
-    worker's traceback. Otherwise the lines are joined, or with ``first_line`` only the first
-    one is kept (for third-party messages whose later lines are advice, e.g. ``torch.load``'s).
+    worker's traceback (:func:`worker_error`). Otherwise the lines are joined, or with
+    ``first_line`` only the first one is kept (for third-party messages whose later lines are
+    advice, e.g. ``torch.load``'s).
     """
     text = str(e).strip()
-    if "Original Traceback" in text:
-        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
-        text = last.split(": ", 1)[1] if ": " in last else last
+    worker = worker_error(text)
+    if worker is not None:
+        text = worker[0]
     elif first_line and text:
         text = text.splitlines()[0]
     return " ".join(text.split()) or type(e).__name__

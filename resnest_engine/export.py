@@ -1,12 +1,12 @@
 """Export a checkpoint's weights as a plain state_dict or a ``torch.export`` program."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from .config import Config
+from .errors import os_error_message
 from .files import atomic_write
 from .handlers.checkpoint import CheckpointWriteError, atomic_save
 from .models import get_model, get_variant
@@ -38,8 +38,7 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
         try:
             atomic_write(out, lambda f: torch.export.save(program, f))
         except OSError as e:
-            reason = os.strerror(e.errno) if e.errno else str(e)
-            raise CheckpointWriteError(f"cannot write {out}: {reason}") from None
+            raise CheckpointWriteError(f"cannot write {out}: {os_error_message(e)}") from None
     else:  # .pt, .pth or anything else: a plain state_dict
         atomic_save(model.state_dict(), out)
     return out

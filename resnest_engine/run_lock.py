@@ -231,4 +231,5 @@ def _parse(raw: bytes) -> Optional[dict]:
 
 
 def _reason(e: OSError) -> str:
-    return os.strerror(e.errno) if e.errno else str(e)
+    from .errors import os_error_message
+    return os_error_message(e)

@@ -1,4 +1,5 @@
-"""Checkpoint averaging: ``average_state_dicts`` and the ``resnest-average`` command."""
+"""Checkpoint averaging: ``average_state_dicts``, ``average_checkpoints`` and the
+``resnest-average`` command."""
 import contextlib
 import io
 import re
@@ -11,7 +12,8 @@ import yaml
 
 from tests.cli.cli_helpers import TINY, cli_env, merge
 
-from resnest_engine.average import average_state_dicts, main  # noqa: E402
+from resnest_engine.average import average_checkpoints, average_state_dicts  # noqa: E402
+from resnest_engine.cli.average import main  # noqa: E402
 from resnest_engine.models.weights import read_state_dict  # noqa: E402
 
 
@@ -99,7 +101,7 @@ def test_cli_averages_the_best_checkpoints_and_evaluates(tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in ckpts.iterdir()}
     weights_mtime = (run / "model_weights.pt").stat().st_mtime_ns
 
-    r = subprocess.run([sys.executable, "-m", "resnest_engine.average", str(run), "--best", "2"],
+    r = subprocess.run([sys.executable, "-m", "resnest_engine.cli.average", str(run), "--best", "2"],
                        capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.splitlines()
@@ -186,3 +188,40 @@ def test_cli_averages_the_ema_weights_of_an_ema_run(tmp_path):
     expected = average_state_dicts([a, b])
     assert all(torch.equal(written[k], v) for k, v in expected.items())
     assert int(written["bn.num_batches_tracked"]) == 12  # from the newest (epoch 2)
+
+
+def test_average_checkpoints_from_python_writes_the_elementwise_mean(tmp_path):
+    """Two checkpoints with known numbers: the file written is their elementwise mean (the
+    integer buffer from the newer one), and nothing is written over a run file."""
+    a = {"w": torch.tensor([1.0, 2.0, -3.0]), "b": torch.tensor([0.5]),
+         "n": torch.tensor(3, dtype=torch.int64)}
+    b = {"w": torch.tensor([3.0, 0.0, 5.0]), "b": torch.tensor([1.5]),
+         "n": torch.tensor(9, dtype=torch.int64)}
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    torch.save({"model": a}, ckpts / "best-e001-top1=50.00.pt")
+    torch.save({"model": b}, ckpts / "best-e002-top1=40.00.pt")
+    notes = []
+    done = average_checkpoints(tmp_path, best=3, note=notes.append)
+    assert done.output == tmp_path / "model_weights_avg.pt"
+    assert [p.name for p in done.checkpoints] == ["best-e001-top1=50.00.pt",
+                                                  "best-e002-top1=40.00.pt"]  # best first
+    assert done.what == "2 best checkpoints" and done.top1 == {}
+    assert len(notes) == 1 and "found only 2" in notes[0]
+    written = torch.load(done.output, weights_only=True)
+    assert torch.equal(written["w"], torch.tensor([2.0, 1.0, 1.0]))
+    assert torch.equal(written["b"], torch.tensor([1.0]))
+    assert int(written["n"]) == 9  # from the newest (epoch 2), not the best
+    from resnest_engine.errors import InputError
+    with pytest.raises(InputError, match="is a run or checkpoint file"):
+        average_checkpoints(tmp_path, output=tmp_path / "metrics.json")
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow  # starts a process
+def test_the_former_module_command_still_runs():
+    """``python -m resnest_engine.average`` (the spelling before the command moved to cli/)."""
+    r = subprocess.run([sys.executable, "-m", "resnest_engine.average", "--help"],
+                       capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: resnest-average ")

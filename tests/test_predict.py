@@ -1,5 +1,6 @@
-"""``resnest-predict`` against a real tiny run: the sklearn digits written as PNG folders, trained
-for 3 epochs through the CLI once for the whole module (about 30 s on one CPU thread)."""
+"""``resnest-predict`` and :func:`resnest_engine.predict.predict` against a real tiny run: the
+sklearn digits written as PNG folders, trained for 3 epochs through the CLI once for the whole
+module (about 30 s on one CPU thread)."""
 import contextlib
 import csv
 import io
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from resnest_engine.predict import main as predict_main
+from resnest_engine.cli.predict import main as predict_main
 
 REPO = Path(__file__).resolve().parents[1]
 TOP1_LINE = re.compile(r"^Validation: Top1: ([0-9.]+) \| Top5: ([0-9.]+)$", re.M)
@@ -36,7 +37,7 @@ def _python(module, *args, timeout=300):
 
 
 def predict(*args):
-    """``resnest_engine.predict.main`` in this process: (exit code, stdout, stderr)."""
+    """``resnest_engine.cli.predict.main`` in this process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -183,9 +184,9 @@ def test_topk_is_clamped_to_the_classes(run, tmp_path):
 
 
 def test_stdout_table_from_the_module_command(run):
-    """``python -m resnest_engine.predict``: one line per image, ``path  label (p) ...``."""
+    """``python -m resnest_engine.cli.predict``: one line per image, ``path  label (p) ...``."""
     out, data = run
-    r = _python("resnest_engine.predict", "--weights", out, data / "val" / "1", "--topk", 2)
+    r = _python("resnest_engine.cli.predict", "--weights", out, data / "val" / "1", "--topk", 2)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 10
@@ -196,7 +197,14 @@ def test_stdout_table_from_the_module_command(run):
 def test_console_script_is_registered():
     from importlib.metadata import entry_points
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("resnest-predict") == "resnest_engine.predict:main"
+    assert scripts.get("resnest-predict") == "resnest_engine.cli.predict:main"
+
+
+def test_the_former_module_command_still_runs():
+    """``python -m resnest_engine.predict`` (the spelling before the command moved to cli/)."""
+    r = _python("resnest_engine.predict", "--help", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: resnest-predict ")
 
 
 def test_corrupt_image_is_skipped_and_the_rest_predicted(run, tmp_path):
@@ -261,3 +269,53 @@ def test_checkpoint_file_predicts_as_the_run_dir(run, tmp_path):
         outputs[name] = json.loads(target.read_text())
     assert len(outputs["dir"]) == 20
     assert outputs["checkpoint"] == outputs["dir"] == outputs["file"]
+
+
+def test_predict_from_python_gives_the_models_own_top1(run, tmp_path):
+    """The library function on a few images: the same top-1 (and probability) as the trained
+    network's argmax on the run's evaluation transform; the records are in the images' order."""
+    import torch
+    from PIL import Image
+
+    from resnest_engine.config import load_config
+    from resnest_engine.data import build_eval_transform
+    from resnest_engine.from_config import data_options, model_kwargs
+    from resnest_engine.models import get_model
+    from resnest_engine.predict import predict as predict_images
+
+    out, data = run
+    images = [data / "val" / d / "031.png" for d in ("2", "6", "9")]
+    images.append(data / "val" / "0" / "032.png")
+    batches = []
+    result = predict_images(out, images, topk=3, batch_size=3, device="cpu",
+                            on_batch=lambda recs, skipped: batches.append((len(recs), skipped)))
+    assert batches == [(3, []), (1, [])]
+    assert result.skipped == [] and result.class_names == [str(d) for d in range(10)]
+    assert [r["path"] for r in result.records] == [str(p) for p in images]
+
+    cfg = load_config(out / "config.yaml")
+    model = get_model(cfg.MODEL.NAME, num_classes=10, **model_kwargs(cfg))
+    model.load_state_dict(torch.load(out / "model_weights.pt", weights_only=True))
+    transform = build_eval_transform(data_options(cfg))
+    mode = "L" if cfg.MODEL.IN_CHANS == 1 else "RGB"
+    x = torch.stack([transform(Image.open(p).convert(mode)) for p in images])
+    with torch.inference_mode():
+        probs = torch.softmax(model.eval()(x).float(), dim=1)
+    top_p, top_i = probs.max(dim=1)
+    assert [r["label_1"] for r in result.records] == [str(int(i)) for i in top_i]
+    assert [r["prob_1"] for r in result.records] == pytest.approx(top_p.tolist(), abs=1e-5)
+    assert all(list(r) == columns(3) for r in result.records)
+
+
+def test_predict_never_writes_over_a_file_of_the_run(run, tmp_path):
+    from resnest_engine.errors import InputError
+    from resnest_engine.predict import predict as predict_images
+
+    out, data = run
+    before = (out / "metrics.json").read_bytes()
+    image = data / "val" / "0" / "030.png"
+    with pytest.raises(InputError, match="is a file of the run directory"):
+        predict_images(out, image, output=out / "metrics.json")
+    assert (out / "metrics.json").read_bytes() == before
+    code, _, err = predict("--weights", out, image, "--output", out / "classes.json")
+    assert_one_error_line(code, err, "--output", "classes.json", "somewhere else")

@@ -1,4 +1,6 @@
-"""``resnest-train``: argument parsing, run-directory rules, distributed launch, error reporting.
+"""The console commands: ``resnest-train`` (argument parsing, run-directory rules, distributed
+launch, error reporting), ``resnest-predict`` and ``resnest-average`` (the command lines of
+:func:`resnest_engine.predict.predict` and :func:`resnest_engine.average.average_checkpoints`).
 
 User errors (config, paths, flags, unusable checkpoints) end with one line on stderr and exit
 status 2; a NaN/Inf loss exits 3; an interrupted run (SIGTERM/SIGINT, resume point written) 4;
@@ -9,6 +11,8 @@ is ``resnest-train``.
 - :mod:`.launch`: processes (spawn, torchrun, srun), the writer rank, the world size;
 - :mod:`.run_dir`: the run directory's lock, its weights, export targets;
 - :mod:`.train`: the command itself;
+- :mod:`.predict`, :mod:`.average`: ``resnest-predict``, ``resnest-average``
+  (``python -m resnest_engine.cli.predict``, ``python -m resnest_engine.cli.average``);
 - :mod:`.console`: the exit statuses every console command shares.
 """
 from .args import build_parser, parse_dist_url, resolve_official_flags

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from ..errors import one_line
+from ..errors import InputError, one_line
 from ..exit_codes import ExitCode
 
 __all__ = ["UsageError", "console_main"]
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """A bad command line."""
 
 
@@ -22,7 +22,7 @@ def _user_errors():
     from ..models.registry import UnknownModelError
     from ..models.weights import WeightsError
     from ..run_lock import RunDirError
-    return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, UsageError,
+    return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, InputError,
             RunDirError)
 
 

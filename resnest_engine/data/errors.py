@@ -1,6 +1,8 @@
 """The one exception type the data package raises for user errors."""
 from __future__ import annotations
 
+from ..errors import worker_error
+
 __all__ = ["DataError"]
 
 
@@ -18,13 +20,5 @@ class DataError(ValueError):
 
 
 def _one_line(message: str) -> str:
-    if not (message.startswith("Caught ") and "\nOriginal Traceback" in message):
-        return message
-    where = message.split("\n", 1)[0]  # "Caught DataError in DataLoader worker process 0."
-    where = where.split(" ", 2)[2].rstrip(".") if where.count(" ") >= 2 else "a worker"
-    lines = [line for line in message.splitlines() if line.strip()]
-    last = lines[-1]
-    # The traceback's last line is "package.module.DataError: <message>".
-    head, sep, tail = last.partition(": ")
-    original = tail if sep and head.split(".")[-1].endswith("Error") else last
-    return f"{original} ({where})"
+    worker = worker_error(message) if message.startswith("Caught ") else None
+    return message if worker is None else f"{worker[0]} ({worker[1]})"

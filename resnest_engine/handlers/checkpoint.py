@@ -7,7 +7,6 @@ ignite asked for, so at least ``n_saved`` valid files exist at every moment.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
@@ -17,6 +16,7 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 
+from ..errors import os_error_message
 from ..files import UnsafeLoadError, atomic_write, safe_load
 from ..models.weights import KeyMismatch
 
@@ -49,8 +49,7 @@ def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable]
     try:
         atomic_write(path, lambda f: torch.save(obj, f), on_written)
     except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        raise CheckpointWriteError(f"cannot write {path}: {reason}") from None
+        raise CheckpointWriteError(f"cannot write {path}: {os_error_message(e)}") from None
 
 
 class AtomicDiskSaver(BaseSaveHandler):
