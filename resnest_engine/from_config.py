@@ -17,14 +17,16 @@ from torch import nn
 from .config import Config, config_to_dict, effective_lr
 from .config.options import option_values
 from .data import DataOptions, MixupCutmix
-from .engine import SoftTargetCrossEntropy, create_optimizer, param_groups, unwrap_model
+from .engine import (SoftTargetCrossEntropy, create_optimizer, create_trainer, param_groups,
+                     unwrap_model)
 from .handlers import (DropBlockRamp, FreezeBody, StandardHandlers, StandardOptions, Validation,
                        build_standard_handlers, create_ema, create_lr_scheduler)
 from .models import get_model, get_variant, load_pretrained
 from .models.published import load_published_state_dict, published_url
 
 __all__ = ["CLASSES_FILE", "build_freeze", "build_handlers", "build_loss", "build_lr_scheduler",
-           "build_model", "build_optimizer", "checkpoint_meta", "data_options", "model_kwargs"]
+           "build_model", "build_optimizer", "build_trainer", "checkpoint_meta", "data_options",
+           "model_kwargs"]
 
 logger = logging.getLogger("resnest_engine")
 
@@ -109,6 +111,19 @@ def build_loss(cfg: Config, num_classes: int) -> Tuple[nn.Module, Optional[Mixup
                           d.LABEL_SMOOTHING)
         return SoftTargetCrossEntropy(), mix
     return nn.CrossEntropyLoss(label_smoothing=d.LABEL_SMOOTHING), None
+
+
+def build_trainer(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+                  loss_fn: nn.Module, mix: Optional[MixupCutmix], *, device: Any, amp: str,
+                  channels_last: bool, grad_accum: int, prepare_batch: Any = None) -> Engine:
+    """The trainer of the TRAINING section (clipping, determinism with SEED, MODEL.COMPILE) with
+    the resolved precision, layout and accumulation (a resume may change the latter)."""
+    t = cfg.TRAINING
+    return create_trainer(
+        torch.compile(model) if cfg.MODEL.COMPILE else model, optimizer, loss_fn, device=device,
+        amp=amp, grad_accum=grad_accum, clip_grad=t.CLIP_GRAD, channels_last=channels_last,
+        batch_transform=mix, prepare_batch=prepare_batch, deterministic=t.DETERMINISTIC,
+        seed=cfg.SEED)
 
 
 def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, epoch_length: int):

@@ -41,26 +41,26 @@ logger = logging.getLogger("resnest_engine")
 
 
 def elastic_accum(batch: int, saved_world: int, saved_accum: int, world: int) -> int:
-    """Micro-steps per optimizer step on ``world`` processes that keep the global batch and, where
-    it divides, the per-process micro-batch of the saved run (``batch / (saved_world x
-    saved_accum)``); otherwise 1 (a smaller micro-batch). Raises ``CheckpointError`` when the
-    global batch does not divide by ``world``."""
+    """Micro-steps per optimizer step on ``world`` processes that keep the global batch and the
+    per-process micro-batch of the saved run (``batch / (saved_world x saved_accum)``) where it
+    divides; otherwise the fewest micro-steps whose micro-batch is no larger than the saved one
+    (what fitted in memory still fits). Raises ``CheckpointError`` when the global batch does not
+    divide by ``world``."""
     if batch % world:
         raise CheckpointError(f"TRAINING.BATCH_SIZE {batch} (the global batch of the saved run) "
                               f"does not divide by {world} processes; resume with a number of "
                               f"processes that divides it (the run used {saved_world})")
-    micro = batch // (saved_world * saved_accum)
+    micro = max(batch // (saved_world * saved_accum), 1)
     per_process = batch // world
-    return per_process // micro if per_process % micro == 0 and per_process >= micro else 1
+    return next(a for a in range(1, per_process + 1)
+                if per_process % a == 0 and per_process // a <= micro)
 
 
 def _epoch_boundary_before(path: Path, iteration: int, length: int
                            ) -> Optional[Tuple[Dict[str, Any], Path]]:
     """The newest readable resume or epoch-end point beside ``path`` at an epoch boundary before
     ``iteration``, or None."""
-    candidates = sorted(list_checkpoints(path.parent) + list_checkpoints(path.parent, EPOCH_PREFIX),
-                        key=lambda p: int(p.stem.split("-i")[-1]), reverse=True)
-    for other in candidates:
+    for other in list_checkpoints(path.parent, (RESUME_PREFIX, EPOCH_PREFIX)):
         try:
             cand = read_checkpoint(other)
         except CheckpointError:

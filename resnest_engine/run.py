@@ -18,12 +18,12 @@ from ignite.utils import manual_seed
 from .config import Config, config_warnings, dump_config, effective_lr
 from .data import SamplerEpochs, close_loader, create_loaders
 from .data.errors import DataError
-from .engine import create_evaluator, create_trainer
+from .engine import create_evaluator
 from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from .exit_codes import ExitCode
 from .files import atomic_write_text
 from .from_config import (CLASSES_FILE, build_freeze, build_handlers, build_loss, build_model,
-                          build_optimizer, checkpoint_meta, data_options)
+                          build_optimizer, build_trainer, checkpoint_meta, data_options)
 from .handlers import GracefulInterrupt, attach_standard_handlers, setup_logger, training_finished
 from .resume import open_resume
 
@@ -103,11 +103,9 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     # Trainer, evaluator and handlers
     loss_fn, mix = build_loss(cfg, num_classes)
     grad_accum = source.grad_accum if source is not None else t.GRAD_ACCUM
-    trainer = create_trainer(
-        torch.compile(model) if cfg.MODEL.COMPILE else model, optimizer, loss_fn, device=device,
-        amp=amp, grad_accum=grad_accum, clip_grad=t.CLIP_GRAD, channels_last=channels_last,
-        batch_transform=mix, prepare_batch=getattr(train_loader, "prepare_batch", None),
-        deterministic=t.DETERMINISTIC, seed=cfg.SEED)
+    trainer = build_trainer(cfg, model, optimizer, loss_fn, mix, device=device, amp=amp,
+                            channels_last=channels_last, grad_accum=grad_accum,
+                            prepare_batch=getattr(train_loader, "prepare_batch", None))
     if mix is not None:
         mix.attach(trainer, cfg.DATA.MIXUP_OFF_EPOCH)
     SamplerEpochs(train_loader).attach(trainer)

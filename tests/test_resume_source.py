@@ -112,13 +112,16 @@ def _corrupt(path, how):
     (64, 2, 2, 4, 1, 16),
     (96, 4, 2, 2, 4, 12),
     (96, 4, 2, 1, 8, 12),
-    # fallback to 1: the new per-process batch is smaller than the saved micro-batch ...
+    # 1: the new per-process batch is smaller than the saved micro-batch ...
     (64, 2, 2, 8, 1, 8),
     (8, 2, 2, 8, 1, 1),
     (96, 4, 2, 16, 1, 6),
-    # ... or does not divide by it (96 / 3 = 32 per process, micro-batch 12)
-    (96, 4, 2, 3, 1, 32),
-    (48, 2, 2, 3, 1, 16),
+    # ... or the fewest micro-steps whose micro-batch is no larger than the saved one, where the
+    # saved one does not divide (96 / 3 = 32 per process, saved micro-batch 12: 4 of 8)
+    (96, 4, 2, 3, 4, 8),
+    (48, 2, 2, 3, 2, 8),
+    # a saved micro-batch below one image (the batch was changed): one image per micro-step
+    (8, 4, 4, 2, 4, 1),
 ])
 def test_elastic_accum_table(batch, saved_world, saved_accum, world, accum, micro):
     got = elastic_accum(batch, saved_world, saved_accum, world)

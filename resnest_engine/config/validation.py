@@ -19,7 +19,8 @@ from .schema import (FIELDS, FORMAT_KEY, FORMAT_MARKER, SECTIONS, TOP_SCALARS, C
                      config_to_dict)
 from .unknown_keys import suggest, unknown_key_error
 
-__all__ = ["check_one_policy", "config_from_dict", "convert", "validate_config", "config_warnings"]
+__all__ = ["check_one_policy", "config_from_dict", "convert", "register_names", "validate_config",
+           "config_warnings"]
 
 
 def flat_keys(data: Mapping[str, Any]) -> List[str]:
@@ -138,20 +139,21 @@ def _check_registered(key: str, value: str, names: Callable[[], List[str]], what
         raise ConfigError(f"{key}: unknown {what} {value!r}; {tail}", key=key)
 
 
+#: Dotted key -> (the registry's names, what they name). The registries declare themselves
+#: (models/registry.py, data/datasets.py) so that config imports neither: they build on config.
+_REGISTRIES: Dict[str, Tuple[Callable[[], List[str]], str]] = {}
+
+
+def register_names(key: str, names: Callable[[], List[str]], what: str) -> None:
+    """Check ``key``'s value against ``names()`` (a registry's live list) in every config."""
+    _REGISTRIES[key] = (names, what)
+
+
 def _check_names(cfg: Config) -> None:
-    """MODEL.NAME and DATA.DATASET against the live registries (imported lazily)."""
-    try:
-        from ..models import list_models
-    except ImportError:  # pragma: no cover - a broken package reports itself when used
-        pass
-    else:
-        _check_registered("MODEL.NAME", cfg.MODEL.NAME, list_models, "model")
-    try:
-        from ..data import list_datasets
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        _check_registered("DATA.DATASET", cfg.DATA.DATASET, list_datasets, "dataset")
+    """MODEL.NAME, DATA.DATASET (and any other registered key) against their registries."""
+    for key, (names, what) in _REGISTRIES.items():
+        section, leaf = key.split(".")
+        _check_registered(key, getattr(getattr(cfg, section), leaf), names, what)
 
 
 def _cross_check(cfg: Config) -> None:

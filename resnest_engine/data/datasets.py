@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, tv_tensors
 
+from ..config.validation import register_names
 from .errors import DataError
 from .options import DataOptions
 
@@ -47,6 +48,9 @@ def register_dataset(*names: str) -> Callable:
 def list_datasets() -> List[str]:
     """Registered dataset names, sorted."""
     return sorted(_REGISTRY)
+
+
+register_names("DATA.DATASET", list_datasets, "dataset")
 
 
 def build_dataset(opts: DataOptions, split: str, classes: Optional[Sequence[str]] = None

@@ -8,7 +8,7 @@ ignite asked for, so at least ``n_saved`` valid files exist at every moment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import ignite.distributed as idist
 import torch
@@ -169,14 +169,17 @@ def check_architecture(ckpt: Mapping[str, Any], model_state: Mapping[str, torch.
                               + mismatch.describe())
 
 
-def list_checkpoints(dirname: Union[str, Path], prefix: str = RESUME_PREFIX) -> List[Path]:
-    """Checkpoint files in ``dirname``, newest (highest iteration) first."""
+def list_checkpoints(dirname: Union[str, Path],
+                     prefix: Union[str, Tuple[str, ...]] = RESUME_PREFIX) -> List[Path]:
+    """Checkpoint files in ``dirname`` whose names start with ``prefix`` (or one of several),
+    newest (highest iteration) first; a name without an iteration sorts last."""
     def iteration(p: Path) -> int:
         try:
             return int(p.stem.split("-i")[-1])
         except ValueError:
             return -1
-    files = [p for p in Path(dirname).glob(f"{prefix}*.pt")]
+    prefixes = (prefix,) if isinstance(prefix, str) else tuple(prefix)
+    files = [p for pre in prefixes for p in Path(dirname).glob(f"{pre}*.pt")]
     return sorted(files, key=iteration, reverse=True)
 
 

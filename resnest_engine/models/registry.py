@@ -5,6 +5,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from ..config.validation import register_names
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .published import load_published_state_dict
 from .resnet import ResNet
@@ -84,6 +85,9 @@ for _layers, _params in (([3, 4, 6, 3], 26.20), ([3, 4, 23, 3], 45.76), ([3, 8, 
 def list_models() -> List[str]:
     """Names accepted by :func:`get_model`, sorted."""
     return sorted(_VARIANTS)
+
+
+register_names("MODEL.NAME", list_models, "model")
 
 
 def get_variant(name: str) -> Variant:

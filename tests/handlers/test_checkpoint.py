@@ -98,15 +98,17 @@ KILL_SCRIPT = textwrap.dedent("""
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
     from resnest_engine.engine import create_trainer
-    from resnest_engine.handlers import attach_standard_handlers
+    from resnest_engine.handlers import (attach_standard_handlers, build_standard_handlers,
+                                         create_lr_scheduler)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = create_trainer(model, opt, F.cross_entropy)
-    opts = dict(epochs=1, epoch_length=8, lr=0.1, output_dir=sys.argv[1],
-                           ckpt_every_iters=1, keep_checkpoints=int(sys.argv[2]), log_every=1000,
-                           progress_bar="off", tensorboard=False)
-    attach_standard_handlers(trainer, standard_handlers(trainer, model, opt, None, **opts))
+    handlers = build_standard_handlers(
+        trainer, model, opt, lr_scheduler=create_lr_scheduler(opt, "cos", 0.1, 8),
+        output_dir=sys.argv[1], ckpt_every_iters=1, keep_checkpoints=int(sys.argv[2]),
+        log_every=1000, progress_bar="off", tensorboard=False)
+    attach_standard_handlers(trainer, handlers)
     data = DataLoader(TensorDataset(torch.randn(16, 3, 2, 2), torch.randint(0, 10, (16,))),
                       batch_size=2)
     trainer.run(data, max_epochs=1)
