@@ -1,9 +1,11 @@
 """Shared fixtures: tiny models and loaders for the engine and handler tests."""
+import logging
 import os
 
 import pytest
 import torch
 
+from resnest_engine.handlers import setup_logger
 from tests.tiny_models import make_loader, make_tiny_model
 
 
@@ -15,6 +17,18 @@ def tiny_model():
 @pytest.fixture
 def loader():
     return make_loader
+
+
+@pytest.fixture
+def log_file(tmp_path):
+    """``setup_logger`` to ``tmp_path / "log.txt"`` (no console), removed afterwards."""
+    path = tmp_path / "log.txt"
+    setup_logger(path, stream=False)
+    yield path
+    log = logging.getLogger("resnest_engine")
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -3,7 +3,7 @@
 the remaining keywords as their policy (``StandardOptions`` fields)."""
 from typing import Any, Iterable, Optional
 
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from resnest_engine.engine import create_evaluator, unwrap_model
 from resnest_engine.handlers import (DropBlockRamp, StandardHandlers, Validation,
@@ -32,3 +32,16 @@ def standard_handlers(trainer: Engine, model, optimizer, val_loader: Optional[It
         validation=validation,
         dropblock=DropBlockRamp(raw, dropblock_prob, total) if dropblock_prob > 0 else None,
         **policy)
+
+
+def scripted_evaluator(scores) -> Engine:
+    """An evaluator whose top-1 at its n-th run is ``scores[n]`` (top-5 99, loss 1)."""
+    ev = Engine(lambda e, b: None)
+    ev.calls = 0
+
+    @ev.on(Events.COMPLETED)
+    def _(engine):
+        engine.state.metrics = {"top1": scores[ev.calls], "top5": 99.0, "loss": 1.0}
+        ev.calls += 1
+
+    return ev

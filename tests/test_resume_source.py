@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import attach_standard_handlers, read_checkpoint
@@ -20,7 +20,7 @@ from resnest_engine.handlers.checkpoint import CheckpointError
 from resnest_engine.handlers.schedules import create_lr_scheduler, simulate_lr
 from resnest_engine.resume import (CheckpointResume, OfficialResume, elastic_accum,
                                    elastic_resume_point, open_resume)
-from tests.standard_setup import standard_handlers
+from tests.standard_setup import scripted_evaluator, standard_handlers
 from tests.tiny_models import make_loader, make_tiny_model
 
 EPOCHS, EL, LR = 3, 4, 0.1  # 16 images in batches of 4: 4 steps per epoch
@@ -33,17 +33,6 @@ SAVED = ["best-e001-top1=10.00.pt", "best-e002-top1=30.00.pt", "epoch-e002-i0000
          "resume-e002-i0000008.pt", "resume-e003-i0000009.pt"]
 
 
-def _scripted_evaluator(scores):
-    """An evaluator whose top-1 at its n-th run is scores[n]."""
-    ev = Engine(lambda e, b: None)
-    ev.calls = 0
-
-    @ev.on(Events.COMPLETED)
-    def _(engine):
-        engine.state.metrics = {"top1": scores[ev.calls], "top5": 99.0, "loss": 1.0}
-        ev.calls += 1
-
-    return ev
 
 
 def _build(out_dir, *, model=None, epochs=EPOCHS, el=EL, meta=META):
@@ -54,7 +43,7 @@ def _build(out_dir, *, model=None, epochs=EPOCHS, el=EL, meta=META):
     trainer = create_trainer(model, opt, F.cross_entropy)
     policy = dict(output_dir=str(out_dir), ckpt_every_iters=3, keep_checkpoints=10,
                   keep_best=2) if out_dir is not None else {}
-    handlers = standard_handlers(trainer, model, opt, [0], evaluator=_scripted_evaluator(SCORES),
+    handlers = standard_handlers(trainer, model, opt, [0], evaluator=scripted_evaluator(SCORES),
                                  epochs=epochs, epoch_length=el, lr=LR, log_every=1000,
                                  progress_bar="off", tensorboard=False, meta=dict(meta), **policy)
     attach_standard_handlers(trainer, handlers)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 
-from tests.standard_setup import standard_handlers
+from tests.standard_setup import scripted_evaluator, standard_handlers
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, atomic_save,
                                      attach_standard_handlers, check_architecture, list_checkpoints,
@@ -41,17 +41,6 @@ def _setup(out_dir, *, epochs=3, el=4, val=None, evaluator=None, deterministic=F
     return model, opt, trainer, handlers
 
 
-def _scripted_evaluator(scores):
-    """An evaluator whose top-1 at trainer epoch e is scores[e - 1]."""
-    ev = Engine(lambda e, b: None)
-    ev.calls = 0
-
-    @ev.on(Events.COMPLETED)
-    def _(engine):
-        engine.state.metrics = {"top1": scores[ev.calls], "top5": 99.0, "loss": 1.0}
-        ev.calls += 1
-
-    return ev
 
 
 def _names(d, pattern):
@@ -61,7 +50,7 @@ def _names(d, pattern):
 def test_best_n_rotation(tmp_path):
     scores = [10.0, 30.5, 20.25, 40.0, 5.0]
     _, _, trainer, handlers = _setup(tmp_path, epochs=5, val=[0], keep_best=2,
-                                     evaluator=_scripted_evaluator(scores))
+                                     evaluator=scripted_evaluator(scores))
     trainer.run(make_loader(n=16, batch_size=4), max_epochs=5)
     ckpt_dir = tmp_path / "checkpoints"
     assert _names(ckpt_dir, "best-*") == ["best-e002-top1=30.50.pt", "best-e004-top1=40.00.pt"]

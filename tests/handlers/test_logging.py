@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 
 import pytest
@@ -12,7 +11,7 @@ from ignite.engine import Events
 
 from tests.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import attach_standard_handlers, setup_logger
+from resnest_engine.handlers import attach_standard_handlers
 
 BATCH_RE = re.compile(r"Batch: (\d+)\| Loss: (\d+\.\d{3}) \| Top1: (\d+\.\d{3}) \| "
                       r"epoch (\d+)/2 \| LR: (\d+\.\d{6}) \| (\d+\.\d) img/s$")
@@ -21,16 +20,6 @@ SOFT_BATCH_RE = re.compile(r"Batch: (\d+)\| Loss: (\d+\.\d{3}) \| epoch (\d+)/2 
 EPOCH_RE = re.compile(r"Epoch: (\d+), Time cost: (\d+\.\d) \| epoch (\d+)/2 \| (\d+\.\d) img/s$")
 VAL_RE = re.compile(r"Validation: Top1: (\d+\.\d{3}) \| Top5: (\d+\.\d{3}) \| Loss: (\d+\.\d{4})$")
 
-
-@pytest.fixture
-def log_file(tmp_path):
-    path = tmp_path / "log.txt"
-    setup_logger(path, stream=False)
-    yield path
-    log = logging.getLogger("resnest_engine")
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
 
 
 def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loader):

@@ -1,24 +1,11 @@
 """Our log lines start with the official fields: the official parsers' patterns read them."""
-import logging
-
-import pytest
 import torch
 import torch.nn.functional as F
 
 from resnest_engine.engine import create_evaluator, create_trainer
-from resnest_engine.handlers import TrainLogger, Validation, setup_logger
+from resnest_engine.handlers import TrainLogger, Validation
 from resnest_engine.official import BATCH_LINE, EPOCH_LINE, VALIDATION_LINE, validation_line
 
-
-@pytest.fixture
-def log_file(tmp_path):
-    path = tmp_path / "log.txt"
-    setup_logger(path, stream=False)
-    yield path
-    log = logging.getLogger("resnest_engine")
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
 
 
 def test_train_logger_and_validation_lines_match_the_official_patterns(log_file, tiny_model,
