@@ -21,7 +21,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 
+from .config import load_config
 from .errors import InputError
+from .evaluate import evaluate as evaluate_weights
+from .handlers.checkpoint import atomic_save, list_checkpoints
+from .models.weights import read_state_dict
+from .run_files import best_checkpoints, refuse_overwrite
+from .run_lock import RunDirLock, RunDirLockedError, describe_holder
 
 __all__ = ["AverageError", "Averaged", "DEFAULT_OUTPUT", "average_checkpoints",
            "average_state_dicts", "select_checkpoints"]
@@ -146,8 +152,6 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
     neither: every ``best-*.pt`` the run kept. ``note`` is a one-line message when fewer than
     asked for exist (naming the config key that keeps more); none at all is an error.
     """
-    from .handlers.checkpoint import list_checkpoints
-    from .run_files import best_checkpoints
     ckpt_dir = run_dir / "checkpoints"
     if last is not None:
         found, key, kind = list_checkpoints(ckpt_dir), "TRAINING.KEEP_CHECKPOINTS", "resume points"
@@ -172,7 +176,6 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
 
 def _output_path(run_dir: Path, output: Optional[str], inputs: Sequence[Path]) -> Path:
     """Where the average goes: never a file the run or its checkpoints live in."""
-    from .run_files import refuse_overwrite
     out = Path(output) if output else run_dir / DEFAULT_OUTPUT
     if output is not None and (not output or output.endswith(("/", "\\")) or out.is_dir()):
         raise AverageError(f"--output: {output!r} is not a file name")
@@ -222,7 +225,6 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
         if not config.is_file():
             raise AverageError(f"{config} not found: the run's config is needed to evaluate "
                                "(or pass --no-eval)")
-        from .config import load_config
         cfg = load_config(config, list(overrides))
     elif overrides:
         raise AverageError("KEY=VALUE overrides only apply to the evaluation; drop them with "
@@ -230,7 +232,6 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
 
     # One writer per run directory; also keeps a live run from rotating the checkpoints away
     # while they are read.
-    from .run_lock import RunDirLock, RunDirLockedError, describe_holder
     try:
         lock = RunDirLock(run_dir, command=command or f"average_checkpoints({str(run_dir)!r})",
                           label=f"run directory {run_dir}").acquire()
@@ -243,8 +244,6 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
         if remark:
             note(remark)
 
-        from .handlers.checkpoint import atomic_save
-        from .models.weights import read_state_dict
         mean = _Mean()
         # Oldest first, so that the integer buffers come from the newest checkpoint.
         for path in sorted(paths, key=_age):
@@ -263,7 +262,6 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
         if cfg is None:
             return done
 
-        from .evaluate import evaluate as evaluate_weights
         width = max(len(p.name) for p in paths)
         for path in paths:
             m = evaluate_weights(cfg, path)
@@ -287,7 +285,9 @@ def _age(p: Path) -> Tuple[int, int]:
 
 
 if __name__ == "__main__":  # pragma: no cover  (``python -m resnest_engine.average``, as before)
-    import sys
+    # The old spelling runs the command, resnest_engine.cli.average, by name: the library never
+    # imports its command line (no average <-> cli.average import cycle), and importing this
+    # module never loads the cli package.
+    import runpy
 
-    from .cli.average import main
-    sys.exit(main())
+    runpy.run_module("resnest_engine.cli.average", run_name="__main__", alter_sys=True)

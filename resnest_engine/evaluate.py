@@ -16,7 +16,7 @@ from .engine.precision import resolve_amp, resolve_channels_last
 from .files import UnsafeLoadError, safe_load
 from .from_config import CLASSES_FILE, data_options, model_kwargs
 from .handlers import run_validation, setup_logger
-from .models import get_model, load_pretrained
+from .models import WeightsError, get_model, load_pretrained
 
 __all__ = ["evaluate", "stored_class_names"]
 
@@ -54,7 +54,6 @@ def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
     report = load_pretrained(model, weights)
     if report.skipped_classifier:
-        from .models import WeightsError
         raise WeightsError(f"{weights} does not fit: its classifier (fc.weight) is for another "
                            f"number of classes than the dataset's {num_classes}")
     device = idist.device()

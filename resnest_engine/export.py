@@ -8,6 +8,7 @@ import torch
 from .config import Config
 from .errors import os_error_message
 from .files import atomic_write
+from .from_config import model_kwargs
 from .handlers.checkpoint import CheckpointWriteError, atomic_save
 from .models import get_model, get_variant
 from .models.weights import read_state_dict
@@ -22,7 +23,6 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
     crop size (``torch.export.load`` reads it). Anything else: a state_dict with exactly
     ``get_model``'s keys, checked by loading it strictly first.
     """
-    from .from_config import model_kwargs
     state = read_state_dict(checkpoint)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
     model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))

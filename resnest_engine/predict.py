@@ -24,8 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .config import config_from_dict, load_config
+from .data import build_eval_transform
+from .data.datasets import IMG_EXTENSIONS
 from .errors import InputError, one_line, os_error_message
-from .from_config import CLASSES_FILE
+from .files import UnsafeLoadError, atomic_write_text, safe_load
+from .from_config import CLASSES_FILE, data_options, model_kwargs
+from .handlers.checkpoint import read_checkpoint
+from .models import WeightsError, get_model, load_pretrained
+from .models.weights import read_state_dict
+from .run_files import find_run_weights, refuse_overwrite
 
 __all__ = ["OUTPUT_SUFFIXES", "Predictions", "predict"]
 
@@ -73,7 +86,6 @@ def _read_class_names(path: Path) -> Optional[List[str]]:
 
 
 def _load_object(path: Path) -> Any:
-    from .files import UnsafeLoadError, safe_load
     try:
         return safe_load(path, mmap=True)
     except UnsafeLoadError as e:
@@ -85,7 +97,6 @@ def _checkpoint_meta(path: Path) -> Optional[Dict[str, Any]]:
     obj = _load_object(path)
     if not (isinstance(obj, dict) and "format_version" in obj):
         return None
-    from .handlers.checkpoint import read_checkpoint
     meta = read_checkpoint(path)["meta"]
     return meta if isinstance(meta, dict) else {}
 
@@ -101,8 +112,6 @@ def _run_dir_of(path: Path) -> Optional[Path]:
 
 def _resolve_weights(arg: PathLike) -> _Weights:
     """A run directory or a weights file -> config, weights file and class names."""
-    from .config import config_from_dict, load_config
-    from .run_files import find_run_weights
     src = Path(arg)
     if src.is_dir():
         if not (src / CONFIG_FILE).is_file():
@@ -143,9 +152,6 @@ def _resolve_weights(arg: PathLike) -> _Weights:
 def _build_model(w: _Weights, note: Callable[[str], None]):
     """The run's network with ``w.weights`` loaded, in eval mode (on the CPU), and the class
     names (indices as names when none are stored)."""
-    from .models import WeightsError, get_model, load_pretrained
-    from .models.weights import read_state_dict
-    from .from_config import model_kwargs
     names = w.class_names
     if names is None:
         state = read_state_dict(w.weights)
@@ -164,7 +170,6 @@ def _build_model(w: _Weights, note: Callable[[str], None]):
 
 # --------------------------------------------------------------------------- the images
 def _is_image(name: str) -> bool:
-    from .data.datasets import IMG_EXTENSIONS
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
@@ -182,7 +187,6 @@ def _find_images(inputs: Sequence[str]) -> List[str]:
             raise InputError(f"not found: {arg}")
     unique = list(dict.fromkeys(found))
     if not unique:
-        from .data.datasets import IMG_EXTENSIONS
         raise InputError(f"no images found in {' '.join(inputs)} (looked for "
                          f"{', '.join(IMG_EXTENSIONS)})")
     return unique
@@ -199,7 +203,6 @@ class _ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from PIL import Image
         try:
             with Image.open(self.paths[index]) as im:
                 image = im.convert(self.mode)  # decodes fully: a truncated file fails here
@@ -213,7 +216,6 @@ def _as_list(items):
 
 
 def _device(arg):
-    import torch
     if arg is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -272,7 +274,6 @@ def _check_output(name: Optional[PathLike]) -> Optional[Path]:
 
 
 def _write_output(out: Path, text: str) -> None:
-    from .files import atomic_write_text
     try:
         atomic_write_text(out, text)
     except OSError as e:
@@ -314,19 +315,11 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
     dev = _device(device)
     w = _resolve_weights(weights)
     if out is not None:
-        from .run_files import refuse_overwrite
         refuse_overwrite(
             out, "--output", w.run_dir, [w.weights],
             run_file=f"is a file of the run directory {w.run_dir}; write the predictions "
                      "somewhere else",
             input_file="is the weights file being read; write the predictions somewhere else")
-
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from .data import build_eval_transform
-    from .from_config import data_options
 
     model, names = _build_model(w, note)
     model = model.to(dev)
@@ -369,5 +362,9 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
 
 
 if __name__ == "__main__":  # pragma: no cover  (``python -m resnest_engine.predict``, as before)
-    from .cli.predict import main
-    sys.exit(main())
+    # The old spelling runs the command, resnest_engine.cli.predict, by name: the library never
+    # imports its command line (no predict <-> cli.predict import cycle), and importing this
+    # module never loads the cli package.
+    import runpy
+
+    runpy.run_module("resnest_engine.cli.predict", run_name="__main__", alter_sys=True)

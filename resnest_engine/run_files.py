@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .errors import InputError
+from .handlers.checkpoint import BEST_PREFIX, CheckpointError, list_checkpoints, read_checkpoint
 
 __all__ = ["RUN_DIRS", "RUN_FILES", "best_checkpoints", "find_run_weights", "first_loadable",
            "newest_valid_checkpoint", "refuse_overwrite"]
@@ -42,7 +43,6 @@ def refuse_overwrite(out: Path, flag: str, run_dir: Optional[Path], inputs: Sequ
 def first_loadable(paths: Iterable[Path], model_name: str) -> Tuple[Optional[Path], Optional[dict]]:
     """The first of ``paths`` that loads and is for ``model_name``, and its contents (each one
     skipped: a ``warning:`` line on stderr)."""
-    from .handlers.checkpoint import CheckpointError, read_checkpoint
     for path in paths:
         try:
             ckpt = read_checkpoint(path)
@@ -61,14 +61,11 @@ def newest_valid_checkpoint(ckpt_dir: Path, model_name: str
                             ) -> Tuple[Optional[Path], Optional[dict]]:
     """The newest resume point in ``ckpt_dir`` that loads and is for ``model_name``, and its
     contents."""
-    from .handlers.checkpoint import list_checkpoints
     return first_loadable(list_checkpoints(ckpt_dir), model_name)
 
 
 def best_checkpoints(ckpt_dir: Path) -> List[Path]:
     """``best-e{epoch}-top1={score}.pt`` files, highest score first (newest epoch on ties)."""
-    from .handlers.checkpoint import BEST_PREFIX
-
     def key(p: Path) -> Tuple[float, str]:
         try:
             score = float(p.stem.rsplit("top1=", 1)[1])

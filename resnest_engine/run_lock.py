@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Optional, Set
 
+from .errors import os_error_message
+
 __all__ = ["LOCK_NAME", "RunDirError", "RunDirLock", "RunDirLockedError", "describe_holder",
            "has_run_content", "read_holder"]
 
@@ -231,5 +233,4 @@ def _parse(raw: bytes) -> Optional[dict]:
 
 
 def _reason(e: OSError) -> str:
-    from .errors import os_error_message
     return os_error_message(e)

@@ -10,6 +10,7 @@ import shlex
 import sys
 from typing import List, Optional, Sequence
 
+from ..average import DEFAULT_OUTPUT, average_checkpoints
 from ..exit_codes import ExitCode
 from .console import console_main
 
@@ -17,7 +18,6 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..average import DEFAULT_OUTPUT
     p = argparse.ArgumentParser(
         prog="resnest-average",
         description="Average the weights of a run's best or last checkpoints, write them as a "
@@ -41,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str]) -> int:
     """``resnest-average ARGV``: the exit status (a user error raises)."""
-    from ..average import average_checkpoints
     a = build_parser().parse_args(argv)
     average_checkpoints(a.run_dir, a.best, a.last, a.output, evaluate=not a.no_eval,
                         overrides=a.overrides,

@@ -5,8 +5,14 @@ from __future__ import annotations
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from ..config import ConfigError
+from ..data import DataError
 from ..errors import InputError, one_line
 from ..exit_codes import ExitCode
+from ..handlers.checkpoint import CheckpointError, CheckpointWriteError
+from ..models.registry import UnknownModelError
+from ..models.weights import WeightsError
+from ..run_lock import RunDirError
 
 __all__ = ["UsageError", "console_main"]
 
@@ -16,12 +22,6 @@ class UsageError(InputError):
 
 
 def _user_errors():
-    from ..config import ConfigError
-    from ..data import DataError
-    from ..handlers.checkpoint import CheckpointError
-    from ..models.registry import UnknownModelError
-    from ..models.weights import WeightsError
-    from ..run_lock import RunDirError
     return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, InputError,
             RunDirError)
 
@@ -30,7 +30,6 @@ def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]]
                  user_errors: Tuple[type, ...] = ()) -> int:
     """Run a console command's ``body(argv)`` with the shared exit statuses: a user error (bad
     input) is one ``error:`` line and 2, a failed write 1, Ctrl-C 130."""
-    from ..handlers.checkpoint import CheckpointWriteError
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return body(argv)

@@ -16,7 +16,10 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from tqdm import tqdm
+
 from ..exit_codes import ExitCode
+from ..predict import predict
 from .console import console_main
 
 __all__ = ["build_parser", "main"]
@@ -58,9 +61,6 @@ def _note(line: str) -> None:
 
 def run(argv: Sequence[str]) -> int:
     """``resnest-predict ARGV``: the exit status (a user error raises)."""
-    from tqdm import tqdm
-
-    from ..predict import predict
     a = build_parser().parse_args(argv)
     table = a.output is None
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 from pathlib import Path
 from typing import Sequence, Tuple
 
 from .. import run_files
 from ..errors import InputError, os_error_message
+from ..files import atomic_write_text
 from ..official import is_official_checkpoint
 from ..run_files import newest_valid_checkpoint as _newest_valid_checkpoint  # noqa: F401 (train)
+from ..run_lock import RunDirLock
 from .console import UsageError
 
 __all__ = ["export_path", "find_run_weights"]
@@ -18,9 +21,6 @@ __all__ = ["export_path", "find_run_weights"]
 
 def _lock_run_dir(outdir: Path, argv: Sequence[str]):
     """Take ``outdir``'s lock (creating it): a held one is a user error naming the holder."""
-    import shlex
-
-    from ..run_lock import RunDirLock
     return RunDirLock(outdir, command="resnest-train " + shlex.join(map(str, argv)),
                       label=f"--outdir {outdir}").acquire()
 
@@ -70,7 +70,6 @@ def export_path(name: str, outdir: Path, source: Path) -> Path:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write ``path`` so that it is either the old file or the complete new one."""
-    from ..files import atomic_write_text
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
