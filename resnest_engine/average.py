@@ -24,7 +24,7 @@ import torch
 from .config import load_config
 from .errors import InputError
 from .evaluate import evaluate as evaluate_weights
-from .handlers.checkpoint import atomic_save, list_checkpoints
+from .handlers.checkpoint import list_checkpoints, save_weights
 from .models.weights import read_state_dict
 from .run_files import best_checkpoints, refuse_overwrite
 from .run_lock import RunDirLock, RunDirLockedError, describe_holder
@@ -253,7 +253,7 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
             except ValueError as e:
                 raise AverageError(f"cannot average the checkpoints: {e}") from None
             del state
-        atomic_save(mean.result(), out)
+        save_weights(mean.result(), out)
         del mean
         ema = cfg is not None and cfg.TRAINING.EMA_DECAY > 0
         report(f"wrote {out}: the average of the {what} of {run_dir}"

@@ -1,15 +1,16 @@
 """Export a checkpoint's weights as a plain state_dict or a ``torch.export`` program."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 
+from .checksum import file_checksum_of
 from .config import Config
-from .errors import os_error_message
-from .files import atomic_write
+from .files import WriteError, atomic_write, write_sidecar
 from .from_config import model_kwargs
-from .handlers.checkpoint import CheckpointWriteError, atomic_save
+from .handlers.checkpoint import CheckpointWriteError, save_weights
 from .models import get_model, get_variant
 from .models.weights import read_state_dict
 
@@ -21,7 +22,8 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
 
     ``.pt2``: a ``torch.export`` program of the model in eval mode for one image at the variant's
     crop size (``torch.export.load`` reads it). Anything else: a state_dict with exactly
-    ``get_model``'s keys, checked by loading it strictly first.
+    ``get_model``'s keys, checked by loading it strictly first. Either way with its checksum in
+    the sidecar ``OUT.checksum`` (:mod:`resnest_engine.checksum`).
     """
     state = read_state_dict(checkpoint)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
@@ -35,10 +37,14 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
             size = cfg.DATA.IMAGE_SIZE
         example = torch.randn(1, cfg.MODEL.IN_CHANS, size, size)
         program = torch.export.export(model, (example,))
+        buffer = io.BytesIO()  # in memory first: the sidecar needs the bytes' checksum
+        torch.export.save(program, buffer)
+        data = buffer.getvalue()
         try:
-            atomic_write(out, lambda f: torch.export.save(program, f))
-        except OSError as e:
-            raise CheckpointWriteError(f"cannot write {out}: {os_error_message(e)}") from None
+            atomic_write(out, lambda f: f.write(data), size=len(data),
+                         on_written=lambda: write_sidecar(out, file_checksum_of(data), "file"))
+        except WriteError as e:
+            raise CheckpointWriteError(str(e)) from None
     else:  # .pt, .pth or anything else: a plain state_dict
-        atomic_save(model.state_dict(), out)
+        save_weights(model.state_dict(), out)
     return out

@@ -17,7 +17,7 @@ from ignite.utils import manual_seed
 
 from .config import Config, config_warnings, dump_config, effective_lr
 from .data import SamplerEpochs, close_loader, create_loaders
-from .data.errors import DataError
+from .data.errors import DataError, worker_died
 from .engine import create_evaluator
 from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from .exit_codes import ExitCode
@@ -137,6 +137,11 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     interrupt.attach(trainer)
     try:
         trainer.run(train_loader, max_epochs=t.EPOCHS)
+    except RuntimeError as e:  # torch's SIGCHLD handler raises it wherever the main thread is
+        died = worker_died(e, cfg.DATA.WORKERS)
+        if died is None:
+            raise
+        raise died from None
     finally:
         # Persistent workers freed by the garbage collector each wait out a 5 s timeout.
         for loader in (trainer.state.dataloader, train_loader, val_loader):

@@ -14,8 +14,8 @@ __all__ = ["RUN_DIRS", "RUN_FILES", "best_checkpoints", "find_run_weights", "fir
 
 #: Files of a run directory that an output (``--export``, ``resnest-average``,
 #: ``resnest-predict``) must never replace; :data:`RUN_DIRS` as a whole too.
-RUN_FILES = ("model_weights.pt", "metrics.json", "eval_metrics.json", "config.yaml", "log.txt",
-             "classes.json")
+RUN_FILES = ("model_weights.pt", "model_weights.pt.checksum", "metrics.json", "eval_metrics.json",
+             "config.yaml", "log.txt", "classes.json")
 RUN_DIRS = ("checkpoints", "tb")
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
+from resnest_engine.checksum import with_checksum
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import attach_standard_handlers, read_checkpoint
 from resnest_engine.handlers.checkpoint import CheckpointError
@@ -223,7 +224,7 @@ def test_meta_without_grad_accum_uses_the_argument(ckpts, warnings_log):
     path = ckpts / "resume-e002-i0000008.pt"
     ckpt = read_checkpoint(path)
     del ckpt["meta"]["grad_accum"]
-    torch.save(ckpt, path)
+    torch.save(with_checksum(ckpt), path)  # as an older version wrote it
     ckpt = read_checkpoint(path)
     assert elastic_resume_point(ckpt, path, BATCH, 3, 2)[2] == 3  # same world: the argument
     # another world: the saved micro-batch is BATCH / (2 x the argument)
@@ -239,7 +240,7 @@ def test_the_boundary_point_records_its_own_accumulation(ckpts, warnings_log):
     boundary = ckpts / "resume-e002-i0000008.pt"
     ckpt = read_checkpoint(boundary)
     ckpt["meta"]["grad_accum"] = 1  # micro-batch 64 / (2 x 1) = 32
-    torch.save(ckpt, boundary)
+    torch.save(with_checksum(ckpt), boundary)
     source = open_resume(ckpts / "resume-e003-i0000009.pt", BATCH, 1, 1)
     assert source.path == boundary and source.grad_accum == 2
     assert "(2 micro-step(s) of 32 per process, was 1 of 32)" in _messages(warnings_log)[-1]

@@ -6,15 +6,20 @@ import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..config import ConfigError
-from ..data import DataError
+from ..data import DataError, WorkerDiedError
 from ..errors import InputError, one_line
 from ..exit_codes import ExitCode
-from ..handlers.checkpoint import CheckpointError, CheckpointWriteError
+from ..handlers.checkpoint import CheckpointError
 from ..models.registry import UnknownModelError
 from ..models.weights import WeightsError
+from ..files import WriteError
 from ..run_lock import RunDirError
 
-__all__ = ["UsageError", "console_main"]
+__all__ = ["MACHINE_FAILURES", "UsageError", "console_main"]
+
+#: Failures of the machine, not of the input: one ``error:`` line and exit status 1 (a full or
+#: unwritable disk, a dead DataLoader worker).
+MACHINE_FAILURES = (WriteError, WorkerDiedError, OSError)
 
 
 class UsageError(InputError):
@@ -33,7 +38,7 @@ def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]]
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return body(argv)
-    except CheckpointWriteError as e:  # a failure of the machine (disk full), not of the input
+    except MACHINE_FAILURES as e:  # a failure of the machine (disk full), not of the input
         print(f"error: {one_line(e)}", file=sys.stderr)
         return ExitCode.FAILED
     except (*_user_errors(), *user_errors) as e:

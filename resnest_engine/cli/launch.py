@@ -20,10 +20,9 @@ from torch.multiprocessing import ProcessExitedException
 from ..config import config_from_dict, config_to_dict
 from ..errors import one_line
 from ..exit_codes import ExitCode
-from ..handlers.checkpoint import CheckpointWriteError
 from ..run import train
 from .args import _check_dist_flags, resolve_official_flags
-from .console import UsageError, _user_errors
+from .console import MACHINE_FAILURES, UsageError, _user_errors
 
 __all__ = ["default_nproc_per_node", "resolve_launch_args"]
 
@@ -143,7 +142,7 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
         result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None,
                        preamble)
         code = result.exit_code
-    except (CheckpointWriteError, OSError) as e:  # a failure of the machine, not the user's input
+    except MACHINE_FAILURES as e:  # a failure of the machine, not the user's input
         print(f"error: {one_line(e)}", file=sys.stderr)
         code = ExitCode.FAILED
     except _user_errors() as e:

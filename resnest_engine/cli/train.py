@@ -13,6 +13,7 @@ from ..data import DataError
 from ..evaluate import evaluate
 from ..exit_codes import ExitCode
 from ..export import export_weights
+from ..handlers import write_final_outputs
 from ..official import is_official_checkpoint, read_config, read_resume_file, validation_line
 from ..run_lock import has_run_content
 from .args import build_parser
@@ -93,6 +94,11 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
             check_resume_overrides(saved_cfg, new_cfg)
             cfg = new_cfg
         if resume is not None and _finished(ckpt):
+            if not (outdir / "model_weights.pt").is_file():  # it stopped writing them (disk full)
+                weights = write_final_outputs(ckpt, outdir)
+                print(f"{outdir}: the run had finished ({resume.name}) but not written its final "
+                      f"outputs; wrote {weights.name} and metrics.json from it")
+                return None
             print(f"{outdir}: the run already finished ({resume.name}); nothing to do")
             return None
     elif exists:

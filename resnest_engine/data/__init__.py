@@ -9,7 +9,7 @@ Typical use (the recipe runner does exactly this)::
     # in the step: x, y = train_loader.prepare_batch(batch, device, non_blocking=True)
 """
 from .datasets import build_dataset, list_datasets, register_dataset
-from .errors import DataError
+from .errors import DataError, WorkerDiedError
 from .loaders import SamplerEpochs, close_loader, create_eval_loader, create_loaders
 from .mixup import MixupCutmix
 from .options import IMAGENET_MEAN, IMAGENET_STD, DataOptions
@@ -18,7 +18,7 @@ from .transforms import build_eval_transform, build_train_transform
 # The rest stays in its module: .datasets (ImageFolderSplit, ...), .loaders (ImageLoader,
 # make_train_loader, ...), .samplers, .transforms (Lighting, ...), .jpeg, .reproducible.
 __all__ = [
-    "DataOptions", "DataError", "IMAGENET_MEAN", "IMAGENET_STD",
+    "DataOptions", "DataError", "WorkerDiedError", "IMAGENET_MEAN", "IMAGENET_STD",
     "create_loaders", "create_eval_loader", "SamplerEpochs", "close_loader",
     "build_dataset", "list_datasets", "register_dataset",
     "build_train_transform", "build_eval_transform", "MixupCutmix",

@@ -286,6 +286,7 @@ def _cifar100(opts: DataOptions, split: str) -> Dataset:
 def digits_split(val_fraction: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified (train, val) index arrays over scikit-learn's 1,797 digits."""
     # Lazy on purpose: scikit-learn is an optional dependency (the demo extra), needed only here.
+    # scikit-learn is optional (the digits demo's extra): imported only when digits is used
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -301,7 +302,7 @@ class DigitsDataset(Dataset):
 
     def __init__(self, split: str, image_size: int = 32, in_chans: int = 3) -> None:
         # Lazy on purpose: scikit-learn is an optional dependency (the demo extra).
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # optional dependency, as above
 
         digits = load_digits()
         train_idx, val_idx = digits_split()

@@ -27,7 +27,7 @@ from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets import ImageFolderSplit, build_dataset
-from .errors import DataError
+from .errors import DataError, worker_died
 from .jpeg import FastJpegSample, fast_collate, identity_batch_transform, make_device_transform
 from .options import DataOptions, validate_options
 from .reproducible import SeededDataset, TransformedSample
@@ -62,6 +62,34 @@ class ImageLoader(DataLoader):
     def close(self) -> None:
         """Stop this loader's persistent workers now (see ``close_loader``)."""
         close_loader(self)
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        return _WorkerWatch(iterator, self.num_workers) if self.num_workers > 0 else iterator
+
+
+class _WorkerWatch:
+    """An iterator of worker batches whose dead worker (torch's ``RuntimeError``, a traceback
+    through the whole training loop) is a one-line :class:`WorkerDiedError` instead."""
+
+    def __init__(self, iterator: Any, workers: int) -> None:
+        self._it, self._workers = iterator, workers
+
+    def __iter__(self) -> "_WorkerWatch":
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._it)
+        except RuntimeError as e:
+            codes = {w.pid: w.exitcode for w in getattr(self._it, "_workers", [])}
+            died = worker_died(e, self._workers, codes)
+            if died is None:
+                raise
+            raise died from None
+
+    def __len__(self) -> int:
+        return len(self._it)
 
 
 def close_loader(loader: Any) -> None:

@@ -16,13 +16,14 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 
-from ..errors import os_error_message
-from ..files import UnsafeLoadError, atomic_write, safe_load
+from ..checksum import tensor_checksum, with_checksum
+from ..files import UnsafeLoadError, WriteError, atomic_write, safe_load, write_sidecar
 from ..models.weights import KeyMismatch
 
 __all__ = ["AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "Stateful", "atomic_save",
            "check_architecture", "create_best_checkpointer", "create_epoch_checkpointer",
-           "create_resume_checkpointer", "list_checkpoints", "load_checkpoint", "read_checkpoint"]
+           "create_resume_checkpointer", "list_checkpoints", "load_checkpoint", "read_checkpoint",
+           "save_weights", "tensor_bytes"]
 
 FORMAT_VERSION = 1
 RESUME_PREFIX = "resume-"
@@ -36,20 +37,39 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or does not load/verify."""
 
 
-class CheckpointWriteError(CheckpointError):
+class CheckpointWriteError(CheckpointError, WriteError):
     """A checkpoint could not be written (disk full, unwritable directory)."""
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in ``obj`` (nested dicts, lists, tuples): about
+    the size of its ``torch.save`` file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable] = None) -> None:
     """``torch.save`` to ``path`` so that ``path`` is either the old file or the complete new one.
 
-    Raises :class:`CheckpointWriteError` with the reason (e.g. disk full) and leaves no temp file.
+    Raises :class:`CheckpointWriteError` with the reason (e.g. disk full, with the size the file
+    needed) and leaves no temp file.
     """
-    path = Path(path)
     try:
-        atomic_write(path, lambda f: torch.save(obj, f), on_written)
-    except OSError as e:
-        raise CheckpointWriteError(f"cannot write {path}: {os_error_message(e)}") from None
+        atomic_write(path, lambda f: torch.save(obj, f), on_written, size=tensor_bytes(obj))
+    except WriteError as e:
+        raise CheckpointWriteError(str(e)) from None
+
+
+def save_weights(state_dict: Mapping[str, torch.Tensor], path: Union[str, Path]) -> None:
+    """:func:`atomic_save` of a plain state_dict (loadable as it is by timm, the official code
+    and ``torch.load``) with its checksum in the sidecar ``PATH.checksum``, written just before
+    the file is renamed into place (see :mod:`resnest_engine.checksum`)."""
+    atomic_save(state_dict, path, on_written=lambda: write_sidecar(path, tensor_checksum(state_dict)))
 
 
 class AtomicDiskSaver(BaseSaveHandler):
@@ -69,7 +89,7 @@ class AtomicDiskSaver(BaseSaveHandler):
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
         if idist.get_rank() != 0:
             return
-        atomic_save(checkpoint, self.dirname / filename)
+        atomic_save(with_checksum(checkpoint), self.dirname / filename)
         pending, self._pending = self._pending, []
         for name in pending:
             if name != filename:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import ignite.distributed as idist
 import torch
@@ -13,9 +14,11 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar, TensorboardLogger
 from ignite.handlers.tensorboard_logger import OutputHandler
 
+from ..files import write_error
+
 logger = logging.getLogger("resnest_engine")
 
-__all__ = ["TensorBoard", "TrainLogger", "create_progress_bar", "setup_logger"]
+__all__ = ["LogFileHandler", "TensorBoard", "TrainLogger", "create_progress_bar", "setup_logger"]
 
 
 def setup_logger(log_file: Optional[Union[str, Path]] = None, stream: bool = True) -> logging.Logger:
@@ -39,10 +42,39 @@ def setup_logger(log_file: Optional[Union[str, Path]] = None, stream: bool = Tru
         h.setFormatter(fmt)
         log.addHandler(h)
     if log_file is not None:
-        fh = logging.FileHandler(str(log_file), mode="a")
+        fh = LogFileHandler(str(log_file))
         fh.setFormatter(fmt)
         log.addHandler(fh)
     return log
+
+
+class LogFileHandler(logging.FileHandler):
+    """``log.txt``, appended. A record that cannot be written (disk full) raises
+    :class:`~resnest_engine.files.WriteError` from the logging call, once: the run ends with
+    that one line. The file is then closed and left alone (the console handler goes on), so no
+    later record retries the write, and logging's own ``handleError`` (a traceback on stderr for
+    every record) is never reached."""
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(filename, mode="a")
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        try:
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(self.format(record) + self.terminator)
+            self.stream.flush()
+        except OSError as e:
+            self.failed = True
+            stream, self.stream = self.stream, None
+            try:
+                stream.close()  # flushes the rest again, fails again; the file is closed anyway
+            except (OSError, AttributeError):
+                pass
+            raise write_error(self.baseFilename, e) from None
 
 
 class TrainLogger:
@@ -182,6 +214,7 @@ class TensorBoard:
     def __init__(self, log_dir: Union[str, Path]) -> None:
         self.log_dir = Path(log_dir)
         self.logger = None
+        self._file: Optional[_EventFile] = None
 
     def attach(self, trainer: Engine, train_logger: Optional[TrainLogger] = None,
                evaluators: Optional[Dict[str, Engine]] = None) -> None:
@@ -205,15 +238,68 @@ class TensorBoard:
             start = engine.state.iteration
             self.logger = TensorboardLogger(log_dir=str(self.log_dir),
                                             **({"purge_step": start} if start else {}))
+            self._file = _EventFile.install(self.logger)
             for target, handler, event in handlers:
                 self.logger.attach(target, handler, event)
+                target.add_event_handler(event, self.check)
 
         trainer.add_event_handler(Events.STARTED, _open)
         trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: self.close())
 
+    def check(self, _engine: Optional[Engine] = None) -> None:
+        """Raise the :class:`~resnest_engine.files.WriteError` of a failed event write (the
+        writes happen on tensorboardX's thread; this reports them on the training thread)."""
+        if self._file is not None and self._file.error is not None:
+            error, self._file.error = self._file.error, None
+            raise write_error(self._file.path, error)
+
     def close(self) -> None:
         if self.logger is not None:
             self.logger.close()
+            self.check()
+
+
+class _EventFile:
+    """The event file of a tensorboardX writer, wrapped so that a failed write (disk full) is
+    recorded instead of raised. tensorboardX writes on a thread of its own: an error there is a
+    traceback on stderr, kills the thread, and the next ``add_scalar`` then blocks forever on its
+    full queue. Here the thread lives on (later writes are dropped) and :meth:`TensorBoard.check`
+    raises the error on the training thread. Reaches into tensorboardX's writer (2.6: summary
+    writer -> file writer -> event writer -> record writer -> file); without that layout, nothing
+    is wrapped."""
+
+    def __init__(self, f: Any, path: str) -> None:
+        self._f, self.path, self.error = f, path, None
+
+    @classmethod
+    def install(cls, tb: TensorboardLogger) -> Optional["_EventFile"]:
+        try:
+            record_writer = tb.writer._get_file_writer().event_writer._ev_writer._py_recordio_writer
+            wrapped = cls(record_writer._writer, record_writer.path)
+        except AttributeError:
+            return None
+        record_writer._writer = wrapped
+        return wrapped
+
+    def _guard(self, op: Callable[[], Any]) -> None:
+        if self.error is not None:
+            return
+        try:
+            op()
+        except OSError as e:
+            self.error = e
+
+    def write(self, data: bytes) -> None:
+        self._guard(lambda: self._f.write(data))
+
+    def flush(self) -> None:  # no ``fileno``: tensorboardX's own fsync would run unguarded
+        self._guard(lambda: (self._f.flush(), os.fsync(self._f.fileno())))
+
+    def close(self) -> None:
+        try:
+            self._f.close()  # a full disk fails the final flush again; the file closes anyway
+        except OSError as e:
+            self.error = self.error or e
 
 
 def create_progress_bar(mode: str = "auto"):

@@ -47,7 +47,7 @@ from ..engine.distributed import broadcast_buffers, unwrap_model
 from ..engine.evaluator import evaluator_like
 from ..engine.events import epochs_filter, mid_epoch_filter, register_train_events
 from ..engine.rng import get_rng_state, set_rng_state
-from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, atomic_save,
+from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, save_weights,
                          create_best_checkpointer, create_epoch_checkpointer,
                          create_resume_checkpointer)
 from .dropblock import DropBlockRamp
@@ -58,7 +58,7 @@ from .schedules import LRScale
 from .validation import Validation
 
 __all__ = ["FinalWeights", "StandardHandlers", "StandardOptions", "attach_standard_handlers",
-           "build_standard_handlers", "training_finished"]
+           "build_standard_handlers", "training_finished", "write_final_outputs"]
 
 
 @options_from("TRAINING.CKPT_EVERY", "TRAINING.CKPT_EVERY_ITERS", "TRAINING.KEEP_CHECKPOINTS",
@@ -99,9 +99,24 @@ class FinalWeights:
         final = ema.ema_model if ema is not None else unwrap_model(self.model)
         _sync_ema(ema)
         if idist.get_rank() == 0:
-            atomic_save(final.state_dict(), self.path)
+            save_weights(final.state_dict(), self.path)
         if history is not None:
             history.write()
+
+
+def write_final_outputs(ckpt: Dict[str, Any], out_dir: Path) -> Path:
+    """The final outputs of a finished run from its last checkpoint, when the run stopped while
+    writing them (a full disk): ``model_weights.pt`` (the EMA weights when the run had an EMA)
+    and ``metrics.json``, the same files :class:`FinalWeights` writes. Returns the weights path."""
+    out_dir = Path(out_dir)
+    path = out_dir / "model_weights.pt"
+    save_weights(ckpt["ema"] or ckpt["model"], path)
+    state = ckpt.get("metrics")
+    if state:
+        history = MetricsHistory(out_dir / "metrics.json", weights=state.get("weights", "raw"))
+        history.load_state_dict(state)
+        history.write()
+    return path
 
 
 @dataclass

@@ -6,6 +6,7 @@ import torch
 import yaml
 from PIL import Image
 
+from resnest_engine.checksum import with_checksum
 from tests.cli.cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
 
 
@@ -147,7 +148,7 @@ def test_bad_checkpoints(tmp_path, finished_run, kind, mode, monkeypatch):
             full = torch.load(ckpt, weights_only=True)
             full["meta"]["model"] = "resnest26"
             full["model"] = __import__("resnest_engine").get_model("resnest26", num_classes=4).state_dict()
-            torch.save(full, bad)
+            torch.save(with_checksum(full), bad)  # a sound file of another run
         else:
             torch.save(__import__("resnest_engine").get_model("resnest26", num_classes=4).state_dict(), bad)
         needles = ["resnest26"] if mode == "train" else ["layer"]
@@ -156,7 +157,7 @@ def test_bad_checkpoints(tmp_path, finished_run, kind, mode, monkeypatch):
         if mode == "train":
             full = torch.load(ckpt, weights_only=True)
             full["model"] = sd
-            torch.save(full, bad)
+            torch.save(with_checksum(full), bad)
             needles = ["fc.weight"]
         else:
             torch.save(sd, bad)

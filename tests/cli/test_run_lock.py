@@ -48,7 +48,7 @@ def _assert_one_run(out, epochs=2):
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [LOCK_NAME, "checkpoints", "classes.json", "config.yaml", "log.txt", "metrics.json",
-         "model_weights.pt"])
+         "model_weights.pt", "model_weights.pt.checksum"])
     assert (out / LOCK_NAME).read_text() == ""  # released: the holder record is emptied
 
 

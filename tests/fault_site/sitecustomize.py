@@ -2,7 +2,8 @@
 tests/fault_injection.py): installs the faults the environment asks for, nothing otherwise."""
 import os
 
-if os.environ.get("RESNEST_ENGINE_KILL_AT_ITER") or os.environ.get("RESNEST_ENGINE_KILL_IN_SAVE"):
+if any(os.environ.get(f"RESNEST_ENGINE_{k}") for k in ("KILL_AT_ITER", "KILL_IN_SAVE",
+                                                         "FILL_DISK_BEFORE", "FILL_DISK_AT_ITER")):
     from tests.fault_injection import install
 
     install()
