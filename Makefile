@@ -26,9 +26,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# Quick start: train the bundled-digits recipe (installs first if needed).
+# Quick start: train the bundled-digits recipe (installs first if needed). A rerun moves the
+# previous run aside (output/digits.bak-*) and keeps only that one, so reruns do not fill the disk.
 digits: $(STAMP)
-	$(VENV)/bin/resnest-train --config-file recipes/digits.yaml --outdir output/digits --force
+	$(VENV)/bin/resnest-train --config-file recipes/digits.yaml --outdir output/digits --force --keep-previous 1
 
 # Random-kill stress test of exact resume (not part of `make test`).
 stress: $(STAMP)

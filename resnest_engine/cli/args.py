@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "a state_dict, .pt2 a torch.export program")
     p.add_argument("--force", action="store_true",
                    help="move an existing --outdir aside to DIR.bak-<timestamp> and start afresh")
+    p.add_argument("--keep-previous", type=int, metavar="N",
+                   help="with --force: keep only the N newest runs moved aside (DIR.bak-*) and "
+                   "delete older ones (default: keep all; `make digits` keeps 1)")
     p.add_argument("--nproc-per-node", type=int, help="processes to spawn on this node "
                    "(default: one per visible GPU when there are several, else this one)")
     p.add_argument("--nnodes", "--world-size", dest="nnodes", type=int,

@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
+import shutil
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from .. import run_files
 from ..errors import InputError, os_error_message
 from ..files import atomic_write_text
 from ..official import is_official_checkpoint
 from ..run_files import newest_valid_checkpoint as _newest_valid_checkpoint  # noqa: F401 (train)
-from ..run_lock import RunDirLock
+from ..run_lock import RunDirLock, RunDirLockedError
 from .console import UsageError
 
 __all__ = ["export_path", "find_run_weights"]
@@ -34,6 +35,24 @@ def _move_aside(outdir: Path) -> Path:
         n += 1
     outdir.rename(target)
     return target
+
+
+def _prune_moved_aside(outdir: Path, keep: int) -> List[Path]:
+    """Delete all but the ``keep`` newest runs that ``--force`` moved aside from ``outdir``
+    (``outdir.name.bak-<timestamp>[-n]`` beside it, oldest first); a run directory another
+    process holds (its lock) is left alone. Returns the deleted paths."""
+    moved = sorted(outdir.parent.glob(f"{outdir.name}.bak-*"), key=lambda p: p.stat().st_mtime)
+    deleted = []
+    for old in moved[:max(len(moved) - keep, 0)]:
+        if not old.is_dir():
+            continue
+        try:
+            with RunDirLock(old, label=f"run directory {old}"):
+                shutil.rmtree(old)
+        except RunDirLockedError:
+            continue
+        deleted.append(old)
+    return deleted
 
 
 def _finished(ckpt: dict) -> bool:

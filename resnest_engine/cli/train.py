@@ -20,7 +20,7 @@ from .args import build_parser
 from .console import UsageError, console_main
 from .launch import _launch, _world_size, _writes_run_dir, resolve_launch_args
 from .run_dir import (_atomic_write_text, _finished, _lock_run_dir, _move_aside,
-                      _newest_valid_checkpoint, export_path, find_run_weights)
+                      _newest_valid_checkpoint, _prune_moved_aside, export_path, find_run_weights)
 
 __all__ = ["main", "run_cli"]
 
@@ -33,6 +33,8 @@ def run_cli(argv: Sequence[str]) -> int:
     cfg = loaded.config
     outdir = Path(a.outdir) if a.outdir else Path("output") / Path(a.config_file).stem
 
+    if a.keep_previous is not None and (a.keep_previous < 0 or not a.force):
+        raise UsageError("--keep-previous N: N >= 0, and only with --force")
     if a.print_config:
         for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
             print(line, file=sys.stderr)
@@ -110,6 +112,10 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
             # file goes with it. The new directory is locked before the old one is let go.
             moved = _move_aside(outdir)
             print(f"moved the existing {outdir} to {moved}", file=sys.stderr)
+            if a.keep_previous is not None:
+                for gone in _prune_moved_aside(outdir, a.keep_previous):
+                    print(f"deleted the older previous run {gone} (--keep-previous "
+                          f"{a.keep_previous})", file=sys.stderr)
             old = held.pop()
             try:
                 held.append(_lock_run_dir(outdir, argv))

@@ -193,3 +193,24 @@ def test_two_nodes_match_spawn(launch_config, spawned, tmp_path):
             if p.poll() is None:
                 p.kill()
     assert json.loads((out / "metrics.json").read_text())["history"] == spawned
+
+
+def test_quick_start_reruns_keep_at_most_one_previous_run(tmp_path):
+    """`make digits` reruns with --force --keep-previous 1: three runs leave the newest run and
+    the one before it, and say what was deleted."""
+    from tests.cli.cli_helpers import run_main
+    cfg = _config(tmp_path / "tiny.yaml", {"TRAINING": {"EPOCHS": 1},
+                                           "OPTIMIZER": {"WARMUP_EPOCHS": 0},
+                                           "DATA": {"SYNTHETIC_SIZE": 16}})
+    out = tmp_path / "output" / "run"
+    for seed in (1, 2, 3):
+        r = run_main("--config-file", cfg, "--outdir", out, "--force", "--keep-previous", "1",
+                     f"SEED={seed}")
+        assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert len(names) == 2 and names[0] == "run" and names[1].startswith("run.bak-"), names
+    kept = yaml.safe_load((out.parent / names[1] / "config.yaml").read_text())
+    assert kept["SEED"] == 2 and yaml.safe_load((out / "config.yaml").read_text())["SEED"] == 3
+    assert "deleted the older previous run" in r.stderr and "--keep-previous 1" in r.stderr
+    r = run_main("--config-file", cfg, "--outdir", out, "--keep-previous", "1")
+    assert r.returncode == 2 and "only with --force" in r.stderr
