@@ -20,6 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate --resume's weights (default: the --outdir run's final, best or "
                    "newest weights), write OUTDIR/eval_metrics.json and exit")
+    p.add_argument("--report", action="store_true",
+                   help="with --eval-only: also write OUTDIR/report.html (curves, confusion "
+                   "matrix, per-class precision/recall, most confident mistakes; as "
+                   "resnest-report; needs pip install 'resnest-engine[report]')")
     p.add_argument("--export", metavar="NAME",
                    help="write --resume's weights (default: the --outdir run's final, best or newest "
                    "weights) and exit: NAME.pth when NAME has no suffix (the official habit), .pt/.pth "

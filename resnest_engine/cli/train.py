@@ -15,6 +15,7 @@ from ..exit_codes import ExitCode
 from ..export import export_weights
 from ..handlers import write_final_outputs
 from ..official import is_official_checkpoint, read_config, read_resume_file, validation_line
+from ..report import require_matplotlib, write_report
 from ..run_lock import has_run_content
 from .args import build_parser
 from .console import UsageError, console_main
@@ -35,6 +36,13 @@ def run_cli(argv: Sequence[str]) -> int:
 
     if a.keep_previous is not None and (a.keep_previous < 0 or not a.force):
         raise UsageError("--keep-previous N: N >= 0, and only with --force")
+    if a.report and (a.export or not a.eval_only):
+        raise UsageError("--report goes with --eval-only (after training: resnest-report OUTDIR)")
+    if a.report and world > 1:
+        raise UsageError("--report: the report is made by one process; after this evaluation "
+                         "run resnest-report OUTDIR")
+    if a.report:
+        require_matplotlib()  # before anything is read or evaluated
     if a.print_config:
         for line in loaded.translation + [f"warning: {w}" for w in loaded.warnings]:
             print(line, file=sys.stderr)
@@ -179,7 +187,7 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
     # --eval-only writes OUTDIR/eval_metrics.json: the run directory's lock first (--export
     # writes outside it and only reads it, so it takes none).
     lock = _lock_run_dir(outdir, argv) if _writes_run_dir(a) else None
-    written = False
+    written, report = False, None
     try:
         if what is not None:
             print(f"evaluating {what} {path}", file=sys.stderr)
@@ -190,10 +198,14 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
         _atomic_write_text(target, json.dumps({"top1": float(m["top1"]),
                                                "top5": float(m["top5"])}) + "\n")
         written = True
+        if a.report:  # a second pass over the val split, under the same lock
+            report = write_report(outdir, weights=path, cfg=cfg)
     finally:
         if lock is not None:
             lock.release(discard=not written)
     print(f"wrote {target}")
+    if report is not None:
+        print(f"wrote {report}")
     return ExitCode.OK
 
 
