@@ -19,8 +19,9 @@ from .config.options import option_values
 from .data import DataOptions, MixupCutmix
 from .engine import (SoftTargetCrossEntropy, create_optimizer, create_trainer, param_groups,
                      unwrap_model)
-from .handlers import (DropBlockRamp, FreezeBody, StandardHandlers, StandardOptions, Validation,
-                       build_standard_handlers, create_ema, create_lr_scheduler)
+from .handlers import (DropBlockRamp, FreezeBody, MLflowTracking, StandardHandlers,
+                       StandardOptions, Validation, build_standard_handlers, create_ema,
+                       create_lr_scheduler)
 from .models import get_model, get_variant, load_pretrained
 from .models.published import load_published_state_dict, published_url
 
@@ -148,19 +149,26 @@ def checkpoint_meta(cfg: Config, model: nn.Module, grad_accum: Optional[int] = N
 
 def build_handlers(cfg: Config, trainer: Engine, model: nn.Module, optimizer: torch.optim.Optimizer,
                    evaluator: Engine, val_loader: Optional[Iterable], epoch_length: int,
-                   output_dir: Optional[str], meta: Dict[str, Any]) -> StandardHandlers:
+                   output_dir: Optional[str], meta: Dict[str, Any],
+                   mlflow_run_id: Optional[str] = None) -> StandardHandlers:
     """The standard handlers of a recipe: its LR schedule, EMA (TRAINING.EMA_DECAY), validation
     (TRAINING.VAL_EVERY / VAL_START, ``evaluator`` for the raw model), DropBlock ramp
-    (MODEL.DROPBLOCK_PROB) and the policy keys of :class:`StandardOptions`."""
+    (MODEL.DROPBLOCK_PROB), the policy keys of :class:`StandardOptions` and MLflow tracking
+    (LOGGING.MLFLOW, MLFLOW_LOG_MODEL: the resolved config as params, the run id into ``meta``;
+    ``mlflow_run_id``: the MLflow run of the checkpoint being resumed, continued)."""
     t, raw = cfg.TRAINING, unwrap_model(model)
     total = t.EPOCHS * epoch_length
     validation = (Validation({"raw": evaluator}, val_loader, t.VAL_EVERY, t.VAL_START)
                   if val_loader is not None else None)
     prob = cfg.MODEL.DROPBLOCK_PROB
-    return build_standard_handlers(
+    handlers = build_standard_handlers(
         trainer, model, optimizer,
         StandardOptions(**option_values(StandardOptions, cfg), output_dir=output_dir, meta=meta),
         lr_scheduler=build_lr_scheduler(cfg, optimizer, epoch_length),
         ema=create_ema(model, t.EMA_DECAY) if t.EMA_DECAY > 0 else None,
         validation=validation,
         dropblock=DropBlockRamp(raw, prob, total) if prob > 0 else None)
+    if cfg.LOGGING.MLFLOW:
+        handlers.tracking = MLflowTracking(output_dir, config_to_dict(cfg), run_id=mlflow_run_id,
+                                           meta=meta, log_model=cfg.LOGGING.MLFLOW_LOG_MODEL)
+    return handlers

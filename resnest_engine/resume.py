@@ -125,9 +125,14 @@ class CheckpointResume:
         self.ckpt, self.path, self.grad_accum = ckpt, Path(path), grad_accum
 
     @property
+    def meta(self) -> Dict[str, Any]:
+        """What the run recorded beside the states (``checkpoint_meta``, the MLflow run id)."""
+        return self.ckpt["meta"]
+
+    @property
     def threads(self) -> Optional[int]:
         """The thread count of the run that wrote it (a deterministic CPU run needs the same)."""
-        return self.ckpt["meta"].get("threads")
+        return self.meta.get("threads")
 
     def restore_threads(self, deterministic: bool) -> Optional[int]:
         """Set torch's thread count to the saved one when determinism needs it; the count set, or
@@ -168,6 +173,10 @@ class OfficialResume:
 
     def __init__(self, ckpt: Mapping[str, Any], path: Path, grad_accum: int) -> None:
         self.ckpt, self.path, self.grad_accum = ckpt, Path(path), grad_accum
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        return {}  # the official file records none of ours
 
     def restore_threads(self, deterministic: bool) -> Optional[int]:
         return None

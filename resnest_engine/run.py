@@ -25,6 +25,7 @@ from .files import atomic_write_text
 from .from_config import (CLASSES_FILE, build_freeze, build_handlers, build_loss, build_model,
                           build_optimizer, build_trainer, checkpoint_meta, data_options)
 from .handlers import GracefulInterrupt, attach_standard_handlers, setup_logger, training_finished
+from .handlers.tracking import MLFLOW_RUN_ID
 from .resume import open_resume
 
 __all__ = ["Interrupted", "RunResult", "train"]
@@ -116,7 +117,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
                                  prepare_batch=getattr(val_loader, "prepare_batch", None))
     epoch_length = len(train_loader)
     handlers = build_handlers(cfg, trainer, model, optimizer, evaluator, val_loader, epoch_length,
-                              str(outdir), checkpoint_meta(cfg, raw_model, grad_accum, class_names))
+                              str(outdir), checkpoint_meta(cfg, raw_model, grad_accum, class_names),
+                              mlflow_run_id=source.meta.get(MLFLOW_RUN_ID) if source else None)
     if handlers.ema is not None and channels_last:
         handlers.ema.ema_model.to(memory_format=torch.channels_last)
     attach_standard_handlers(trainer, handlers)

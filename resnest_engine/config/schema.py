@@ -194,6 +194,11 @@ class LoggingConfig:
     TENSORBOARD: bool = spec(True, "Write TensorBoard event files.")
     PROGRESS_BAR: str = spec("auto", "Progress bar: auto (only on a terminal), on or off.",
                              choices=("auto", "on", "off"), bool_map={True: "on", False: "off"})
+    MLFLOW: bool = spec(False, "Track the run in MLflow (rank 0; the mlflow extra): at "
+                        "MLFLOW_TRACKING_URI, else in a local store RUN/mlruns; a resume "
+                        "continues the same MLflow run.")
+    MLFLOW_LOG_MODEL: bool = spec(False, "With MLFLOW: also log the final model_weights.pt "
+                                  "(and its .checksum) as artifacts.")
 
 
 @dataclass

@@ -20,12 +20,17 @@ in this order (ignite runs the handlers of one event in insertion order):
 
 - ``ITERATION_STARTED``: LR schedule, per-group LR scale (of the schedule's value; none without
   a schedule), DropBlock ramp.
-- ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar, mid-epoch resume point
-  (every ``resume_every_iters`` steps).
+- ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar, tracking, mid-epoch
+  resume point (every ``resume_every_iters`` steps).
 - ``EPOCH_COMPLETED``: validation (each evaluator's ``COMPLETED``: metrics.json, TensorBoard, then
   the best-N checkpoint on ``best_on``), resume point (every ``resume_every_epochs`` epochs and
   the last), the newest epoch-end point (when there are mid-epoch points).
 - ``COMPLETED``: final weights (``model_weights.pt``) and metrics.json, only when training finished.
+
+``tracking`` (an experiment tracker such as :class:`~.tracking.MLflowTracking`; None by default)
+attaches itself with ``attach(trainer, train_logger, evaluators)`` after the progress bar: a step
+is tracked before a resume point holds it, and the EMA evaluator is there already (the tracker
+places its own end at ``STARTED``, after the final weights).
 
 Nothing is written after the NaN guard has fired (its ``detected`` flag).
 """
@@ -147,6 +152,7 @@ class StandardHandlers:
     resume_every_iters: int = 0
     epoch_checkpointer: Optional[Checkpoint] = None
     final_weights: Optional[FinalWeights] = None
+    tracking: Any = None  # e.g. MLflowTracking: attach(trainer, train_logger, evaluators)
 
     @property
     def evaluators(self) -> Dict[str, Engine]:
@@ -275,12 +281,14 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
     _attach_or_place(h.train_logger, trainer, Events.ITERATION_COMPLETED)
     if h.progress_bar is not None:
         h.progress_bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+    _wire_ema_evaluator(h)
+    if h.tracking is not None:  # before the resume point: a checkpointed step is a tracked one
+        h.tracking.attach(trainer, h.train_logger, h.evaluators)
     if h.resume_checkpointer is not None and h.resume_every_iters > 0:
         trainer.add_event_handler(
             Events.ITERATION_COMPLETED(event_filter=mid_epoch_filter(h.resume_every_iters)),
             h.write, h.resume_checkpointer)
 
-    _wire_ema_evaluator(h)
     evaluators = h.evaluators
     best_on = h.best_on or ("ema" if "ema" in evaluators else "raw")
     if h.history is not None and evaluators:

@@ -211,6 +211,30 @@ def _final_replaced(r):
     assert _same(saved, r.handlers.ema.ema_model)  # the current EMA, read when it runs
 
 
+class Tracker:
+    """A tracker of one's own (what ``tracking`` takes: MLflowTracking's ``attach``)."""
+
+    def __init__(self):
+        self.points = []
+
+    def attach(self, trainer, train_logger, evaluators):
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=train_logger.every),
+                                  lambda e: self.points.append(("loss", e.state.iteration)))
+        for name, ev in evaluators.items():
+            ev.add_event_handler(Events.COMPLETED,
+                                 lambda e, n=name: self.points.append((n, trainer.state.epoch)))
+
+
+def _tracking_none(r):
+    assert not (r.out / "mlruns").exists()
+
+
+def _tracking_replaced(r):
+    points = r.handlers.tracking.points
+    assert [p for p in points if p[0] != "loss"] == [("raw", 1), ("ema", 1), ("raw", 2), ("ema", 2)]
+    assert [p[1] for p in points if p[0] == "loss"] == list(range(1, EPOCHS * STEPS + 1))
+
+
 CASES = [
     ("lr_scheduler", None, _lr_none),
     ("lr_scheduler", lambda r: PiecewiseLinear(r.optimizer, "lr", [(0, LR), (8, 0.0)]), _lr_replaced),
@@ -247,6 +271,8 @@ CASES = [
     ("epoch_checkpointer", None, _epoch_none),
     ("final_weights", None, _final_none),
     ("final_weights", lambda r: FinalWeights(r.out / "other.pt", r.model), _final_replaced),
+    ("tracking", None, _tracking_none),
+    ("tracking", lambda r: Tracker(), _tracking_replaced),
 ]
 NOT_PIECES = {"to_save"}  # what a checkpoint holds: edited in place (test below), not swapped
 
