@@ -8,10 +8,12 @@ command line, :mod:`resnest_engine.cli.predict`).
 
 The weights are a training run directory (its ``config.yaml``, ``classes.json`` and final
 weights, else its best checkpoint, else its newest resume point), a resnest-engine checkpoint
-file (it carries its config and class names), or a plain weights file (``model_weights.pt``, an
-export) whose folder holds the run's ``config.yaml``. Images go through the run's evaluation
-transform, in batches, under ``torch.inference_mode``; an image that cannot be read is skipped
-(with its reason), the others are still predicted.
+file (it carries its config and class names), a plain weights file (``model_weights.pt``, an
+export) whose folder holds the run's ``config.yaml``, or an ONNX export (``resnest-train
+--export NAME.onnx``), run with ONNX Runtime on the CPU, its preprocessing and class names read
+from the file itself (no config needed; the ``onnx`` extra). Images go through the run's
+evaluation transform, in batches, under ``torch.inference_mode``; an image that cannot be read
+is skipped (with its reason), the others are still predicted.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from .config import config_from_dict, load_config
 from .data import build_eval_transform
 from .data.datasets import IMG_EXTENSIONS
 from .errors import InputError, one_line, os_error_message
+from .export import ONNX_EXTRA, ONNX_INPUT, MissingExtraError, OnnxMetadata
 from .files import UnsafeLoadError, atomic_write_text, safe_load
 from .from_config import CLASSES_FILE, data_options, model_kwargs
 from .handlers.checkpoint import read_checkpoint
@@ -168,6 +171,44 @@ def _build_model(w: _Weights, note: Callable[[str], None]):
     return model.eval(), names
 
 
+# --------------------------------------------------------------------------- an ONNX export
+def _is_onnx(arg: PathLike) -> bool:
+    return Path(arg).suffix.lower() == ".onnx" and not Path(arg).is_dir()
+
+
+def _onnx_session(path: Path):
+    """An ONNX Runtime session of ``path`` on the CPU (as many threads as torch uses) and the
+    file's :class:`~resnest_engine.export.OnnxMetadata`."""
+    if not path.is_file():
+        raise InputError(f"--weights: not found: {path}")
+    # Imported here, not at the top: onnxruntime is the optional `onnx` extra, needed only for
+    # .onnx weights; predicting with a run directory or a checkpoint works without it.
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingExtraError(f"--weights {path}: a .onnx model needs onnxruntime: "
+                                f"{ONNX_EXTRA}") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(str(path), options,
+                                               providers=["CPUExecutionProvider"])
+    except Exception as e:  # ONNX Runtime's own error types (a corrupt or foreign file)
+        raise InputError(f"--weights: cannot load {path} with ONNX Runtime: "
+                         f"{one_line(e, first_line=True)}") from None
+    meta = OnnxMetadata.from_props(session.get_modelmeta().custom_metadata_map,
+                                   f"--weights {path}")
+    return session, meta
+
+
+def _onnx_forward(session) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        (logits,) = session.run(None, {ONNX_INPUT: x.numpy()})
+        return torch.from_numpy(logits)
+    return forward
+
+
 # --------------------------------------------------------------------------- the images
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
@@ -292,9 +333,12 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
             note: Optional[Callable[[str], None]] = None) -> Predictions:
     """The ``topk`` most probable classes of each image with a trained run's weights.
 
-    ``weights``: a run directory, a resnest-engine checkpoint, or a weights file whose folder
-    holds the run's ``config.yaml``. ``images``: image files, or folders searched recursively (in
-    sorted order). ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (default: CUDA when available).
+    ``weights``: a run directory, a resnest-engine checkpoint, a weights file whose folder
+    holds the run's ``config.yaml``, or a ``.onnx`` export (run with ONNX Runtime on the CPU; its
+    metadata gives the preprocessing and class names; needs the ``onnx`` extra, else
+    :class:`~resnest_engine.export.MissingExtraError`). ``images``: image files, or folders
+    searched recursively (in sorted order). ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``
+    (default: CUDA when available; a ``.onnx`` model always runs on the CPU).
     ``workers``: image-decoding worker processes. ``output``: also write the records to this
     ``.csv`` or ``.json`` file (atomically; never over a file of the weights' run directory).
     ``progress``: a progress bar on stderr. ``on_batch(records, skipped)`` is called after each
@@ -312,23 +356,41 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     paths = _find_images([os.fspath(p) for p in images])
-    dev = _device(device)
-    w = _resolve_weights(weights)
+    use_onnx = _is_onnx(weights)
+    if use_onnx:
+        onnx_file = Path(weights)
+        if device is not None and _device(device).type != "cpu":
+            raise InputError(f"--device {device}: a .onnx model runs on the CPU (ONNX Runtime's "
+                             "CPUExecutionProvider); leave --device out or pass cpu")
+        session, meta = _onnx_session(onnx_file)
+        run_dir, weights_files = None, [onnx_file]
+    else:
+        dev = _device(device)
+        w = _resolve_weights(weights)
+        run_dir, weights_files = w.run_dir, [w.weights]
     if out is not None:
         refuse_overwrite(
-            out, "--output", w.run_dir, [w.weights],
-            run_file=f"is a file of the run directory {w.run_dir}; write the predictions "
+            out, "--output", run_dir, weights_files,
+            run_file=f"is a file of the run directory {run_dir}; write the predictions "
                      "somewhere else",
             input_file="is the weights file being read; write the predictions somewhere else")
 
-    model, names = _build_model(w, note)
-    model = model.to(dev)
+    if use_onnx:
+        names, forward = list(meta.class_names), _onnx_forward(session)
+        dev = torch.device("cpu")
+        transform, image_mode = meta.eval_transform(), meta.image_mode
+        note(f"predicting {len(paths)} image(s) with ONNX model {onnx_file} "
+             f"({meta.model_name}, {len(names)} classes) on cpu (ONNX Runtime)")
+    else:
+        model, names = _build_model(w, note)
+        forward = model.to(dev)
+        cfg = w.cfg
+        note(f"predicting {len(paths)} image(s) with {w.what} {w.weights} "
+             f"({cfg.MODEL.NAME}, {len(names)} classes) on {dev}")
+        transform = build_eval_transform(data_options(cfg))
+        image_mode = "L" if cfg.MODEL.IN_CHANS == 1 else "RGB"
     k = min(topk, len(names))
-    cfg = w.cfg
-    note(f"predicting {len(paths)} image(s) with {w.what} {w.weights} "
-         f"({cfg.MODEL.NAME}, {len(names)} classes) on {dev}")
-    transform = build_eval_transform(data_options(cfg))
-    dataset = _ImageFiles(paths, transform, "L" if cfg.MODEL.IN_CHANS == 1 else "RGB")
+    dataset = _ImageFiles(paths, transform, image_mode)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_as_list)
     result = Predictions(class_names=list(names))
@@ -344,7 +406,7 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
                         skipped.append((paths[index], error))
                 if good:
                     x = torch.stack([t for _, t in good]).to(dev)
-                    probs = torch.softmax(model(x).float(), dim=1)
+                    probs = torch.softmax(forward(x).float(), dim=1)
                     top_p, top_i = probs.topk(k, dim=1)
                     for (index, _), ps, ids in zip(good, top_p.tolist(), top_i.tolist()):
                         records.append(_record(paths[index], [names[i] for i in ids], ps))

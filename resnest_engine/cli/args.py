@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="NAME",
                    help="write --resume's weights (default: the --outdir run's final, best or newest "
                    "weights) and exit: NAME.pth when NAME has no suffix (the official habit), .pt/.pth "
-                   "a state_dict, .pt2 a torch.export program")
+                   "a state_dict, .pt2 a torch.export program, .onnx an ONNX model with its "
+                   "preprocessing and class names (needs pip install 'resnest-engine[onnx]')")
     p.add_argument("--force", action="store_true",
                    help="move an existing --outdir aside to DIR.bak-<timestamp> and start afresh")
     p.add_argument("--keep-previous", type=int, metavar="N",

@@ -4,6 +4,9 @@ line of :func:`resnest_engine.predict.predict`).
     resnest-predict --weights RUN_DIR_OR_FILE IMAGE_OR_FOLDER... [--topk 5]
                     [--output preds.csv|preds.json] [--batch-size 32] [--device cpu|cuda|cuda:1]
 
+``--weights MODEL.onnx`` (an export of ``resnest-train --export MODEL.onnx``) runs the file with
+ONNX Runtime on the CPU, with the preprocessing and class names stored in it (no config needed).
+
 Exit status: 0 when every image was predicted; 1 when some could not be read (each one is
 reported on stderr as ``skipped PATH: reason``; the others are still predicted and written);
 2 for a user error (bad flags, no images found, missing or unusable weights): one ``error:``
@@ -32,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all images predicted, 1 some images could not be read (skipped, "
                "each named on stderr), 2 usage error.")
     p.add_argument("--weights", required=True, metavar="RUN_DIR_OR_FILE",
-                   help="a training run directory, a resnest-engine checkpoint, or a weights "
-                   "file whose folder holds the run's config.yaml (and classes.json)")
+                   help="a training run directory, a resnest-engine checkpoint, a weights "
+                   "file whose folder holds the run's config.yaml (and classes.json), or a "
+                   "MODEL.onnx export (resnest-train --export; run with ONNX Runtime on the CPU, "
+                   "its preprocessing and class names read from the file; needs pip install "
+                   "'resnest-engine[onnx]')")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files, or folders searched recursively for images")
     p.add_argument("--topk", type=int, default=5,

@@ -11,6 +11,7 @@ from typing import List, Sequence, Tuple
 
 from .. import run_files
 from ..errors import InputError, os_error_message
+from ..export import require_onnx
 from ..files import atomic_write_text
 from ..official import is_official_checkpoint
 from ..run_files import newest_valid_checkpoint as _newest_valid_checkpoint  # noqa: F401 (train)
@@ -72,7 +73,8 @@ def find_run_weights(outdir: Path, model_name: str) -> Tuple[Path, str]:
 
 def export_path(name: str, outdir: Path, source: Path) -> Path:
     """Where ``--export NAME`` writes: ``NAME.pth`` when NAME has no suffix (as the official
-    script does), else NAME. Never a file of the run directory nor the weights being read."""
+    script does), else NAME. Never a file of the run directory nor the weights being read; a
+    ``.onnx`` NAME needs the ``onnx`` extra (checked here, before any output)."""
     if not name or name.endswith(("/", os.sep)) or Path(name).is_dir():
         raise UsageError(f"--export: {name!r} is not a file name")
     out = Path(name)
@@ -84,6 +86,8 @@ def export_path(name: str, outdir: Path, source: Path) -> Path:
         out, "--export", outdir, [source],
         run_file=f"is a file of the run directory {outdir}; export somewhere else",
         input_file="is the file being exported; export somewhere else")
+    if out.suffix == ".onnx":
+        require_onnx()
     return out
 
 
