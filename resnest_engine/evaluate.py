@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
 import torch
+from ignite.engine import Engine
 from ignite.utils import manual_seed
 
 from .config import Config
@@ -18,7 +19,7 @@ from .from_config import CLASSES_FILE, data_options, model_kwargs
 from .handlers import run_validation, setup_logger
 from .models import WeightsError, get_model, load_pretrained
 
-__all__ = ["evaluate", "stored_class_names"]
+__all__ = ["eval_setup", "evaluate", "stored_class_names"]
 
 
 def stored_class_names(weights: Path) -> Optional[List[str]]:
@@ -42,26 +43,34 @@ def stored_class_names(weights: Path) -> Optional[List[str]]:
     return None
 
 
-def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
-    """Evaluate a checkpoint or weights file on the validation split (the only data it reads);
-    class order from the names stored with the weights, else the val split's folders."""
-    setup_logger(None)
-    manual_seed(cfg.SEED)
-    opts = data_options(cfg)
-    val_loader, classes = create_eval_loader(opts, cfg.TRAINING.TEST_BATCH_SIZE,
-                                             stored_class_names(weights))
-    num_classes = len(classes)
-    model = get_model(cfg.MODEL.NAME, num_classes=num_classes, **model_kwargs(cfg))
+def eval_setup(cfg: Config, weights: Path, classes: Optional[Sequence[str]] = None
+               ) -> Tuple[Engine, Any, List[str]]:
+    """``(evaluator, val loader, class names)`` for ``weights`` on ``cfg``'s validation split:
+    the model built and loaded (its classifier must fit the split's classes, in the order of
+    ``classes``, else the val split's folders), on this process's device with the config's
+    precision and layout."""
+    val_loader, names = create_eval_loader(data_options(cfg), cfg.TRAINING.TEST_BATCH_SIZE,
+                                           classes)
+    model = get_model(cfg.MODEL.NAME, num_classes=len(names), **model_kwargs(cfg))
     report = load_pretrained(model, weights)
     if report.skipped_classifier:
         raise WeightsError(f"{weights} does not fit: its classifier (fc.weight) is for another "
-                           f"number of classes than the dataset's {num_classes}")
+                           f"number of classes than the dataset's {len(names)}")
     device = idist.device()
     model = model.to(device)
     amp, _ = resolve_amp(cfg.TRAINING.AMP, device)
     channels_last, _ = resolve_channels_last(cfg.MODEL.CHANNELS_LAST, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ev = create_evaluator(model, amp=amp, channels_last=channels_last,
-                          prepare_batch=getattr(val_loader, "prepare_batch", None))
-    return run_validation({"raw": ev}, val_loader)["raw"]
+    evaluator = create_evaluator(model, amp=amp, channels_last=channels_last,
+                                 prepare_batch=getattr(val_loader, "prepare_batch", None))
+    return evaluator, val_loader, list(names)
+
+
+def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
+    """Evaluate a checkpoint or weights file on the validation split (the only data it reads);
+    class order from the names stored with the weights, else the val split's folders."""
+    setup_logger(None)
+    manual_seed(cfg.SEED)
+    evaluator, val_loader, _ = eval_setup(cfg, weights, stored_class_names(weights))
+    return run_validation({"raw": evaluator}, val_loader)["raw"]

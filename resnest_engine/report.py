@@ -40,16 +40,12 @@ from ignite.engine import Engine, Events
 from PIL import Image
 
 from .config import Config, load_config
-from .data import create_eval_loader
 from .data.options import channel_stats
-from .engine import create_evaluator
-from .engine.precision import resolve_amp, resolve_channels_last
 from .errors import InputError, one_line
-from .evaluate import stored_class_names
+from .evaluate import eval_setup, stored_class_names
 from .files import atomic_write_text
-from .from_config import CLASSES_FILE, data_options, model_kwargs
+from .from_config import CLASSES_FILE, data_options
 from .handlers.checkpoint import BEST_PREFIX
-from .models import WeightsError, get_model, load_pretrained
 from .run_files import find_run_weights, refuse_overwrite
 
 __all__ = ["MISTAKES", "REPORT_FILE", "MatplotlibMissingError", "require_matplotlib",
@@ -174,24 +170,11 @@ def _collect(evaluator: Engine, loader: Any, num_classes: int, keep: int) -> _Ev
 def _evaluate(cfg: Config, weights: Path, what: str, classes: Optional[List[str]],
               note: Callable[[str], None]) -> Tuple[_Evaluation, List[str]]:
     """The weights on the val split, as :func:`resnest_engine.evaluate.evaluate` runs them."""
-    opts = data_options(cfg)
-    loader, names = create_eval_loader(opts, cfg.TRAINING.TEST_BATCH_SIZE, classes)
-    model = get_model(cfg.MODEL.NAME, num_classes=len(names), **model_kwargs(cfg))
-    loaded = load_pretrained(model, weights)
-    if loaded.skipped_classifier:
-        raise WeightsError(f"{weights} does not fit: its classifier (fc.weight) is for another "
-                           f"number of classes than the dataset's {len(names)}")
-    device = idist.device()
-    note(f"evaluating the {what} {weights} on {len(loader.dataset)} validation images ({device})")
-    model = model.to(device)
-    amp, _ = resolve_amp(cfg.TRAINING.AMP, device)
-    channels_last, _ = resolve_channels_last(cfg.MODEL.CHANNELS_LAST, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    evaluator = create_evaluator(model, amp=amp, channels_last=channels_last,
-                                 prepare_batch=getattr(loader, "prepare_batch", None))
+    evaluator, loader, names = eval_setup(cfg, weights, classes)
+    note(f"evaluating the {what} {weights} on {len(loader.dataset)} validation images "
+         f"({idist.device()})")
     try:
-        return _collect(evaluator, loader, len(names), MISTAKES), list(names)
+        return _collect(evaluator, loader, len(names), MISTAKES), names
     finally:
         close = getattr(loader, "close", None)
         if close is not None:

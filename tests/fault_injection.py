@@ -6,7 +6,8 @@
 - ``RESNEST_ENGINE_KILL_AT_ITER=N``: SIGKILL the process after iteration N, once every handler of
   that iteration ran (``RESNEST_ENGINE_KILL_RANK=r``: only on rank r);
 - ``RESNEST_ENGINE_KILL_IN_SAVE=N``: SIGKILL rank 0 inside its N-th checkpoint write, after the
-  temp file is written and before it is renamed into place;
+  temp file is written and before it is renamed into place (on the background writer thread
+  when checkpoints are written asynchronously);
 - ``RESNEST_ENGINE_FILL_DISK_BEFORE=PATTERN``: fill the file system for real (a filler file
   written until the kernel says ENOSPC) right before the first file write of the library whose
   target name matches the glob ``PATTERN`` (``resume-e001-i0000002.pt``, ``model_weights.pt``);
@@ -74,21 +75,23 @@ def _install_kill_in_save(target: int) -> None:
 
     import resnest_engine.handlers.checkpoint as ckpt_mod
 
-    original_call = ckpt_mod.AtomicDiskSaver.__call__
+    original_write = ckpt_mod.AtomicDiskSaver._write
     original_save = ckpt_mod.atomic_save
     writes = [0]
 
-    def __call__(self, checkpoint, filename, metadata=None):
+    # _write runs on the training thread (synchronous saver) or the checkpoint-writer thread
+    # (TRAINING.ASYNC_CHECKPOINT): the kill lands inside the file write either way.
+    def _write(self, checkpoint, filename, pending):
         if idist.get_rank() == 0:
             writes[0] += 1
             if writes[0] == target:
                 ckpt_mod.atomic_save = lambda obj, path, on_written=None: original_save(obj, path, _kill)
         try:
-            return original_call(self, checkpoint, filename, metadata)
+            return original_write(self, checkpoint, filename, pending)
         finally:
             ckpt_mod.atomic_save = original_save
 
-    ckpt_mod.AtomicDiskSaver.__call__ = __call__
+    ckpt_mod.AtomicDiskSaver._write = _write
 
 
 def _install_fill_disk_before(pattern: str) -> None:

@@ -151,6 +151,9 @@ class TrainingConfig:
     KEEP_CHECKPOINTS: int = spec(2, "Most recent checkpoints kept.", at_least(1))
     KEEP_BEST: int = spec(1, "Best checkpoints (by validation top-1) kept (0 = none).",
                           at_least(0))
+    ASYNC_CHECKPOINT: bool = spec(True, "Write checkpoints on a background thread: the step "
+                                  "copies the state to host memory and goes on (the files are "
+                                  "the same); false: write them on the training thread.")
     DETERMINISTIC: bool = spec(False, "Deterministic algorithms (reproducible, slower).")
     DIST_TIMEOUT: int = spec(1800, "Timeout of collective operations, in seconds.", at_least(1))
     NAN_CHECK_EVERY: int = spec(1, "Check that the loss is finite every this-many iterations.",

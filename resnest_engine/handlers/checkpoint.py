@@ -89,8 +89,12 @@ class AtomicDiskSaver(BaseSaveHandler):
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
         if idist.get_rank() != 0:
             return
-        atomic_save(with_checksum(checkpoint), self.dirname / filename)
         pending, self._pending = self._pending, []
+        self._write(checkpoint, filename, pending)
+
+    def _write(self, checkpoint: Mapping, filename: str, pending: List[str]) -> None:
+        """Write the file, then carry out the deletions rotation asked for before it."""
+        atomic_save(with_checksum(checkpoint), self.dirname / filename)
         for name in pending:
             if name != filename:
                 (self.dirname / name).unlink(missing_ok=True)

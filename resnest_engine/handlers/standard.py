@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import ignite.distributed as idist
 import torch
@@ -52,6 +52,7 @@ from ..engine.distributed import broadcast_buffers, unwrap_model
 from ..engine.evaluator import evaluator_like
 from ..engine.events import epochs_filter, mid_epoch_filter, register_train_events
 from ..engine.rng import get_rng_state, set_rng_state
+from .background_saver import BackgroundDiskSaver
 from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, save_weights,
                          create_best_checkpointer, create_epoch_checkpointer,
                          create_resume_checkpointer)
@@ -67,12 +68,13 @@ __all__ = ["FinalWeights", "StandardHandlers", "StandardOptions", "attach_standa
 
 
 @options_from("TRAINING.CKPT_EVERY", "TRAINING.CKPT_EVERY_ITERS", "TRAINING.KEEP_CHECKPOINTS",
-              "TRAINING.KEEP_BEST", "TRAINING.NAN_CHECK_EVERY", "LOGGING.LOG_EVERY",
-              "LOGGING.TENSORBOARD", "LOGGING.PROGRESS_BAR")
+              "TRAINING.KEEP_BEST", "TRAINING.ASYNC_CHECKPOINT", "TRAINING.NAN_CHECK_EVERY",
+              "LOGGING.LOG_EVERY", "LOGGING.TENSORBOARD", "LOGGING.PROGRESS_BAR")
 class StandardOptions:
     """The policy of :func:`build_standard_handlers`: the config keys named above, lower-cased
     with their defaults and checks (``ckpt_every`` epochs, 0 = off; ``ckpt_every_iters`` steps;
-    ``keep_checkpoints``, ``keep_best``; ``nan_check_every``; ``log_every``, ``tensorboard``,
+    ``keep_checkpoints``, ``keep_best``; ``async_checkpoint`` (written by a background thread,
+    :mod:`.background_saver`); ``nan_check_every``; ``log_every``, ``tensorboard``,
     ``progress_bar``), plus where to write and what every checkpoint records."""
 
     output_dir: Optional[str] = None  # None: nothing is written (no checkpoints, logs, metrics)
@@ -182,6 +184,15 @@ class StandardHandlers:
             self.nan_guard.check(engine)
         self.write(engine, self.resume_checkpointer)
 
+    def background_savers(self) -> List[Any]:
+        """The save handlers of the checkpointers that write on a background thread."""
+        savers = []
+        for c in (self.resume_checkpointer, self.epoch_checkpointer, self.best_checkpointer):
+            saver = getattr(c, "save_handler", None)
+            if hasattr(saver, "wait") and all(saver is not s for s in savers):
+                savers.append(saver)
+        return savers
+
     def write_final_weights(self, engine: Engine) -> None:
         if self.final_weights is not None:
             self.final_weights.write(engine, self.ema, self.history)
@@ -237,7 +248,7 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
     })
     if out_dir is None:
         return h
-    saver = AtomicDiskSaver(out_dir / "checkpoints")
+    saver = (BackgroundDiskSaver if opts.async_checkpoint else AtomicDiskSaver)(out_dir / "checkpoints")
     if validation is not None and opts.keep_best > 0:
         h.best_checkpointer = create_best_checkpointer(to_save, saver, trainer, "top1", opts.keep_best)
         to_save["best_checkpointer"] = Stateful(
@@ -306,6 +317,11 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
                                   h.write, h.resume_checkpointer)
     if h.epoch_checkpointer is not None and h.resume_every_iters > 0:
         trainer.add_event_handler(Events.EPOCH_COMPLETED, h.write, h.epoch_checkpointer)
+    for saver in h.background_savers():
+        # a failed background write ends the run at the next step; the end of the run (also by
+        # a signal or the NaN guard) waits for the file in flight
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, saver.check)
+        trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _, s=saver: s.wait())
     if h.final_weights is not None:
         trainer.add_event_handler(Events.COMPLETED, h.write_final_weights)
 

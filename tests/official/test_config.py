@@ -218,6 +218,7 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
     recipes = [p for p in recipes if pathlib.Path(p).name in before]
     new_keys = {"DATA.CROP_STYLE": "auto", "TRAINING.VAL_START": None, "DATA.VAL_FRACTION": None,
                 "OPTIMIZER.BODY_LR_SCALE": 1.0, "OPTIMIZER.FREEZE_BODY_EPOCHS": 0,
+                "TRAINING.ASYNC_CHECKPOINT": True,
                 "LOGGING.MLFLOW": False, "LOGGING.MLFLOW_LOG_MODEL": False}
     for path in recipes:
         text = pathlib.Path(path).read_text()
