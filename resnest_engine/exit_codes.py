@@ -1,5 +1,5 @@
 """The exit statuses of the console commands (``resnest-train``, ``resnest-predict``,
-``resnest-average``), in one place."""
+``resnest-average``, ``resnest-report``), in one place."""
 from __future__ import annotations
 
 from enum import IntEnum

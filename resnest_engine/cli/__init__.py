@@ -1,18 +1,19 @@
 """The console commands: ``resnest-train`` (argument parsing, run-directory rules, distributed
-launch, error reporting), ``resnest-predict`` and ``resnest-average`` (the command lines of
-:func:`resnest_engine.predict.predict` and :func:`resnest_engine.average.average_checkpoints`).
+launch, error reporting), ``resnest-predict``, ``resnest-average`` and ``resnest-report`` (the
+command lines of :func:`resnest_engine.predict.predict`,
+:func:`resnest_engine.average.average_checkpoints` and :func:`resnest_engine.report.write_report`).
 
 User errors (config, paths, flags, unusable checkpoints) end with one line on stderr and exit
 status 2; a NaN/Inf loss exits 3; an interrupted run (SIGTERM/SIGINT, resume point written) 4;
-other failures (e.g. a checkpoint that cannot be written) 1. ``python -m resnest_engine.cli``
+failures of the machine (a full disk, a dead DataLoader worker) 1. ``python -m resnest_engine.cli``
 is ``resnest-train``.
 
 - :mod:`.args`: the command line and the official script's flags;
 - :mod:`.launch`: processes (spawn, torchrun, srun), the writer rank, the world size;
 - :mod:`.run_dir`: the run directory's lock, its weights, export targets;
 - :mod:`.train`: the command itself;
-- :mod:`.predict`, :mod:`.average`: ``resnest-predict``, ``resnest-average``
-  (``python -m resnest_engine.cli.predict``, ``python -m resnest_engine.cli.average``);
+- :mod:`.predict`, :mod:`.average`, :mod:`.report`: ``resnest-predict``, ``resnest-average``,
+  ``resnest-report`` (also ``python -m resnest_engine.cli.<name>``);
 - :mod:`.console`: the exit statuses every console command shares.
 """
 from .args import build_parser, parse_dist_url, resolve_official_flags

@@ -1,5 +1,5 @@
 """Shared exit statuses of the console commands (``resnest-train``, ``resnest-predict``,
-``resnest-average``): a user error is one ``error:`` line and status 2, a failed write 1, Ctrl-C 130."""
+``resnest-average``, ``resnest-report``): a user error is one ``error:`` line and status 2, a failed write 1, Ctrl-C 130."""
 from __future__ import annotations
 
 import sys
