@@ -12,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from resnest_engine.cli.predict import main as predict_main
+from tests.real_files import write_digits
 
 REPO = Path(__file__).resolve().parents[1]
 TOP1_LINE = re.compile(r"^Validation: Top1: ([0-9.]+) \| Top5: ([0-9.]+)$", re.M)
@@ -47,31 +47,12 @@ def predict(*args):
     return code, out.getvalue(), err.getvalue()
 
 
-def write_digits(root: Path, train_per_class=30, val_per_class=10):
-    """The first images of each digit, 8x8 upscaled to 32x32 grey PNGs, as
-    ROOT/train/<digit>/*.png and ROOT/val/<digit>/*.png (deterministic)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    seen = {}
-    for image, label in zip(digits.images, digits.target):
-        n = seen.get(int(label), 0)
-        if n >= train_per_class + val_per_class:
-            continue
-        seen[int(label)] = n + 1
-        split = "train" if n < train_per_class else "val"
-        pixels = np.round(image * (255.0 / 16.0)).astype(np.uint8)
-        path = root / split / str(label) / f"{n:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels, "L").resize((32, 32), Image.NEAREST).save(path)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A finished 3-epoch resnest14 run on the digits folder: (run dir, data root)."""
     base = tmp_path_factory.mktemp("predict")
     data, out = base / "digits", base / "run"
-    write_digits(data)
+    write_digits(data, train_per_class=30, val_per_class=10)
     cfg = {
         "FORMAT": "resnest-engine/1", "SEED": 0,
         "MODEL": {"NAME": "resnest14"},

@@ -21,28 +21,10 @@ from resnest_engine.cli.report import main as report_main
 from resnest_engine.cli.predict import main as predict_main
 from resnest_engine.report import MISTAKES, write_report
 from tests.cli.cli_helpers import TINY, assert_user_error, run_main
+from tests.real_files import write_digits
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VAL_PER_CLASS = 6
-
-
-def write_digits(root: Path, train_per_class=12, val_per_class=VAL_PER_CLASS):
-    """The first images of each digit, 8x8 upscaled to 32x32 grey PNGs, as
-    ROOT/train/<word>/*.png and ROOT/val/<word>/*.png (deterministic)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    seen = {}
-    for image, label in zip(digits.images, digits.target):
-        n = seen.get(int(label), 0)
-        if n >= train_per_class + val_per_class:
-            continue
-        seen[int(label)] = n + 1
-        split = "train" if n < train_per_class else "val"
-        pixels = np.round(image * (255.0 / 16.0)).astype(np.uint8)
-        path = root / split / WORDS[int(label)] / f"{n:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels, "L").resize((32, 32), Image.NEAREST).save(path)
 
 
 def call(main, *args):
@@ -110,7 +92,7 @@ def run(tmp_path_factory):
     (run dir, data root, config file, eval-only result, time the training took)."""
     base = tmp_path_factory.mktemp("report")
     data, out = base / "digits", base / "run"
-    write_digits(data)
+    write_digits(data, train_per_class=12, val_per_class=VAL_PER_CLASS, names=WORDS)
     cfg = {
         "SEED": 0,
         "MODEL": {"NAME": "resnest14"},

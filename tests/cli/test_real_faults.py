@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
+from tests.real_files import Tmpfs
 from tests.fault_injection import FILL_DISK_AT_ITER_ENV, FILL_DISK_BEFORE_ENV, FILLER, fill_disk
 
 pytestmark = [pytest.mark.slow,  # every test here runs resnest-train processes
@@ -33,11 +34,9 @@ def _cfg(tmp_path, extra=None):
 @pytest.fixture
 def small_disk(tmp_path):
     """A real file system of its own (tmpfs), so that filling it fills nothing else."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=768m", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    disk = Tmpfs(tmp_path / "disk", "768m")
+    yield disk.path
+    disk.unmount()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Checkpoints written by a background thread: the same files, the state of the step, a save
 waits for the one before, and a failed write (a real full tmpfs) surfaces at the next check."""
 import os
-import subprocess
 import threading
 import time
 
@@ -14,6 +13,7 @@ from resnest_engine.handlers import (AtomicDiskSaver, CheckpointWriteError, atta
                                      read_checkpoint)
 from resnest_engine.handlers.background_saver import BackgroundDiskSaver
 from tests.fault_injection import fill_disk
+from tests.real_files import Tmpfs
 from tests.standard_setup import standard_handlers
 from tests.tiny_models import make_loader, make_tiny_model
 
@@ -96,9 +96,8 @@ def test_rotation_deletes_only_after_the_new_file_is_written(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")
 def test_a_failed_background_write_is_raised_by_the_next_check(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    tmpfs = Tmpfs(tmp_path / "disk", "4m")
+    disk = tmpfs.path
     try:
         saver = BackgroundDiskSaver(disk)
         saver(_state(1), "resume-1.pt")
@@ -114,7 +113,7 @@ def test_a_failed_background_write_is_raised_by_the_next_check(tmp_path):
         assert sorted(p.name for p in disk.iterdir()) == [".filler", "resume-1.pt"]
         assert read_checkpoint(disk / "resume-1.pt")["trainer"]["iteration"] == 1
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        tmpfs.unmount()
 
 
 def _run(out, async_checkpoint):

@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import struct
-import subprocess
 import zipfile
 
 import pytest
@@ -14,21 +13,20 @@ from ignite.engine import Engine
 from resnest_engine.checksum import VERIFY_ENV, tensor_checksum
 from resnest_engine.files import WriteError, atomic_write_text
 from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, CheckpointWriteError,
-                                     atomic_save, read_checkpoint, save_weights, setup_logger)
+                                     read_checkpoint, save_weights, setup_logger)
 from resnest_engine.handlers.logging import TensorBoard
 from resnest_engine.models import WeightsError, read_state_dict
 from tests.fault_injection import fill_disk
+from tests.real_files import Tmpfs
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    disk = Tmpfs(tmp_path / "disk", "8m")
+    yield disk.path
+    disk.unmount()
 
 
 def _ckpt(seed=0):

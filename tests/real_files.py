@@ -1,0 +1,42 @@
+"""Test data and file systems made for real: the bundled digits written as PNG folders, and a
+tmpfs of its own for tests that fill a disk (mounting needs root; CI runs as root)."""
+import subprocess
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def write_digits(root: Path, train_per_class: int, val_per_class: int,
+                 names: Optional[Sequence[str]] = None) -> None:
+    """The first images of each digit, 8x8 upscaled to 32x32 grey PNGs, as
+    ROOT/train/<name>/*.png and ROOT/val/<name>/*.png (deterministic); ``names[d]`` names digit
+    d's folder (default: the digit)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    seen = {}
+    for image, label in zip(digits.images, digits.target):
+        n = seen.get(int(label), 0)
+        if n >= train_per_class + val_per_class:
+            continue
+        seen[int(label)] = n + 1
+        split = "train" if n < train_per_class else "val"
+        pixels = np.round(image * (255.0 / 16.0)).astype(np.uint8)
+        folder = names[int(label)] if names is not None else str(label)
+        path = root / split / folder / f"{n:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, "L").resize((32, 32), Image.NEAREST).save(path)
+
+
+class Tmpfs:
+    """A tmpfs of ``size`` (e.g. ``"8m"``) mounted at ``path``; ``unmount()`` when done."""
+
+    def __init__(self, path: Path, size: str) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)],
+                       check=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
