@@ -6,7 +6,6 @@ file equal to those from the run directory, and the one-line errors (missing ext
 One tiny run directory is built for the module (random resnest14 weights with non-trivial BN
 statistics, 3 named classes; nothing is trained) and exported once through the CLI."""
 import contextlib
-import errno
 import io
 import json
 import os
@@ -30,6 +29,8 @@ from resnest_engine.from_config import data_options
 from resnest_engine.handlers.checkpoint import FORMAT_VERSION, save_weights
 from resnest_engine.models import get_model
 
+from tests.fault_injection import FILLER, fill_disk
+from tests.real_files import Tmpfs
 from tests.cli.cli_helpers import run_main
 from tests.markdown import python_blocks
 from tests.test_predict import assert_one_error_line, predict, read_csv
@@ -264,19 +265,22 @@ def test_onnx_runtime_matches_eager(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_full_disk_is_one_cannot_write_line(run, tmp_path, monkeypatch):
-    def no_space(fd):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(os, "fsync", no_space)
-    out = tmp_path / "model.onnx"
-    r = run_main("--config-file", run / "config.yaml", "--outdir", run, "--export", out)
-    monkeypatch.undo()
-    assert r.returncode == 1, r.stderr
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == [ln for ln in r.stderr.splitlines() if ln.strip()
-                      and not ln.startswith("exporting ")], r.stderr
-    assert len(errors) == 1 and f"cannot write {out}: No space left on device" in errors[0]
-    assert list(tmp_path.iterdir()) == []  # no partial file, no sidecar
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")
+def test_full_disk_is_one_cannot_write_line(run, tmp_path):
+    """A real full file system (a tmpfs filled until the kernel says ENOSPC)."""
+    disk = Tmpfs(tmp_path / "disk", "1m")
+    try:
+        fill_disk(disk.path)
+        out = disk.path / "model.onnx"
+        r = run_main("--config-file", run / "config.yaml", "--outdir", run, "--export", out)
+        assert r.returncode == 1, r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert errors == [ln for ln in r.stderr.splitlines() if ln.strip()
+                          and not ln.startswith("exporting ")], r.stderr
+        assert len(errors) == 1 and f"cannot write {out}: No space left on device" in errors[0]
+        assert [p.name for p in disk.path.iterdir()] == [FILLER]  # no partial file, no sidecar
+    finally:
+        disk.unmount()
 
 
 # --------------------------------------------------------------------------- without the extra

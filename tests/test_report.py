@@ -4,9 +4,9 @@ labels are words), a resnest14 trained for 2 epochs in this process once for the
 report's numbers are checked against ``--eval-only`` and ``resnest-predict`` on the same images."""
 import contextlib
 import csv
-import errno
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +21,8 @@ from resnest_engine.cli.report import main as report_main
 from resnest_engine.cli.predict import main as predict_main
 from resnest_engine.report import MISTAKES, write_report
 from tests.cli.cli_helpers import TINY, assert_user_error, run_main
-from tests.real_files import write_digits
+from tests.fault_injection import fill_disk
+from tests.real_files import Tmpfs, write_digits
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VAL_PER_CLASS = 6
@@ -270,16 +271,19 @@ def test_user_errors_about_a_run_are_one_line(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_one_cannot_write_line(run, tmp_path, monkeypatch):
-    import resnest_engine.files as files
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")
+def test_a_full_disk_is_one_cannot_write_line(run, tmp_path):
+    """A real full file system (a tmpfs filled until the kernel says ENOSPC)."""
     out, _, _ = run
-
-    def full(path, write, *args, **kwargs):
-        raise files.write_error(path, OSError(errno.ENOSPC, "No space left on device"))
-    monkeypatch.setattr(files, "atomic_write", full)
-    code, stdout, stderr = call(report_main, out, "--output", tmp_path / "r.html")
-    assert code == 1, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert lines[0].startswith("evaluating the final weights") and len(lines) == 2, stderr
-    assert lines[1].startswith(f"error: cannot write {tmp_path / 'r.html'}: No space left")
-    assert not (tmp_path / "r.html").exists() and stdout == ""
+    disk = Tmpfs(tmp_path / "disk", "1m")
+    try:
+        fill_disk(disk.path)
+        target = disk.path / "r.html"
+        code, stdout, stderr = call(report_main, out, "--output", target)
+        assert code == 1, stderr
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        assert lines[0].startswith("evaluating the final weights") and len(lines) == 2, stderr
+        assert lines[1].startswith(f"error: cannot write {target}: No space left")
+        assert not target.exists() and stdout == ""
+    finally:
+        disk.unmount()
