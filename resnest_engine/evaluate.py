@@ -27,8 +27,9 @@ def stored_class_names(weights: Path) -> Optional[List[str]]:
     ``meta["class_names"]``, else ``classes.json`` of its run directory; None if there are none."""
     weights = Path(weights)
     try:
-        # mmap: only the small meta dict is read here; the tensors are loaded once, by the caller.
-        obj = safe_load(weights, mmap=True)
+        # mmap, unverified: only the small meta dict is read here; the tensors are loaded (and
+        # their checksum verified) once, by the caller.
+        obj = safe_load(weights, mmap=True, verify_checksum=False)
         names = obj.get("meta", {}).get("class_names") if isinstance(obj, dict) else None
         if names:
             return list(names)

@@ -127,14 +127,15 @@ def load_error_reason(e: BaseException) -> str:
     return one_line(e, first_line=True)
 
 
-def safe_load(path: Union[str, Path], mmap: bool = False) -> Any:
+def safe_load(path: Union[str, Path], mmap: bool = False, verify_checksum: bool = True) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: never runs pickled code, and
     checks the contents against the checksum written with them (:func:`.checksum.verify`).
 
     ``mmap``: map the tensors instead of reading them (only what is used is read, except that
     verification reads everything), for a ``torch.save`` zip file; a legacy (non-zip) file is
-    read whole. Raises :class:`UnsafeLoadError` with :func:`load_error_reason` for a file that
-    does not load, or with the reason it is corrupt.
+    read whole. ``verify_checksum=False``: for a look at a file's small parts (its meta) that is
+    loaded, and verified, for its weights afterwards. Raises :class:`UnsafeLoadError` with
+    :func:`load_error_reason` for a file that does not load, or with the reason it is corrupt.
     """
     try:
         if mmap and zipfile.is_zipfile(path):
@@ -144,7 +145,8 @@ def safe_load(path: Union[str, Path], mmap: bool = False) -> Any:
     except Exception as e:  # truncated zip, garbage, or a pickle needing unsafe globals
         raise UnsafeLoadError(load_error_reason(e)) from None
     try:
-        verify(obj, path)
+        if verify_checksum:
+            verify(obj, path)
     except CorruptFileError as e:
         raise UnsafeLoadError(str(e)) from None
     return obj

@@ -89,8 +89,10 @@ def _read_class_names(path: Path) -> Optional[List[str]]:
 
 
 def _load_object(path: Path) -> Any:
+    """A look at ``path`` (mapped, unverified: is it a checkpoint of ours?); what is used from it
+    is loaded and verified by ``read_checkpoint`` / ``read_state_dict``."""
     try:
-        return safe_load(path, mmap=True)
+        return safe_load(path, mmap=True, verify_checksum=False)
     except UnsafeLoadError as e:
         raise InputError(f"--weights: cannot load {path} as a weights-only file: {e}") from None
 

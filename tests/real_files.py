@@ -1,6 +1,8 @@
-"""Test data and file systems made for real: the bundled digits written as PNG folders, and a
-tmpfs of its own for tests that fill a disk (mounting needs root; CI runs as root)."""
+"""Test data and faults made for real: the bundled digits written as PNG folders, a tmpfs of its
+own for tests that fill a disk (mounting needs root; CI runs as root), a bit flipped in a file."""
+import struct
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -40,3 +42,14 @@ class Tmpfs:
 
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def flip_tensor_bit(path: Path) -> None:
+    """Flip one bit inside the first tensor's data of a ``torch.save`` zip file: the pickle still
+    loads, and ``torch.load`` returns the changed value without a word."""
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 16)
+    data = bytearray(Path(path).read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    data[info.header_offset + 30 + name_len + extra_len + 5] ^= 0x08
+    Path(path).write_bytes(bytes(data))

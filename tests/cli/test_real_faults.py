@@ -3,10 +3,8 @@ the kernel says ENOSPC), a DataLoader worker SIGKILLed by this test, a byte flip
 Each ends in one ``error:`` line, nothing the run had is damaged, and the run resumes bitwise."""
 import os
 import signal
-import struct
 import subprocess
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import torch
 import yaml
 
 from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
-from tests.real_files import Tmpfs
+from tests.real_files import Tmpfs, flip_tensor_bit
 from tests.fault_injection import FILL_DISK_AT_ITER_ENV, FILL_DISK_BEFORE_ENV, FILLER, fill_disk
 
 pytestmark = [pytest.mark.slow,  # every test here runs resnest-train processes
@@ -171,16 +169,6 @@ def test_a_killed_dataloader_worker_is_one_line_and_resumes_bitwise(tmp_path, re
     _assert_bitwise(run, reference)
 
 
-def _flip_tensor_byte(path):
-    """Flip one bit inside the first tensor's data in a torch.save zip (the pickle still loads)."""
-    with zipfile.ZipFile(path) as z:
-        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 16)
-    data = bytearray(path.read_bytes())
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
-    data[info.header_offset + 30 + name_len + extra_len + 5] ^= 0x08
-    path.write_bytes(bytes(data))
-
-
 def test_a_flipped_bit_in_the_newest_resume_point_falls_back_and_resumes_bitwise(tmp_path,
                                                                                  reference):
     from tests.fault_injection import KILL_AT_ITER_ENV
@@ -190,7 +178,7 @@ def test_a_flipped_bit_in_the_newest_resume_point_falls_back_and_resumes_bitwise
     assert r.returncode == -signal.SIGKILL, r.stderr
     newest = run / "checkpoints" / "resume-e002-i0000006.pt"
     assert newest.is_file()
-    _flip_tensor_byte(newest)
+    flip_tensor_bit(newest)
     r = run_cli("--config-file", cfg, "--outdir", run, "--resume", "auto")
     assert r.returncode == 0, r.stderr
     warning = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: skipping")]
@@ -204,7 +192,7 @@ def test_a_flipped_bit_in_the_final_weights_is_refused_by_eval_only(tmp_path, re
     import shutil
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    _flip_tensor_byte(run / "model_weights.pt")
+    flip_tensor_bit(run / "model_weights.pt")
     r = run_cli("--config-file", _cfg(tmp_path), "--outdir", run, "--eval-only")
     assert r.returncode == 2, (r.stdout, r.stderr)
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]

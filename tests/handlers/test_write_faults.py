@@ -3,8 +3,6 @@ is written: each failure is one WriteError line naming the file, nothing earlier
 import json
 import logging
 import os
-import struct
-import zipfile
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, Checkpoin
 from resnest_engine.handlers.logging import TensorBoard
 from resnest_engine.models import WeightsError, read_state_dict
 from tests.fault_injection import fill_disk
-from tests.real_files import Tmpfs
+from tests.real_files import Tmpfs, flip_tensor_bit
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")
 
@@ -96,20 +94,11 @@ def test_tensorboard_on_a_full_disk_raises_on_the_training_thread_and_does_not_h
     assert "Traceback" not in capsys.readouterr().err  # nothing from tensorboardX's thread
 
 
-def _flip(path):
-    with zipfile.ZipFile(path) as z:
-        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 16)
-    data = bytearray(path.read_bytes())
-    n, e = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
-    data[info.header_offset + 30 + n + e + 7] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
 def test_a_flipped_bit_in_a_checkpoint_is_refused(tmp_path, monkeypatch):
     AtomicDiskSaver(tmp_path)(_ckpt(3), "resume-a.pt")
     path = tmp_path / "resume-a.pt"
     assert torch.load(path, weights_only=True)["checksum"].startswith("crc32:")
-    _flip(path)
+    flip_tensor_bit(path)
     torch.load(path, weights_only=True)  # torch itself loads it: the flip is silent
     with pytest.raises(CheckpointError, match=r"resume-a\.pt: it is corrupt: its contents changed "
                                               r"after it was written \(checksum crc32:"):
@@ -128,7 +117,7 @@ def test_a_flipped_bit_in_plain_weights_is_refused_through_the_sidecar(tmp_path)
     plain = torch.load(path, weights_only=True)  # still a plain state_dict for timm/torch
     assert set(plain) == {"w", "b", "n"}
     assert read_state_dict(path)["n"].item() == 7
-    _flip(path)
+    flip_tensor_bit(path)
     with pytest.raises(WeightsError, match="model_weights.pt.*it is corrupt"):
         read_state_dict(path)
 
