@@ -79,7 +79,8 @@ def test_a_save_waits_for_the_one_before(tmp_path):
     t0 = time.perf_counter()
     threading.Timer(0.3, gate.set).start()
     saver(_state(2), "resume-2.pt")  # blocks until the first is on disk
-    assert time.perf_counter() - t0 >= 0.25 and order == ["resume-1.pt"]
+    # the first file was written before the call returned (the second may be done by now too)
+    assert time.perf_counter() - t0 >= 0.25 and order[:1] == ["resume-1.pt"]
     saver.wait()
     assert order == ["resume-1.pt", "resume-2.pt"]
 
