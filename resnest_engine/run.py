@@ -123,6 +123,10 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         handlers.ema.ema_model.to(memory_format=torch.channels_last)
     attach_standard_handlers(trainer, handlers)
 
+    # SIGTERM/SIGINT from here on end in a resume point (also during the resume's own loading)
+    interrupt = GracefulInterrupt(handlers.write_resume_point, t.NAN_CHECK_EVERY)
+    interrupt.attach(trainer)
+
     # Resume, or a new run directory
     if source is not None:
         logger.info("%s", source.load(handlers, trainer, model=raw_model, optimizer=optimizer,
@@ -135,8 +139,6 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
                     t.BATCH_SIZE)
 
     # Run
-    interrupt = GracefulInterrupt(handlers.write_resume_point, t.NAN_CHECK_EVERY)
-    interrupt.attach(trainer)
     try:
         trainer.run(train_loader, max_epochs=t.EPOCHS)
     except RuntimeError as e:  # torch's SIGCHLD handler raises it wherever the main thread is
