@@ -115,7 +115,7 @@ class _Evaluation:
 
 def _sample_names(loader: Any) -> List[str]:
     """The file of each val sample when the dataset is an image folder (for captions), else []."""
-    base = getattr(getattr(loader.dataset, "sample_fn", None), "dataset", None)
+    base = getattr(loader.dataset, "source", None)
     samples = getattr(base, "samples", None)
     root = getattr(base, "split_dir", None)
     if not isinstance(samples, list):

@@ -18,6 +18,7 @@ set before each epoch's DataLoader iterator is created, including after a mid-ep
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
@@ -26,6 +27,7 @@ from ignite.engine import Events
 from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .cache import CachePlan, cache_normalizer, cached_split, pass_collated, plan_cache
 from .datasets import ImageFolderSplit, build_dataset
 from .errors import DataError, worker_died
 from .jpeg import FastJpegSample, fast_collate, identity_batch_transform, make_device_transform
@@ -33,6 +35,8 @@ from .options import DataOptions, validate_options
 from .reproducible import SeededDataset, TransformedSample
 from .samplers import EvalShardSampler, TrainSampler
 from .transforms import build_eval_transform, build_train_transform
+
+logger = logging.getLogger("resnest_engine")
 
 __all__ = ["ImageLoader", "create_loaders", "create_eval_loader", "make_train_loader", "make_eval_loader",
            "SamplerEpochs", "find_epoch_sampler", "close_loader"]
@@ -143,26 +147,40 @@ def _loader_kwargs(opts: DataOptions) -> dict:
                 batch_transform=make_device_transform(opts))
 
 
+def _loader_data(dataset: Dataset, opts: DataOptions, train: bool, seed: int,
+                 plan: Optional[CachePlan]) -> Tuple[Dataset, dict]:
+    """The loader's dataset and its keyword arguments: cached (``plan.use``) or per sample."""
+    kwargs = _loader_kwargs(opts)
+    plan = plan if plan is not None else plan_cache(opts, [len(dataset)])
+    if plan.use:
+        kwargs.update(collate_fn=pass_collated, batch_transform=cache_normalizer(opts))
+        return cached_split(dataset, opts, train, seed, plan), kwargs
+    return SeededDataset(_sample_fn(dataset, opts, train), len(dataset), seed), kwargs
+
+
 def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, seed: int,
-                      num_replicas: Optional[int] = None, rank: Optional[int] = None) -> ImageLoader:
-    """The train loader of one process over an untransformed ``dataset``."""
+                      num_replicas: Optional[int] = None, rank: Optional[int] = None,
+                      cache: Optional[CachePlan] = None) -> ImageLoader:
+    """The train loader of one process over an untransformed ``dataset``. ``cache``: the
+    ``plan_cache`` decision (None: planned for this split alone)."""
     sampler = TrainSampler(len(dataset), num_replicas=num_replicas, rank=rank, seed=seed,
                            aug_repeats=opts.aug_repeats)
     if len(sampler) < local_batch:
         raise DataError(f"the train split has {len(dataset)} samples, fewer than one global batch "
                         f"({local_batch} x {sampler.num_replicas} processes)")
-    data = SeededDataset(_sample_fn(dataset, opts, train=True), len(dataset), seed)
+    data, kwargs = _loader_data(dataset, opts, True, seed, cache)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
-                       classes=getattr(dataset, "classes", None), **_loader_kwargs(opts))
+                       classes=getattr(dataset, "classes", None), **kwargs)
 
 
 def make_eval_loader(dataset: Dataset, opts: DataOptions, local_batch: int,
-                     num_replicas: Optional[int] = None, rank: Optional[int] = None) -> ImageLoader:
+                     num_replicas: Optional[int] = None, rank: Optional[int] = None,
+                     cache: Optional[CachePlan] = None) -> ImageLoader:
     """The eval loader of one process: this rank's unpadded shard, in order, last batch kept."""
     sampler = EvalShardSampler(len(dataset), num_replicas=num_replicas, rank=rank)
-    data = SeededDataset(_sample_fn(dataset, opts, train=False), len(dataset), seed=0)
+    data, kwargs = _loader_data(dataset, opts, False, 0, cache)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=False,
-                       classes=getattr(dataset, "classes", None), **_loader_kwargs(opts))
+                       classes=getattr(dataset, "classes", None), **kwargs)
 
 
 def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
@@ -182,8 +200,11 @@ def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
                             f"processes ({world})")
     train_set = build_dataset(opts, "train")
     val_set = build_dataset(opts, "val")
-    train = make_train_loader(train_set, opts, batch_size // world, seed, world, rank)
-    val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank)
+    plan = plan_cache(opts, [len(train_set), len(val_set)])
+    if not plan.use:
+        logger.info("Data cache: not used (%s)", plan.reason)
+    train = make_train_loader(train_set, opts, batch_size // world, seed, world, rank, plan)
+    val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank, plan)
     val.classes = train.classes  # index -> name (the train split's), stored with the run
     return train, val, len(train_set.classes)
 

@@ -71,6 +71,12 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def source(self) -> Any:
+        """The untransformed dataset the samples come from (None if the sample function has
+        none)."""
+        return getattr(self.sample_fn, "dataset", None)
+
     def __getitem__(self, key: Union[SampleKey, tuple, int]):
         if isinstance(key, tuple):
             epoch, index = int(key[0]), int(key[1])

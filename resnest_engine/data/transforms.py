@@ -28,6 +28,7 @@ __all__ = [
     "LARGE_CROP", "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "Lighting", "ERandomCrop",
     "ECenterCrop", "build_train_transform", "build_eval_transform", "interpolation_mode",
     "erandom_crop_box", "ecenter_crop_box", "eval_resize_size", "lighting_offset",
+    "small_image_padding", "small_image_resize", "train_geometry", "eval_geometry",
 ]
 
 LARGE_CROP = 320  # crops of this side and above take the official ERandomCrop/ECenterCrop path
@@ -173,13 +174,23 @@ def _policy(opts: DataOptions) -> Optional[v2.Transform]:
     return None
 
 
+def small_image_padding(crop: int) -> int:
+    """Zero padding on each side before the small-image preset's random crop."""
+    return max(1, crop // 8)
+
+
+def small_image_resize(opts: DataOptions) -> v2.Transform:
+    """The small-image preset's first, deterministic train step: resize to the crop square.
+    It is a no-op when the images already have the crop size (CIFAR/digits at 32)."""
+    return v2.Resize((opts.crop_size, opts.crop_size),
+                     interpolation=interpolation_mode(opts.interpolation))
+
+
 def train_geometry(opts: DataOptions) -> List[v2.Transform]:
     """The crop part of the train transform (no flip)."""
     crop = opts.crop_size
     if opts.small_image:
-        # Resize is a no-op when the images already have the crop size (CIFAR/digits at 32).
-        return [v2.Resize((crop, crop), interpolation=interpolation_mode(opts.interpolation)),
-                v2.RandomCrop(crop, padding=max(1, crop // 8))]
+        return [small_image_resize(opts), v2.RandomCrop(crop, padding=small_image_padding(crop))]
     if crop >= opts.ecrop_min_size:
         return [ERandomCrop(crop, opts.large_crop_interpolation)]
     return [v2.RandomResizedCrop(crop, scale=(0.08, 1.0),

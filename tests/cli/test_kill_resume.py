@@ -11,8 +11,10 @@ from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
 
 pytestmark = pytest.mark.slow  # every test here runs and kills resnest-train processes
 
+# A worker process: the augmentation keys must travel. DATA.CACHE true: the runs read the
+# decoded store in shared memory (one case kills a per-sample run and resumes it on the cache).
 CONFIG = {"TRAINING": {"EPOCHS": 3, "CKPT_EVERY_ITERS": 2, "KEEP_CHECKPOINTS": 2},
-          "DATA": {"WORKERS": 1}}  # a worker process: the per-sample augmentation keys must travel
+          "DATA": {"WORKERS": 1, "CACHE": True}}
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +36,25 @@ def _same_result(a, b):
     assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("env", [
-    {"RESNEST_ENGINE_KILL_AT_ITER": "5"},   # mid-epoch (3 steps per epoch), between checkpoints
-    {"RESNEST_ENGINE_KILL_IN_SAVE": "3"},   # inside the 3rd checkpoint write (temp file on disk)
-], ids=["mid-epoch", "inside-checkpoint-write"])
-def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, env):
+@pytest.mark.parametrize("env, killed_run", [
+    ({"RESNEST_ENGINE_KILL_AT_ITER": "5"}, ()),  # mid-epoch (3 steps per epoch), between points
+    ({"RESNEST_ENGINE_KILL_IN_SAVE": "3"}, ()),  # inside the 3rd checkpoint write
+    ({"RESNEST_ENGINE_KILL_AT_ITER": "5"}, ("DATA.CACHE=false",)),  # per-sample, then cache
+], ids=["mid-epoch", "inside-checkpoint-write", "per-sample-then-cache"])
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, env, killed_run):
     cfg, ref = reference
     out = tmp_path / "run"
-    killed = run_cli("--config-file", cfg, "--outdir", out, env={**cli_env(), **env})
+    killed = run_cli("--config-file", cfg, "--outdir", out, *killed_run,
+                     env={**cli_env(), **env})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (out / "model_weights.pt").exists()
-    resumed = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto")
+    # the run directory's config is the killed run's; DATA.CACHE may change on resume
+    resumed = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto",
+                      *(("DATA.CACHE=true",) if killed_run else ()))
     assert resumed.returncode == 0, resumed.stderr
-    assert "Resumed from" in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert "Resumed from" in log
+    assert log.count("Data cache: train split decoded once") == 2 - len(killed_run), log
     assert not list((out / "checkpoints").glob(".*.tmp-*")), "a stray temp file was left"
     _same_result(ref, out)
 
