@@ -176,6 +176,12 @@ def _cross_check(cfg: Config) -> None:
     if o.MIN_LR >= lr:
         raise ConfigError(f"OPTIMIZER.MIN_LR: must be below the effective LR ({lr:g} = LR x "
                           f"BATCH_SIZE / 256), got {o.MIN_LR:g}", key="OPTIMIZER.MIN_LR")
+    if o.FUSED is True and o.FREEZE_BODY_EPOCHS > 0 and o.NAME != "adamw":
+        # torch's fused SGD step fails once some momentum buffers exist and others do not,
+        # which is what unfreezing the body does.
+        raise ConfigError("OPTIMIZER.FUSED: true does not support OPTIMIZER.FREEZE_BODY_EPOCHS "
+                          f"with {o.NAME} (torch's fused SGD cannot start parameters mid-run); "
+                          "use auto", key="OPTIMIZER.FUSED")
     if o.FREEZE_BODY_EPOCHS >= t.EPOCHS:
         raise ConfigError(f"OPTIMIZER.FREEZE_BODY_EPOCHS: must be < TRAINING.EPOCHS ({t.EPOCHS}) "
                           f"or the body never trains, got {o.FREEZE_BODY_EPOCHS}",
