@@ -15,8 +15,9 @@ from process start to exit:
   This is what a timm user runs, and the issue's goal (0.5x) is against it;
 * timm, our recipe's hyperparameters: the same components set like ``recipes/digits.yaml``
   (AdamW at the recipe's LR and decay, its warmup, epochs and batch, read from the recipe;
-  RandomResizedCrop at scale 0.5-1 standing in for our pad-crop, no flip, no colour jitter): the
-  like-for-like comparison of the two engines.
+  RandomResizedCrop at scale 0.5-1 standing in for our pad-crop, no flip, no colour jitter,
+  validating at the recipe's VAL_EVERY epochs as our run does): the like-for-like comparison of
+  the two engines, the same epochs and the same number of validations.
 
 Prints a table and ``--json``. Usage: ``python benchmarks/quickstart.py [--seeds 0 1 2]``.
 """
@@ -75,6 +76,8 @@ for epoch in range(epochs):
         opt.step()
         step += 1
         sched.step_update(step)
+    if setting != "train.py" and (epoch + 1) % recipe["val_every"] and epoch + 1 < epochs:
+        continue  # at our hyperparameters, validate when our run does (TRAINING.VAL_EVERY)
     model.eval()
     correct = n = 0
     with torch.no_grad():
@@ -106,7 +109,7 @@ def recipe_hyperparameters() -> dict:
     return dict(epochs=c.TRAINING.EPOCHS, batch=c.TRAINING.BATCH_SIZE,
                 lr=c.OPTIMIZER.LR * c.TRAINING.BATCH_SIZE / 256,
                 weight_decay=c.OPTIMIZER.WEIGHT_DECAY, warmup_epochs=c.OPTIMIZER.WARMUP_EPOCHS,
-                label_smoothing=c.DATA.LABEL_SMOOTHING)
+                label_smoothing=c.DATA.LABEL_SMOOTHING, val_every=c.TRAINING.VAL_EVERY)
 
 
 def timed(cmd, env) -> tuple:

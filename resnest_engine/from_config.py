@@ -36,13 +36,16 @@ CLASSES_FILE = "classes.json"  # a run's class names, index order
 
 def data_options(cfg: Config) -> DataOptions:
     """The DATA keys (and MODEL.IN_CHANS) as the data package's options, with the variant's
-    geometry and normalisation where the config leaves them to it, and SEED for the split."""
+    geometry and normalisation where the config leaves them to it, and SEED for a
+    VAL_FRACTION split without a SPLIT_SEED."""
     variant = get_variant(cfg.MODEL.NAME)
     values = option_values(DataOptions, cfg)
     for name in ("crop_size", "eval_crop_fraction", "interpolation"):
         if values[name] is None:
             values[name] = getattr(variant, name)
-    return DataOptions(**values, mean=variant.mean, std=variant.std, split_seed=cfg.SEED)
+    if values["split_seed"] is None and cfg.DATA.VAL_FRACTION:
+        values["split_seed"] = cfg.SEED
+    return DataOptions(**values, mean=variant.mean, std=variant.std)
 
 
 def model_kwargs(cfg: Config) -> Dict[str, Any]:
@@ -92,7 +95,7 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
                     "parameters)%s", lr, head, lr * o.BODY_LR_SCALE, o.BODY_LR_SCALE, body,
                     f"; body frozen in epochs 1-{o.FREEZE_BODY_EPOCHS}"
                     if o.FREEZE_BODY_EPOCHS else "")
-    return create_optimizer(groups, o.NAME, lr, o.MOMENTUM, o.WEIGHT_DECAY, o.BETAS)
+    return create_optimizer(groups, o.NAME, lr, o.MOMENTUM, o.WEIGHT_DECAY, o.BETAS, o.FUSED)
 
 
 def build_freeze(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer

@@ -28,10 +28,12 @@ def diff_configs(a: Config, b: Config) -> List[Tuple[str, Any, Any]]:
 #: Keys that may change when resuming: they never change what the model sees or how it is
 #: updated. (ROOT: same data elsewhere; WORKERS: every augmentation draw is keyed to (seed,
 #: epoch, index) in resnest_engine.data, whatever process runs it; SKIP_CORRUPT: without it the
-#: run would stop at the bad file; PRETRAINED: the checkpoint's weights replace it;
-#: checkpoint/log cadence and eval batch: no effect on training.)
+#: run would stop at the bad file; CACHE, CACHE_MB: cached batches are bitwise the per-sample
+#: path's; PRETRAINED: the checkpoint's weights replace it; checkpoint/log cadence and eval
+#: batch: no effect on training.)
 RESUME_SAFE_KEYS = frozenset(
-    ["DATA.ROOT", "DATA.DOWNLOAD", "DATA.WORKERS", "DATA.SKIP_CORRUPT", "MODEL.PRETRAINED",
+    ["DATA.ROOT", "DATA.DOWNLOAD", "DATA.WORKERS", "DATA.SKIP_CORRUPT", "DATA.CACHE",
+     "DATA.CACHE_MB", "MODEL.PRETRAINED",
      "TRAINING.TEST_BATCH_SIZE", "TRAINING.DIST_TIMEOUT", "TRAINING.CKPT_EVERY",
      "TRAINING.CKPT_EVERY_ITERS", "TRAINING.KEEP_CHECKPOINTS", "TRAINING.KEEP_BEST",
      "TRAINING.NAN_CHECK_EVERY"]

@@ -115,10 +115,23 @@ class DataConfig:
                             at_least(0))
     VAL_FRACTION: Optional[float] = spec(None, "Image folders: split one ROOT/<class>/ folder "
                                          "into train/val, this fraction of each class to val "
-                                         "(stratified, fixed by SEED); null = ROOT/train + "
+                                         "(stratified, fixed by SPLIT_SEED); null = ROOT/train + "
                                          "ROOT/val.", within(0, 1, False, False))
+    SPLIT_SEED: Optional[int] = spec(None, "Seed of the train/val split of the digits dataset "
+                                     "(null: 0, its fixed split) and of VAL_FRACTION (null: "
+                                     "SEED). Other values give other stratified splits.",
+                                     SEED_RANGE)
     WORKERS: int = spec(4, "DataLoader workers PER PROCESS.", at_least(0))
     SKIP_CORRUPT: bool = spec(False, "Skip unreadable images instead of failing.")
+    CACHE: bool = spec("auto", "Small-image preset: decode each split once into a uint8 store "
+                      "in memory (shared by the DataLoader workers, never on disk) and run the "
+                      "pad-crop/flip as batched tensor operations; batches are bitwise those of "
+                      "the per-sample path. auto: when the preset has no per-sample augmentation "
+                      "and the stores fit CACHE_MB (else the per-sample path, and the log says "
+                      "why); true: refuse to run without it; false: off.",
+                      normalize=normalize_auto_bool, allowed="true / false / auto")
+    CACHE_MB: int = spec(1024, "Memory budget of DATA.CACHE per process, in MB (10^6 bytes): "
+                         "the train and val stores together.", at_least(1))
     FAST_JPEG: bool = spec(False, "Faster (reduced-size) JPEG decoding; decoded pixels differ "
                            "slightly.")
     SYNTHETIC_SIZE: int = spec(1024, "Number of images of the synthetic dataset.", at_least(1))
@@ -183,6 +196,12 @@ class OptimizerConfig:
     WEIGHT_DECAY: float = spec(1e-4, "Weight decay (decoupled for adamw).", at_least(0))
     DISABLE_BN_WD: bool = spec(True, "No weight decay on BatchNorm parameters and biases.")
     BETAS: List[float] = spec([0.9, 0.999], "AdamW betas.", BETAS)
+    FUSED: bool = spec("auto", "Update implementation. auto: foreach on the CPU (1.4-1.7x faster "
+                      "optimizer steps, bitwise the same updates as torch's default), elsewhere "
+                      "torch's default; true: torch's fused kernels (another 3x on the CPU; "
+                      "AdamW's updates then differ in the last bits); false: torch's default "
+                      "(for-loop on the CPU, foreach on CUDA).", normalize=normalize_auto_bool,
+                      allowed="true / false / auto")
     BODY_LR_SCALE: float = spec(1.0, "LR of everything but the classifier, as a fraction of the "
                                 "classifier's (fine-tuning a pretrained body: e.g. 0.1).",
                                 above(0))

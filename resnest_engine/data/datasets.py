@@ -227,7 +227,7 @@ def _imagefolder(opts: DataOptions, split: str,
                             f"{root} has train/ and val/: set DATA.VAL_FRACTION to null")
         return ImageFolderSplit(root, split, classes, in_chans=opts.in_chans,
                                 skip_corrupt=opts.skip_corrupt, val_fraction=opts.val_fraction,
-                                split_seed=opts.split_seed)
+                                split_seed=opts.split_seed or 0)
     if classes is None and split != "train" and os.path.isdir(os.path.join(root, "train")):
         classes = _class_dirs(os.path.join(root, "train"))
     return ImageFolderSplit(root, split, classes, in_chans=opts.in_chans,
@@ -298,14 +298,16 @@ def digits_split(val_fraction: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, 
 
 class DigitsDataset(Dataset):
     """scikit-learn's bundled 8x8 digits (real scans, 10 classes), upscaled to ``image_size``
-    (bilinear) and stored as uint8; the split is a stratified 80/20 (1,437 / 360)."""
+    (bilinear) and stored as uint8; the split is a stratified 80/20 (1,437 / 360), drawn with
+    ``split_seed`` (0: the split of every run before DATA.SPLIT_SEED existed)."""
 
-    def __init__(self, split: str, image_size: int = 32, in_chans: int = 3) -> None:
+    def __init__(self, split: str, image_size: int = 32, in_chans: int = 3,
+                 split_seed: int = 0) -> None:
         # Lazy on purpose: scikit-learn is an optional dependency (the demo extra).
         from sklearn.datasets import load_digits  # optional dependency, as above
 
         digits = load_digits()
-        train_idx, val_idx = digits_split()
+        train_idx, val_idx = digits_split(seed=split_seed)
         idx = train_idx if split == "train" else val_idx
         small = (digits.images[idx] * (255.0 / 16.0)).round().clip(0, 255).astype(np.uint8)
         self.mode = _pil_mode(in_chans)
@@ -325,7 +327,8 @@ class DigitsDataset(Dataset):
 
 @register_dataset("digits")
 def _digits(opts: DataOptions, split: str) -> DigitsDataset:
-    return DigitsDataset(split, image_size=opts.image_size, in_chans=opts.in_chans)
+    return DigitsDataset(split, image_size=opts.image_size, in_chans=opts.in_chans,
+                         split_seed=opts.split_seed or 0)
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -42,7 +42,6 @@ class DataOptions:
     mean: Tuple[float, ...] = IMAGENET_MEAN  # the variant's normalisation, 0-1 scale
     std: Tuple[float, ...] = IMAGENET_STD
     large_crop_interpolation: str = "bicubic"  # from LARGE_CROP up (the official choice)
-    split_seed: int = 0  # seed of the VAL_FRACTION split (a recipe: its SEED)
     persistent_workers: bool = True
     pin_memory: Optional[bool] = None  # None: on when CUDA is available
     channels_last: bool = True  # layout of the fast JPEG path's normalised batch
