@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.cli_helpers import process_state_restored
 from tests.markdown import python_blocks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +19,10 @@ def test_readme_shows_the_compose_example_verbatim():
 
 @pytest.mark.slow  # trains the digits for 3 epochs in-process
 def test_compose_example_trains(capsys):
-    ns = runpy.run_path(str(EXAMPLE), run_name="__main__")
+    # the example's setup_logger() logs to this test's captured stdout, closed afterwards: the
+    # logger is put back so later tests in this process do not log into a closed stream
+    with process_state_restored():
+        ns = runpy.run_path(str(EXAMPLE), run_name="__main__")
     top1 = ns["handlers"].validation.results["raw"]["top1"]
     assert top1 > 80.0, top1
     from resnest_engine.data.loaders import close_loader
