@@ -19,7 +19,9 @@ from process start to exit:
   validating at the recipe's VAL_EVERY epochs as our run does): the like-for-like comparison of
   the two engines, the same epochs and the same number of validations.
 
-Prints a table and ``--json``. Usage: ``python benchmarks/quickstart.py [--seeds 0 1 2]``.
+Prints a line per seed and the median ratios (the goal of issue 21 is the median of
+``ratio_vs_timm_recipe`` <= 0.95); ``--json`` writes the rows and the medians. Usage:
+``python benchmarks/quickstart.py [--seeds 0 1 2]``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,8 +153,12 @@ def main() -> None:
                          f"{wall / t_wall:.3f}")
             rows.append(row)
             print(line, flush=True)
+    medians = {key: statistics.median(r[key] for r in rows)
+               for key in ("ratio_vs_timm_trainpy", "ratio_vs_timm_recipe")}
+    print("median ratio: " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
     if a.json:
-        Path(a.json).write_text(json.dumps(dict(threads=env["OMP_NUM_THREADS"], runs=rows),
+        Path(a.json).write_text(json.dumps(dict(threads=env["OMP_NUM_THREADS"], runs=rows,
+                                                **{f"median_{k}": v for k, v in medians.items()}),
                                            indent=2))
 
 

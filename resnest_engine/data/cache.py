@@ -20,6 +20,8 @@ transforms take one sample (one set of draws) at a time.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -93,7 +95,8 @@ def decode_split(dataset: Dataset, prefix: v2.Transform, in_chans: int, crop: in
     n = len(dataset)
     images = torch.empty((n, in_chans, crop, crop), dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
-    for i in range(n):
+
+    def decode(i: int) -> None:
         image, label = dataset[i]
         out = F.to_image(prefix(image)).as_subclass(torch.Tensor)
         if out.dtype != torch.uint8 or tuple(out.shape) != tuple(images.shape[1:]):
@@ -102,6 +105,12 @@ def decode_split(dataset: Dataset, prefix: v2.Transform, in_chans: int, crop: in
                             f"set DATA.CACHE to false")
         images[i] = out
         labels[i] = int(label)
+
+    # Threads: Pillow's decoders and torch's kernels release the GIL, and each sample writes
+    # only its own row.
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        for _ in pool.map(decode, range(n), chunksize=64):
+            pass
     return images, labels
 
 

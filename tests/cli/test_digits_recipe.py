@@ -14,3 +14,5 @@ def test_digits_recipe_reaches_99_percent(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epoch"] == 6
     assert metrics["top1"] >= 99.0, metrics
+    log = (out / "log.txt").read_text()
+    assert "Data cache: train split decoded once, 1437 images, 4.4 MB in memory" in log
