@@ -56,15 +56,6 @@ def _decay_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool) -> List
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 
 
-#: What ``fused="auto"`` picks on the CPU: the fastest implementation whose updates are bitwise
-#: those of torch's default (the for-loop); tests/engine/test_optim.py checks the equality.
-#: Fused AdamW is left out: its updates differ in the last bits.
-#: Fused SGD is left out too: torch's fused SGD step fails when some parameters have momentum
-#: buffers and others not yet (parameters that start training mid-run, e.g. after a freeze).
-_CPU_EXACT = {"sgd": dict(foreach=True), "nesterov": dict(foreach=True),
-              "adamw": dict(foreach=True)}
-
-
 def implementation(name: str, fused: Union[bool, str], device: torch.device) -> Dict[str, bool]:
     """The ``fused`` / ``foreach`` keywords of optimizer ``name`` on ``device``.
 
@@ -75,7 +66,11 @@ def implementation(name: str, fused: Union[bool, str], device: torch.device) -> 
     if fused is True:
         return {"fused": True}
     if fused == "auto" and device.type == "cpu":
-        return dict(_CPU_EXACT[name])
+        # The fastest implementation whose updates are bitwise the for-loop's
+        # (tests/engine/test_optimizer_implementation.py). Fused AdamW differs in the last bits;
+        # torch's fused SGD step fails when some parameters have momentum buffers and others not
+        # yet (parameters that start training mid-run, e.g. after a freeze).
+        return {"foreach": True}
     return {}
 
 
