@@ -109,7 +109,7 @@ def decode_split(dataset: Dataset, prefix: v2.Transform, in_chans: int, crop: in
     # Threads: Pillow's decoders and torch's kernels release the GIL, and each sample writes
     # only its own row.
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        for _ in pool.map(decode, range(n), chunksize=64):
+        for _ in pool.map(decode, range(n)):
             pass
     return images, labels
 
@@ -132,7 +132,6 @@ class CachedSplit(Dataset):
         self.crop = int(images.shape[-1])
         self.padding = small_image_padding(self.crop)
         self.source = source
-        self.classes = getattr(source, "classes", None)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

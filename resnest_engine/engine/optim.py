@@ -56,8 +56,9 @@ def _decay_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool) -> List
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 
 
-def implementation(name: str, fused: Union[bool, str], device: torch.device) -> Dict[str, bool]:
-    """The ``fused`` / ``foreach`` keywords of optimizer ``name`` on ``device``.
+def implementation(fused: Union[bool, str], device: torch.device) -> Dict[str, bool]:
+    """The ``fused`` / ``foreach`` keywords of the optimizer on ``device`` (the same for every
+    name in ``OPTIMIZERS``).
 
     ``False``: torch's default (for-loop on the CPU, foreach on CUDA). ``"auto"``: on the CPU,
     foreach (1.4-1.7x faster steps whose results are bitwise the default's); elsewhere torch's
@@ -88,7 +89,7 @@ def create_optimizer(params: Iterable, name: str, lr: float, momentum: float = 0
               and "lr" not in g else g for g in params]
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
-    impl = implementation(name, fused, _first_device(params))
+    impl = implementation(fused, _first_device(params))
     if name in ("sgd", "nesterov"):
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                     nesterov=name == "nesterov", **impl)

@@ -61,10 +61,10 @@ def test_true_is_the_fused_kernel_and_adamw_differs_in_the_last_bits():
 
 def test_implementation_per_device():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert implementation("adamw", "auto", cpu) == {"foreach": True}
-    assert implementation("nesterov", "auto", cuda) == {}  # torch's own default there
-    assert implementation("sgd", False, cpu) == {}
-    assert implementation("sgd", True, cuda) == {"fused": True}
+    assert implementation("auto", cpu) == {"foreach": True}
+    assert implementation("auto", cuda) == {}  # torch's own default there
+    assert implementation(False, cpu) == {}
+    assert implementation(True, cuda) == {"fused": True}
 
 
 def test_a_loaded_state_keeps_the_chosen_implementation():
