@@ -85,7 +85,12 @@ def test_full_disk_during_a_write_is_one_line_and_resumes_bitwise(small_disk, re
                                                                   target, left):
     run = small_disk / "run"
     env = dict(cli_env(), **{FILL_DISK_BEFORE_ENV: target})
-    r = run_cli("--config-file", _cfg(small_disk.parent), "--outdir", run, env=env)
+    # Checkpoints on the training thread, so the disk fills right before the chosen write and
+    # that write is the one to fail. With the background writer the training thread ran on
+    # while the hook filled the disk and, in a CI run, its metrics.json write met the full disk
+    # first (a full disk in the background writer: tests/handlers/test_background_saver.py).
+    cfg = _cfg(small_disk.parent, {"TRAINING": {"ASYNC_CHECKPOINT": False}})
+    r = run_cli("--config-file", cfg, "--outdir", run, env=env)
     line = _one_error_line(r, f"cannot write {run}", target, "No space left on device",
                            "the file needs about", "MB")
     assert line.endswith("free)")
@@ -98,7 +103,7 @@ def test_full_disk_during_a_write_is_one_line_and_resumes_bitwise(small_disk, re
         read_checkpoint(ckpts / name)
     assert not (run / "model_weights.pt").exists()
     _free(small_disk)
-    r = run_cli("--config-file", _cfg(small_disk.parent), "--outdir", run, "--resume", "auto")
+    r = run_cli("--config-file", cfg, "--outdir", run, "--resume", "auto")
     assert r.returncode == 0, r.stderr
     _assert_bitwise(run, reference)
 
