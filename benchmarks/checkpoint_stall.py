@@ -8,15 +8,15 @@ files, as a run's resume points do; the blocked time is the wall time of the che
 the calling thread. Between two saves the benchmark waits for the background write to finish,
 as the steps between two resume points would (a save that comes while the previous one is still
 being written waits for it: that wait would count). Median over ``--saves`` saves of each mode,
-interleaved. Prints a markdown table; ``--json PATH`` writes ``{"cases": [{"name", "sync_s",
-"async_s", "ratio"}, ...]}``.
+interleaved. Prints a markdown table and writes ``{"device", "threads", "saves", "cases":
+[{"name", "size_mb", "sync_s", "async_s", "ratio"}, ...]}`` with the machine to
+``benchmarks/results/checkpoint_stall.json`` (``--json PATH``: elsewhere).
 
-    python benchmarks/checkpoint_stall.py --saves 7 --json /tmp/stall.json
+    python benchmarks/checkpoint_stall.py --saves 7
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,6 +29,7 @@ from ignite.engine import Engine
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.record import write_result  # noqa: E402
 from resnest_engine.engine import create_optimizer, param_groups  # noqa: E402
 from resnest_engine.handlers import AtomicDiskSaver, create_resume_checkpointer  # noqa: E402
 from resnest_engine.handlers.background_saver import BackgroundDiskSaver  # noqa: E402
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="where the model and optimizer state live "
                     "(cuda: the background saver stages into pinned host memory)")
-    ap.add_argument("--json")
+    ap.add_argument("--json", help="results file (default benchmarks/results/checkpoint_stall.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = [case("resnest50 at 224, SGD momentum", "resnest50", "nesterov", 64, 1000, args.device),
@@ -91,9 +92,12 @@ def main() -> None:
               f"{r['ratio']:.1f}x |")
     print("\ngoal: at least 5x less blocking: " +
           ("met" if all(r["ratio"] >= 5 for r in rows) else "not met"))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": args.device, "threads": args.threads,
-                                               "cases": rows}, indent=2))
+    write_result("checkpoint_stall", (
+        f"training-thread seconds blocked per checkpoint save, written on the training thread vs "
+        f"the background writer, median of {len(sync)} saves per mode, state on {args.device}, "
+        f"{args.threads} torch thread(s)"),
+        {"device": args.device, "threads": args.threads, "saves": len(sync), "cases": rows},
+        args.json)
 
 
 if __name__ == "__main__":

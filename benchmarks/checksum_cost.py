@@ -4,14 +4,14 @@ momentum, as the ImageNet recipe writes it) saved with and without its checksum,
 
 Median of ``--trials`` of each, interleaved, the file in a temporary directory (page cache warm,
 so the numbers are CPU time: a cold read from disk adds the same I/O to both). Prints a markdown
-table; ``--json PATH`` writes ``{"size_mb", "save_s": {...}, "load_s": {...}}``.
+table and writes ``{"size_mb", "trials", "save_s": {...}, "load_s": {...}}`` with the machine to
+``benchmarks/results/checksum_cost.json`` (``--json PATH``: elsewhere).
 
-    python benchmarks/checksum_cost.py --trials 5 --json /tmp/checksum.json
+    python benchmarks/checksum_cost.py --trials 5
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.record import write_result  # noqa: E402
 from resnest_engine.checksum import VERIFY_ENV, with_checksum  # noqa: E402
 from resnest_engine.handlers import atomic_save, read_checkpoint  # noqa: E402
 from resnest_engine.models import get_model  # noqa: E402
@@ -41,7 +42,7 @@ def resume_point() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--json")
+    ap.add_argument("--json", help="results file (default benchmarks/results/checksum_cost.json)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ckpt = resume_point()
@@ -70,10 +71,11 @@ def main() -> None:
         print(f"| {k} | {v:.3f} |")
     print(f"\nchecksum on save: +{med['with checksum'] - med['without checksum']:.3f} s; "
           f"verification on load: +{med['verification on'] - med['verification off']:.3f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "size_mb": size, "save_s": {k: med[k] for k in save},
-            "load_s": {k: med[k] for k in load}}, indent=2))
+    write_result("checksum_cost", (
+        f"seconds to save a resnest50 resume point with and without its checksum and to read it "
+        f"with verification on and off, median of {args.trials}, 1 torch thread, page cache warm"),
+        {"size_mb": size, "trials": args.trials, "save_s": {k: med[k] for k in save},
+         "load_s": {k: med[k] for k in load}}, args.json)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,16 @@ float batch of 64 at 224 (decode + RandomResizedCrop + flip + normalise) for
   references/classification preset),
 
 with the same number of workers (persistent) and batch size, interleaved, one warm-up epoch
-each, median of ``--trials`` timed epochs. Prints a markdown table; ``--json PATH`` writes
+each, median of ``--trials`` timed epochs. Prints a markdown table and writes
 ``{"speedup_vs_torchvision": x, ...}`` (ratio of the medians; ``speedup_paired_median`` is the
-median of the per-trial ratios, less sensitive to load drifting between trials).
+median of the per-trial ratios, less sensitive to load drifting between trials) with the machine
+to ``benchmarks/results/dataloader.json`` (``--json PATH``: elsewhere).
 
-    python benchmarks/dataloader.py --workers 2 --images 400 --trials 5 --json /tmp/dl.json
+    python benchmarks/dataloader.py --workers 2 --images 400 --trials 5
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.record import write_result  # noqa: E402
 from resnest_engine.data import IMAGENET_MEAN, IMAGENET_STD, DataOptions  # noqa: E402
 from resnest_engine.data.datasets import ImageFolderSplit  # noqa: E402
 from resnest_engine.data.loaders import make_train_loader  # noqa: E402
@@ -130,7 +131,8 @@ def main(argv: List[str] = None) -> Dict:
                    help="torch threads of the main process (which runs our normalise step); "
                         "1 by default: the workers already occupy the cores")
     p.add_argument("--no-default-path", action="store_true", help="skip our float path")
-    p.add_argument("--json", type=str, default=None)
+    p.add_argument("--json", type=str, default=None,
+                   help="results file (default benchmarks/results/dataloader.json)")
     args = p.parse_args(argv)
     if args.trials < 1 or args.images < args.batch:
         p.error("need --trials >= 1 and --images >= --batch")
@@ -179,10 +181,11 @@ def main(argv: List[str] = None) -> Dict:
         "trials": results, "workers": args.workers, "main_threads": args.main_threads, "images": args.images, "batch": args.batch,
         "size_mix": counts, "generate_s": gen_s, "cpus": os.cpu_count(),
     }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    return out
+    return write_result("dataloader", (
+        f"images/s from {args.images} JPEG files to a normalised float batch of {args.batch} at "
+        f"224, our fast JPEG path vs torchvision's reference, {args.workers} workers, "
+        f"{args.main_threads} main-process thread(s), median of {args.trials} interleaved "
+        f"epochs"), out, args.json)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ Runs ``resnest-train --config-file recipes/digits.yaml`` (unchanged otherwise) o
 value at SEED 0 on another stratified 1,437 / 360 split of the same 1,797 images. Each run is its
 own process; the top-1 is the final epoch's, read from the run's ``metrics.json``.
 
-Prints a row per run and the minimum of each group; ``--json PATH`` writes
-``{"runs": [{"seed", "split_seed", "top1", "wall_s"}, ...], "min_seeds", "min_splits"}``.
+Prints a row per run and the minimum of each group, and writes ``{"overrides", "runs": [{"seed",
+"split_seed", "top1", "wall_s"}, ...], "min_seeds", "min_splits"}`` with the machine to
+``benchmarks/results/digits_accuracy.json`` (``--json PATH``: elsewhere).
 Usage: ``python benchmarks/digits_accuracy.py [--seeds 0 1 2 3 4] [--split-seeds 1 2 3]``.
 """
 from __future__ import annotations
@@ -21,6 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.record import write_result  # noqa: E402
 
 
 def run_recipe(outdir: Path, seed: int, split_seed: int, env: dict, overrides=()) -> dict:
@@ -44,7 +48,7 @@ def main() -> None:
                    help="other splits (DATA.SPLIT_SEED), each at SEED 0")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run (to try a change to the recipe)")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--json", help="results file (default benchmarks/results/digits_accuracy.json)")
     a = p.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO),
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
@@ -63,8 +67,13 @@ def main() -> None:
                min_splits=min(splits, default=None))
     print(f"minimum over seeds {a.seeds}: {out['min_seeds']}; over split seeds "
           f"{[k for k in a.split_seeds if k != 0]}: {out['min_splits']}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+    split_seeds = [k for k in a.split_seeds if k != 0]
+    groups = ([f"SEED {a.seeds} on DATA.SPLIT_SEED 0"] if a.seeds else []) + (
+        [f"SEED 0 on DATA.SPLIT_SEED {split_seeds}"] if split_seeds else [])
+    write_result("digits_accuracy", (
+        f"recipes/digits.yaml final top-1 (%), {' and '.join(groups)}, OMP_NUM_THREADS "
+        f"{env['OMP_NUM_THREADS']}" + (f", overrides {' '.join(a.set)}" if a.set else "")),
+        out, a.json)
 
 
 if __name__ == "__main__":

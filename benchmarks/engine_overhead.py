@@ -27,16 +27,16 @@ The ratio is the median over trials of ``ours / raw`` (wall clock; the process C
 reported beside it), after an untimed warm-up trial. One torch thread (the default here) avoids
 OpenMP threads waiting on each other on an oversubscribed CPU.
 
-    python benchmarks/engine_overhead.py --trials 5 --json /tmp/engine_overhead.json
+    python benchmarks/engine_overhead.py --trials 5
 
-Prints a markdown table; ``--json PATH`` writes ``{"ratio": ..., "ours_s": ..., "raw_s": ...,
-"cpu_ratio": ..., "trials": [...], "config": {...}}`` (times are medians over trials).
+Prints a markdown table and writes ``{"ratio": ..., "ours_s": ..., "raw_s": ..., "cpu_ratio": ...,
+"trials": [...], "config": {...}}`` (times are medians over trials) with the machine to
+``benchmarks/results/engine_overhead.json`` (``--json PATH``: elsewhere).
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import math
 import os
@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.record import write_result  # noqa: E402
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups  # noqa: E402
 from resnest_engine.handlers import (attach_standard_handlers, build_standard_handlers, create_lr_scheduler,  # noqa: E402
                                      setup_logger)
@@ -264,7 +265,8 @@ def main(argv=None) -> Dict:
     p.add_argument("--mode", choices=("interleaved", "alternating"), default="interleaved",
                    help="interleaved: ours and raw step by step in one run (robust to other "
                         "processes' load); alternating: separate runs, order flipped each trial")
-    p.add_argument("--json", type=str, default=None)
+    p.add_argument("--json", type=str, default=None,
+                   help="results file (default benchmarks/results/engine_overhead.json)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -323,10 +325,11 @@ def main(argv=None) -> Dict:
           f"{result['ratio_min']:.4f}, max {result['ratio_max']:.4f}) | | {cpu_ratio:.4f} |")
     print()
     print(f"goal: wall-time ratio <= 1.03: {'met' if result['goal_met'] else 'not met'}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return result
+    return write_result("engine_overhead", (
+        f"wall time of create_trainer + attach_standard_handlers over a hand-written loop doing "
+        f"the same work, median of {args.trials} {args.mode} trials of {args.epochs} epochs x "
+        f"{args.steps} steps, resnest14 at {args.img_size}x{args.img_size}, batch "
+        f"{args.batch_size}, {torch.get_num_threads()} torch thread(s)"), result, args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
     python benchmarks/gpu_suite.py --out output/bench-gpu        # (make bench-gpu)
     python benchmarks/gpu_suite.py --out /tmp/smoke --smoke      # tiny sizes, any machine
 
+A GPU run also writes its JSON (with the machine) to ``benchmarks/results/gpu_suite.json``, which
+``python -m benchmarks.report`` turns into docs/benchmarks.md's table (``--json PATH``: elsewhere);
+a smoke run writes only into ``--out`` unless ``--json`` is given.
+
 Parts (each has a time budget; a part over budget, or one that fails, is recorded with its
 status and reason and the suite moves on):
 
@@ -51,6 +55,7 @@ sys.path.insert(0, str(HERE))
 
 import dataloader as dl_bench  # noqa: E402  (benchmarks/dataloader.py)
 import model_throughput as mt  # noqa: E402  (benchmarks/model_throughput.py)
+from benchmarks import record  # noqa: E402
 
 PARTS = ("train", "infer", "jpeg_pipeline", "train_compiled", "recipe")
 
@@ -386,6 +391,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--smoke", action="store_true", help="tiny sizes (automatic without CUDA)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     p.add_argument("--budget-s", type=float, default=None, help="total time budget (seconds)")
+    p.add_argument("--json", default=None, help="results file (a GPU run's default: "
+                   "benchmarks/results/gpu_suite.json; a smoke run writes none unless given)")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     cuda = torch.cuda.is_available()
@@ -443,9 +450,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
                   config={k: v for k, v in cfg.items()}, parts=parts,
                   total_s=time.perf_counter() - t_start)
     table = markdown(result)
+    result = record.result("gpu_suite", (
+        f"{'SMOKE run, not a benchmark: ' if smoke_reason else ''}img/s of {cfg['ours']} vs timm "
+        f"{cfg['timm']} (train batch {cfg['train_batch']}, eager and compiled; inference batch "
+        f"{cfg['infer_batch']}; {precision}, channels_last, {cfg['img_size']} px), the JPEG "
+        f"pipeline vs torchvision ({cfg['jpeg_images']} JPEGs, {cfg['jpeg_workers']} workers) and "
+        f"a {cfg['recipe_steps']}-step resnest-train run, on {env['device_name']}"), result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_suite.json").write_text(json.dumps(result, indent=2, default=str))
+    if args.json or not smoke_reason:
+        record.write_file(result, args.json)
     (out / "gpu_suite.md").write_text(table)
     print(table)
     print(f"wrote {out / 'gpu_suite.json'} and {out / 'gpu_suite.md'}", file=sys.stderr)

@@ -1,9 +1,9 @@
 """Training / inference throughput of our models against timm and torchvision.
 
-Example (the issue's comparison, fp32 eager, CPU or the first GPU)::
+Example (fp32 eager, CPU or the first GPU; writes ``benchmarks/results/model_throughput.json``,
+``--json PATH`` writes elsewhere)::
 
-    python benchmarks/model_throughput.py --batch-size 16 --img-size 224 --trials 5 \\
-        --json output/throughput.json
+    python benchmarks/model_throughput.py --batch-size 16 --img-size 224 --trials 5
 
 Models are given as ``lib:name`` with lib one of ``ours``, ``timm``, ``tv`` (torchvision); a bare
 name means ours. A training step is forward + cross-entropy + backward + SGD step; inference is
@@ -17,7 +17,6 @@ largest relative error is in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.record import write_result  # noqa: E402
 from resnest_engine.models import get_model  # noqa: E402
 
 DEFAULT_MODELS = "ours:resnest50,timm:resnest50d,tv:resnet50,timm:resnet50d"
@@ -166,7 +166,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--allow-few-trials", action="store_true",
                    help="accept --trials < 5 (development only; results are marked)")
     p.add_argument("--skip-numerics", action="store_true")
-    p.add_argument("--json", default=None, help="write results here")
+    p.add_argument("--json", default=None,
+                   help="results file (default benchmarks/results/model_throughput.json)")
     args = p.parse_args(argv)
     if args.trials < 5 and not args.allow_few_trials:
         p.error("--trials must be >= 5 (use --allow-few-trials while developing)")
@@ -284,10 +285,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"numerics {spec} vs {n['reference']} (its weights loaded): max rel err logits "
               f"eval {n['logits_max_rel_err_eval']:.2e}, train {n['logits_max_rel_err_train']:.2e}")
     result = dict(config=config, env=env, results=rows, numerics=numerics, table=table)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return result
+    return write_result("model_throughput", (
+        f"{'+'.join(modes)} img/s of {', '.join(specs)} against {reference}, "
+        f"{'compiled' if args.compile else 'eager'}, "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, fp32, batch {args.batch_size} at "
+        f"{args.img_size}, {device}, {torch.get_num_threads()} thread(s), median of "
+        f"{args.trials} interleaved trials x {args.iters} steps"), result, args.json)
 
 
 if __name__ == "__main__":

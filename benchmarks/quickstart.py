@@ -19,8 +19,9 @@ from process start to exit:
   validating at the recipe's VAL_EVERY epochs as our run does): the like-for-like comparison of
   the two engines, the same epochs and the same number of validations.
 
-Prints a line per seed and the median ratios (the goal of issue 21 is the median of
-``ratio_vs_timm_recipe`` <= 0.95); ``--json`` writes the rows and the medians. Usage:
+Prints a line per seed and the median ratios (the goal is a median ``ratio_vs_timm_recipe`` <=
+0.95, see benchmarks/goals.py) and writes the rows and the medians with the machine to
+``benchmarks/results/quickstart.json`` (``--json PATH``: elsewhere). Usage:
 ``python benchmarks/quickstart.py [--seeds 0 1 2]``.
 """
 from __future__ import annotations
@@ -37,6 +38,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.record import write_result  # noqa: E402
 
 TIMM_LOOP = r'''
 import json, sys, time, torch
@@ -127,7 +131,7 @@ def timed(cmd, env) -> tuple:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--json", help="results file (default benchmarks/results/quickstart.json)")
     a = p.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     rows = []
@@ -156,10 +160,12 @@ def main() -> None:
     medians = {key: statistics.median(r[key] for r in rows)
                for key in ("ratio_vs_timm_trainpy", "ratio_vs_timm_recipe")}
     print("median ratio: " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
-    if a.json:
-        Path(a.json).write_text(json.dumps(dict(threads=env["OMP_NUM_THREADS"], runs=rows,
-                                                **{f"median_{k}": v for k, v in medians.items()}),
-                                           indent=2))
+    write_result("quickstart", (
+        f"top-1 (%) and wall time (s, process start to exit) of the digits recipe on a PNG folder: "
+        f"resnest-train vs timm train.py defaults and timm at the recipe's hyperparameters, seeds "
+        f"{a.seeds}, OMP_NUM_THREADS {env['OMP_NUM_THREADS']}"),
+        dict(threads=env["OMP_NUM_THREADS"], runs=rows,
+             **{f"median_{k}": v for k, v in medians.items()}), a.json)
 
 
 if __name__ == "__main__":
