@@ -8,8 +8,10 @@
 The page is one self-contained HTML file (figures and thumbnails are PNG ``data:`` URIs, the
 style is inline; it references no other file) holding:
 
-- the curves of ``metrics.json``: validation loss, top-1 and top-5 (raw weights, and EMA when
-  the run kept one) and the learning rate, per validation epoch;
+- the curves: the training loss, top-1 and learning rate at every logged step (the run's
+  TensorBoard records under ``tb/``, :mod:`resnest_engine.event_records`) beside the validation
+  loss, top-1 and top-5 (raw weights, and EMA when the run kept one) and the learning rate of
+  each validation (``metrics.json``);
 - the confusion matrix of the run's weights (final, else best, else newest, as ``--eval-only``
   picks them) on the validation split, as a figure and as a table of counts;
 - per-class precision, recall and support, one row per class name;
@@ -43,6 +45,7 @@ from .config import Config, load_config
 from .data.options import channel_stats
 from .errors import InputError, one_line
 from .evaluate import eval_setup, stored_class_names
+from .event_records import read_scalars
 from .files import atomic_write_text
 from .from_config import CLASSES_FILE, data_options
 from .handlers.checkpoint import BEST_PREFIX
@@ -204,30 +207,51 @@ def _figure_uri(fig) -> str:
     return _png_uri(buf.getvalue())
 
 
-def _curves_figure(new_figure, history: List[Dict[str, Any]]) -> Optional[str]:
-    if not history:
+def _training_records(run_dir: Path, history: List[Dict[str, Any]]) -> Dict[str, List[Tuple[float, float]]]:
+    """The TensorBoard scalars the run logged every ``LOGGING.LOG_EVERY`` steps (window means of
+    the training loss and top-1, and the LR), placed on the epoch axis with the iterations per
+    epoch that ``metrics.json`` records; empty when either is missing."""
+    per_epoch = [h["iteration"] / h["epoch"] for h in history
+                 if isinstance(h.get("iteration"), int) and isinstance(h.get("epoch"), int)
+                 and h["epoch"] > 0]
+    if not per_epoch:
+        return {}
+    steps = per_epoch[-1]
+    scalars = read_scalars(run_dir / "tb", ("train/loss", "train/top1", "train/lr"))
+    return {tag.split("/", 1)[1]: [(step / steps, value) for step, value in points]
+            for tag, points in scalars.items()}
+
+
+def _curves_figure(new_figure, history: List[Dict[str, Any]],
+                   training: Dict[str, List[Tuple[float, float]]]) -> Optional[str]:
+    if not history and not training:
         return None
     fig = new_figure(figsize=(11, 7), layout="constrained")
     axes = fig.subplots(2, 2)
     epochs = [h.get("epoch") for h in history]
-    panels = [(axes[0, 0], "validation loss", "loss"), (axes[0, 1], "top-1 (%)", "top1"),
+    panels = [(axes[0, 0], "loss", "loss"), (axes[0, 1], "top-1 (%)", "top1"),
               (axes[1, 0], "top-5 (%)", "top5"), (axes[1, 1], "learning rate", "lr")]
     for ax, title, key in panels:
-        for prefix, label, style in (("", "raw", "o-"), ("ema_", "EMA", "s--")):
+        if key in training:
+            xs, ys = zip(*training[key])
+            label = "LR, every logged step" if key == "lr" else "training, every logged step"
+            ax.plot(xs, ys, "-", color="tab:gray", linewidth=1, label=label)
+        for prefix, label, style in (("", "validation", "o-"), ("ema_", "validation, EMA", "s--")):
             if key == "lr" and prefix:
                 continue
             pts = [(e, h.get(prefix + key)) for e, h in zip(epochs, history)
                    if e is not None and isinstance(h.get(prefix + key), (int, float))]
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, style, label=label, markersize=4)
+                ax.plot(xs, ys, style, label="at validation" if key == "lr" else label,
+                        markersize=4)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        if key != "lr" and any(("ema_" + key) in h for h in history):
+        if ax.get_legend_handles_labels()[0]:
             ax.legend()
-        if len(epochs) < 15:
-            ax.set_xticks(sorted({e for e in epochs if e is not None}))
+        if len(epochs) < 15 and any(e is not None for e in epochs):
+            ax.set_xticks(sorted({e for e in epochs if e is not None} | {0}))
     return _figure_uri(fig)
 
 
@@ -411,15 +435,21 @@ def _page(run_dir: Path, cfg: Config, weights: Path, what: str, ev: _Evaluation,
     parts.append("</dl>")
 
     parts.append('<h2 id="curves">Training curves</h2>')
-    curves = _curves_figure(new_figure, history)
+    training = _training_records(run_dir, history)
+    curves = _curves_figure(new_figure, history, training)
     if curves is None:
         parts.append(f'<p class="note">{_e(history_note or "metrics.json has no validations")}</p>')
     else:
-        parts.append('<p class="note">From metrics.json: one point per validation; the loss is '
-                     'the validation loss, the learning rate the first parameter group\'s at '
-                     'that validation.</p>')
+        source = ("Lines: the training loss and top-1 (means over the steps since the previous "
+                  "log line) and the learning rate at every logged step, from the run's "
+                  "TensorBoard records (tb/). " if training else
+                  "No per-step training records (tb/ is missing, LOGGING.TENSORBOARD was off, or "
+                  "metrics.json has no iterations): validation points only. ")
+        parts.append(f'<p class="note">{_e(source)}Points: one per validation, from '
+                     'metrics.json (the validation loss, top-1 and top-5, and the first '
+                     'parameter group\'s learning rate at that validation).</p>')
         parts.append(f'<img class="figure" id="curves-figure" src="{curves}" '
-                     'alt="validation loss, top-1, top-5 and learning rate per epoch">')
+                     'alt="training and validation loss, top-1, top-5 and learning rate per epoch">')
 
     parts.append('<h2 id="confusion">Confusion matrix</h2>')
     parts.append(f'<p class="note">The {_e(what)} on the validation split: rows are the true '

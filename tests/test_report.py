@@ -19,7 +19,7 @@ import yaml
 
 from resnest_engine.cli.report import main as report_main
 from resnest_engine.cli.predict import main as predict_main
-from resnest_engine.report import MISTAKES, write_report
+from resnest_engine.report import MISTAKES, _training_records, write_report
 from tests.cli.cli_helpers import TINY, assert_user_error, run_main
 from tests.fault_injection import fill_disk
 from tests.real_files import Tmpfs, write_digits
@@ -102,7 +102,7 @@ def run(tmp_path_factory):
                  "WORKERS": 0},
         "TRAINING": {"EPOCHS": 2, "BATCH_SIZE": 24, "TEST_BATCH_SIZE": 25, "EMA_DECAY": 0.5},
         "OPTIMIZER": {"NAME": "adamw", "LR": 0.004, "WARMUP_EPOCHS": 1},
-        "LOGGING": {"TENSORBOARD": False},
+        "LOGGING": {"LOG_EVERY": 1},  # TensorBoard on: the report's per-step training curves
     }
     cfg_file = base / "digits_words.yaml"
     cfg_file.write_text("FORMAT: resnest-engine/1\n" + yaml.safe_dump(cfg, sort_keys=False))
@@ -209,6 +209,31 @@ def test_report_is_self_contained_and_shows_curves_and_mistakes(run):
     # curves from metrics.json: the run validated twice, with EMA
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2] and "ema_top1" in history[0]
+    assert "the learning rate at every logged step, from the run" in text  # the per-step records
+
+
+@pytest.mark.slow
+def test_training_curves_hold_every_logged_step(run):
+    """120 training images at batch 24: 5 steps an epoch, logged at every step (LOG_EVERY 1)."""
+    out = run[0]
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["iteration"] for h in history] == [5, 10]
+    training = _training_records(out, history)
+    assert set(training) == {"loss", "top1", "lr"}
+    for points in training.values():
+        assert [x for x, _ in points] == pytest.approx([s / 5 for s in range(1, 11)], rel=1e-12)
+    # the LR at a validation is the LR of the epoch's last step; TensorBoard keeps float32, so
+    # the two agree to float32's precision (eps 1.19e-7)
+    lr = dict(training["lr"])
+    for h in history:
+        assert lr[float(h["epoch"])] == pytest.approx(h["lr"], rel=2.4e-7)
+    # the first step of each epoch: its window loss is that step's loss, the log line's running
+    # average after one step (printed to 3 decimals)
+    batch_one = [float(line.split("Loss: ")[1].split()[0]) for line in
+                 (out / "log.txt").read_text().splitlines() if "Batch: 1|" in line]
+    loss = dict(training["loss"])
+    # one unit of the 3rd decimal apart at most (the two round different float widths)
+    assert [round(loss[x], 3) for x in (0.2, 1.2)] == pytest.approx(batch_one[-2:], abs=1.1e-3)
 
 
 @pytest.mark.slow

@@ -29,9 +29,14 @@ class MetricsHistory:
         self.history: List[Dict[str, Any]] = []
         self.best: Dict[str, Any] = {"best_top1": None, "best_top5": None, "best_epoch": None}
 
-    def record(self, epoch: int, results: Dict[str, Dict[str, float]], lr: float) -> None:
+    def record(self, epoch: int, results: Dict[str, Dict[str, float]], lr: float,
+               iteration: Optional[int] = None) -> None:
+        """Add (or replace) ``epoch``'s entry; ``iteration`` is the trainer's at the validation,
+        which places the entry on the same axis as the per-iteration training records."""
         raw = results["raw"]
         entry = {"epoch": epoch, "top1": raw["top1"], "top5": raw["top5"], "loss": raw["loss"], "lr": lr}
+        if iteration is not None:
+            entry["iteration"] = iteration
         if "ema" in results:
             entry.update(ema_top1=results["ema"]["top1"], ema_top5=results["ema"]["top5"],
                          ema_loss=results["ema"]["loss"])
@@ -74,7 +79,7 @@ class MetricsHistory:
             pending[name] = {k: float(evaluator.state.metrics[k]) for k in ("top1", "top5", "loss")}
             if all(n in pending for n in names):
                 lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")
-                self.record(trainer.state.epoch, dict(pending), lr)
+                self.record(trainer.state.epoch, dict(pending), lr, trainer.state.iteration)
                 pending.clear()
                 self.write()
 
