@@ -113,6 +113,7 @@ def test_top1_on_val_folder_equals_eval_only(run, tmp_path):
     printed = TOP1_LINE.search(r.stdout)
     assert printed, r.stdout
     eval_top1 = float(printed.group(1))
+    # printed to 3 decimals: abs 1e-3 is the print's rounding (<= 5e-4) plus slack
     assert json.loads((out / "eval_metrics.json").read_text())["top1"] == pytest.approx(eval_top1,
                                                                                        abs=1e-3)
     preds = tmp_path / "val.csv"
@@ -122,6 +123,7 @@ def test_top1_on_val_folder_equals_eval_only(run, tmp_path):
     assert stdout == ""
     _, rows = read_csv(preds)
     assert len(rows) == 100
+    # integer counts: exact unless a top logit ties another within the batching's rounding
     correct = sum(row["label_1"] == Path(row["path"]).parent.name for row in rows)
     assert f"{100.0 * correct / len(rows):.3f}" == printed.group(1), (correct, r.stdout)
 
@@ -145,7 +147,7 @@ def test_csv_and_json_outputs(run, tmp_path):
         probs = [rec[f"prob_{i}"] for i in (1, 2, 3)]
         assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in probs)
         assert probs == sorted(probs, reverse=True)
-        assert sum(probs) <= 1.0 + 1e-5
+        assert sum(probs) <= 1.0 + 1e-5  # 3 roundings to 6 decimals (5e-7 each) + fp32 softmax
         assert len({rec[f"label_{i}"] for i in (1, 2, 3)}) == 3
         assert {row[c] for c in rec if c.startswith("label")} <= {str(d) for d in range(10)}
         assert [float(row[f"prob_{i}"]) for i in (1, 2, 3)] == probs
@@ -161,6 +163,7 @@ def test_topk_is_clamped_to_the_classes(run, tmp_path):
     (rec,) = json.loads(target.read_text())
     assert list(rec) == columns(10)
     assert sorted(rec[f"label_{i}"] for i in range(1, 11)) == sorted(str(d) for d in range(10))
+    # 10 roundings to 6 decimals (<= 5e-6 in all) + fp32 softmax (~1e-7)
     assert sum(rec[f"prob_{i}"] for i in range(1, 11)) == pytest.approx(1.0, abs=1e-4)
 
 
@@ -284,6 +287,7 @@ def test_predict_from_python_gives_the_models_own_top1(run, tmp_path):
         probs = torch.softmax(model.eval()(x).float(), dim=1)
     top_p, top_i = probs.max(dim=1)
     assert [r["label_1"] for r in result.records] == [str(int(i)) for i in top_i]
+    # rounded to 6 decimals (5e-7) and batched otherwise (a few eps32): abs 1e-5
     assert [r["prob_1"] for r in result.records] == pytest.approx(top_p.tolist(), abs=1e-5)
     assert all(list(r) == columns(3) for r in result.records)
 

@@ -30,6 +30,8 @@ def _batches(opts, epochs=(0, 3), batch=32, seed=5):
 
 
 def _assert_bitwise(a, b):
+    # Bitwise by construction: the same draws, uint8 geometry by integer indexing, then the same
+    # correctly rounded elementwise float ops (ExactNormalize: torchvision's ToDtype, Normalize).
     assert len(a) == len(b) and a
     for (xa, ya), (xb, yb) in zip(a, b):
         assert xa.dtype == xb.dtype == torch.float32 and xa.shape == xb.shape

@@ -39,10 +39,12 @@ def test_soft_targets_sum_to_one(mixup_alpha, cutmix_alpha, smoothing):
         x, y = _batch(seed=seed)
         xo, t = mix(x, y)
         assert xo.shape == x.shape and t.shape == (8, C) and t.dtype == torch.float32
+        # 10 fp32 targets in [0, 1] summed: <= ~10 roundings of <= eps/2 -> 5 eps of 1;
+        # atol 1e-6 = 8.4 eps32
         torch.testing.assert_close(t.sum(1), torch.ones(8), rtol=0, atol=1e-6)
         assert _kind(x, xo) != "none"
         if smoothing:
-            assert float(t.min()) >= smoothing / C - 1e-7
+            assert float(t.min()) >= smoothing / C - 1e-7  # 1e-7 ~ 100 ulps of 0.01
 
 
 def test_mixup_targets_match_the_mixed_images():
@@ -53,8 +55,11 @@ def test_mixup_targets_match_the_mixed_images():
     xo, t = mix(x, y)
     lam = float(t[0, y[0]])
     assert 0.0 < lam < 1.0
+    # fp32 defaults (rtol 1.3e-6 = 11 eps): every row's weight is computed alike (equal in fact)
     torch.testing.assert_close(t[torch.arange(8), y], torch.full((8,), lam))
     torch.testing.assert_close(t[torch.arange(8), y.roll(1)], torch.full((8,), 1 - lam))
+    # lam read back in fp32 against the transform's float64 lam, plus ~2 roundings on x in
+    # [0, 1): <= ~2 eps32; atol 1e-6 = 8.4 eps32 of 1, rtol 1e-5 = 84 eps32
     torch.testing.assert_close(xo, lam * x + (1 - lam) * x.roll(1, 0), rtol=1e-5, atol=1e-6)
 
 
@@ -67,6 +72,7 @@ def test_cutmix_targets_match_the_pasted_area():
         xo, t = mix(x, y)
         assert _kind(x, xo) in ("cutmix", "none")
         frac_orig = float((xo[0] == x[0]).float().mean())  # all channels share the box
+        # fp32 lam (one ulp <= 6e-8 in [0, 1]) against an exact pixel count / 768: 16 ulps
         assert float(t[0, y[0]]) == pytest.approx(frac_orig, abs=1e-6)
 
 
@@ -80,6 +86,7 @@ def test_label_smoothing_without_mixing_gives_smoothed_one_hot():
             xo, t = mix(x, y)
             assert xo is x
             expected = F.one_hot(y, C).float() * (1 - s) + s / C
+            # fp32 defaults (rtol 1.3e-6 = 11 eps32); approx's rel 1e-6 = 8.4 eps32 below
             torch.testing.assert_close(t, expected)
             assert float(t.min()) == pytest.approx(s / C)
             assert float(t.max()) == pytest.approx(1 - s + s / C)
@@ -145,6 +152,7 @@ def test_attach_off_epoch_disables_after_epoch(tiny_model, loader):
     assert enabled == [True, True, False, False]
     for epoch, targets in targets_by_epoch.items():
         t = torch.cat(targets)
+        # 1e-6 ~ 1000 ulps of s / C = 0.01; a mixed row has 2 entries off it by >> that
         smoothed_one_hot = bool(((t - s / C).abs() < 1e-6).sum(1).eq(C - 1).all())
         assert smoothed_one_hot == (epoch > 2), epoch  # mixup (alpha 1) mixes every batch before
     assert all(y.dtype == torch.int64 and y.ndim == 1 for y in seen_y)  # output keeps hard labels
@@ -165,6 +173,7 @@ def test_soft_target_cross_entropy_matches_torch():
     logits = torch.randn(16, C, dtype=torch.float64).float()
     y = torch.randint(0, C, (16,))
     crit = SoftTargetCrossEntropy()
+    # Another formula for the same loss (~2.3): fp32 defaults, atol 1e-5 ~ 40 ulps of it.
     torch.testing.assert_close(crit(logits, F.one_hot(y, C).float()), F.cross_entropy(logits, y))
     torch.testing.assert_close(crit(logits, y), F.cross_entropy(logits, y))  # hard labels pass through
     for s in (0.1, 0.3):

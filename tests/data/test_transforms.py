@@ -113,7 +113,7 @@ def test_small_image_eval_is_identity_at_native_size():
     opts = DataOptions(crop_size=32, small_image=True, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     t = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     x = build_eval_transform(opts)(tv_tensors.Image(t))
-    assert torch.allclose(x, t.float() / 255)
+    assert torch.allclose(x, t.float() / 255)  # rtol 1e-5 = 84 eps32 (0 / 255 is exactly 0)
 
 
 def test_erandom_crop_boxes_follow_the_official_limits():
@@ -140,11 +140,14 @@ def test_lighting_adds_the_pca_offset():
     torch.manual_seed(7)
     alpha = torch.randn(3) * 0.1
     expected = lighting_offset(alpha)
+    # 0 + offset, the same lighting_offset of the same draw: bitwise by construction
     assert torch.allclose(out[:, 0, 0], expected) and torch.allclose(out[:, 3, 3], expected)
     # Hand check of the formula: eigvec @ (alpha * eigval).
     eigval = torch.tensor([0.2175, 0.0188, 0.0045])
     eigvec = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
                            [-0.5836, -0.6948, 0.4203]])
+    # The same 3 products summed in another order; terms ~3e-3 (one ulp <= 2.3e-10): the
+    # default atol 1e-8 is >= 40 ulps of them (0 measured).
     assert torch.allclose(expected, eigvec @ (alpha * eigval))
 
 

@@ -38,6 +38,8 @@ def test_torch_export_matches_eager(resnest14):
         other = _x(1, 3, 64, 64, seed=1)
         out_other = ep.module()(other)
         expected_other = model(other)
+    # The program runs eager's ATen kernels: bitwise in fact. Logits ~0.36 (one ulp <= 4.3e-8):
+    # atol 1e-6 >= 23 eps * max|logit|, rtol 1e-5 = 84 eps.
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out_other, expected_other, rtol=1e-5, atol=1e-6)
 
@@ -52,6 +54,7 @@ def test_channels_last_same_outputs(name):
         model_cl = model.to(memory_format=torch.channels_last)
         out = model_cl(x.contiguous(memory_format=torch.channels_last))
     # Relative to the logits' scale: elementwise rtol is meaningless for logits near zero.
+    # Other conv algorithms: measured <= 7 eps32 * max|logit|; 1e-4 is 840 eps32.
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
     # Train mode, gradients too.
@@ -83,17 +86,22 @@ def test_compiled_training_step_matches_eager(resnest14):
         opt.step()
         losses.append(loss.detach())
 
+    # Inductor fuses and reorders: loss ~2.3, rtol 1e-4 = 840 eps32.
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
     scale = max(g.abs().max() for g in grads[0].values())
     for name, g_eager in grads[0].items():
         g_comp = grads[1][name]
         if name.endswith("conv2.fc1.bias"):
-            # A bias right before a train-mode BatchNorm has zero gradient; both are noise.
+            # A bias right before a train-mode BatchNorm has zero gradient; both are noise
+            # (rounding of the largest gradients: 1e-5 * scale = 84 eps32 of it).
             assert g_comp.abs().max() < 1e-5 * scale and g_eager.abs().max() < 1e-5 * scale
             continue
+        # 1e-3 of the tensor's largest gradient: 8400 eps32 (another forward rounding moves a
+        # ReLU input near zero to the other side, which no ulp count bounds).
         err = (g_comp - g_eager).abs().max() / g_eager.abs().max()
         assert err < 1e-3, f"{name}: rel grad err {err:.2e}"
     # The optimizer step ran on the compiled model's gradients (first momentum step = plain SGD).
+    # SGD may fuse the multiply into the add (<= 1.5 ulps apart): fp32 defaults, rtol 11 eps.
     initial = resnest14.state_dict()
     for name, p in compiled_model.named_parameters():
         torch.testing.assert_close(p.detach(), initial[name] - 0.1 * grads[1][name])

@@ -111,7 +111,7 @@ def test_dropblock_prob_changes_train_output_only():
     model.train()
     with torch.no_grad():
         base = model(x)
-        assert torch.equal(model(x), base)  # p=0 is deterministic
+        assert torch.equal(model(x), base)  # p=0 is deterministic: the same ops run twice
         set_dropblock_prob(model, 0.5)
         assert all(m.p == 0.5 for m in model.modules() if isinstance(m, DropBlock))
         torch.manual_seed(1)
@@ -122,7 +122,7 @@ def test_dropblock_prob_changes_train_output_only():
         eval_drop = model(x)
         set_dropblock_prob(model, 0.0)
         eval_plain = model(x)
-    assert torch.equal(eval_drop, eval_plain)
+    assert torch.equal(eval_drop, eval_plain)  # DropBlock in eval returns its input: same ops
 
 
 def test_dropblock_p0_model_equals_model_without_dropblock():
@@ -133,7 +133,7 @@ def test_dropblock_p0_model_equals_model_without_dropblock():
     with_db.load_state_dict(plain.state_dict())
     x = _x(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(plain(x), with_db(x))
+        assert torch.equal(plain(x), with_db(x))  # DropBlock(p=0) returns its input: same ops
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
@@ -217,6 +217,7 @@ def test_features_only_subset_and_match_backbone():
         feats_all = get_model("resnest14", features_only=True, out_indices=(4,))
         feats_all.load_state_dict(model.state_dict(), strict=False)
         (f4,) = feats_all.eval()(x)
+        # the same modules in the same order: bitwise by construction (allclose is slack)
         assert torch.allclose(f4, model.forward_features(x))
     assert f1.shape == (1, 256, 16, 16) and f3.shape == (1, 1024, 4, 4)
 
@@ -230,6 +231,8 @@ def test_forward_head_and_reset_classifier(resnest14):
         assert feats.shape == (2, 2048, 2, 2)
         pre = model.forward_head(feats, pre_logits=True)
         assert pre.shape == (2, 2048)
+        # forward = forward_head(forward_features), the head = fc(pool): the same ops on the
+        # same values, bitwise by construction (the tolerances are slack)
         assert torch.allclose(model.forward_head(feats), model.fc(pre))
         assert torch.allclose(model(x), model.fc(pre), atol=1e-6)
     assert model.get_classifier() is model.fc
@@ -252,5 +255,7 @@ def test_grad_checkpointing_same_grads(resnest14):
         assert model.grad_checkpointing is enable
         F.cross_entropy(model(x), target).backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
+    # The checkpointed blocks recompute the same forward ops on the same inputs before the same
+    # backward: bitwise by construction (0 measured); the tolerance is slack.
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, rtol=1e-6, atol=1e-8, msg=name)
