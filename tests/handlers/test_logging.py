@@ -76,7 +76,8 @@ def test_log_lines_tensorboard_and_metrics(tmp_path, log_file, tiny_model, loade
                             "best_epoch", "history"}
     assert metrics["weights"] == "raw" and metrics["epoch"] == 2
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
-    assert set(metrics["history"][0]) == {"epoch", "top1", "top5", "loss", "lr"}
+    assert set(metrics["history"][0]) == {"epoch", "iteration", "top1", "top5", "loss", "lr"}
+    assert [h["iteration"] for h in metrics["history"]] == [4, 8]  # 16 samples at batch 4
     assert metrics["top1"] == pytest.approx(handlers.validation.results["raw"]["top1"])
     assert (tmp_path / "model_weights.pt").exists()
 
