@@ -47,3 +47,26 @@ def pytest_collection_modifyitems(config, items):
     """Slow tests first (stable order otherwise): with `make test`'s work-stealing xdist workers
     the longest tests start early instead of ending the run on one busy worker."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# RESNEST_TEST_CPU_LOG=FILE: each test's CPU seconds (this process and the processes it waited
+# for, e.g. CLI runs and their DDP workers) appended to FILE, to see where `make test`'s
+# CPU-minutes go (the suite's budget is CPU time: 2 cores share it).
+_CPU_LOG = os.environ.get("RESNEST_TEST_CPU_LOG")
+
+
+def _cpu_seconds():
+    import resource
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    start = _cpu_seconds()
+    yield
+    with open(_CPU_LOG, "a") as f:
+        f.write(f"{_cpu_seconds() - start:.2f}\t{item.nodeid}\n")
