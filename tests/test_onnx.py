@@ -20,12 +20,12 @@ import torch
 import yaml
 from PIL import Image
 
-from resnest_engine.checksum import file_checksum, sidecar_path
+from resnest_engine.storage.checksum import file_checksum, sidecar_path
 from resnest_engine.config import config_from_dict, load_config
 from resnest_engine.data import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from resnest_engine.errors import InputError
-from resnest_engine.export import ONNX_EXTRA, OnnxMetadata, export_weights
-from resnest_engine.from_config import data_options
+from resnest_engine.workflows.export import ONNX_EXTRA, OnnxMetadata, export_weights
+from resnest_engine.workflows.from_config import data_options
 from resnest_engine.handlers.checkpoint import FORMAT_VERSION, save_weights
 from resnest_engine.models import get_model
 

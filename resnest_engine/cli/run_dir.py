@@ -1,5 +1,5 @@
 """``resnest-train``'s run-directory rules: its lock, moving it aside, a finished run, the weights
-it holds and where ``--export`` may write (the rules themselves: :mod:`resnest_engine.run_files`)."""
+it holds and where ``--export`` may write (the rules themselves: :mod:`resnest_engine.workflows.run_files`)."""
 from __future__ import annotations
 
 import datetime
@@ -9,13 +9,13 @@ import shutil
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from .. import run_files
-from ..errors import InputError, os_error_message
-from ..export import require_onnx
-from ..files import atomic_write_text
+from ..workflows import run_files
+from ..errors import InputError
+from ..workflows.export import require_onnx
+from ..storage.files import atomic_write_text, write_error
 from ..official import is_official_checkpoint
-from ..run_files import newest_valid_checkpoint as _newest_valid_checkpoint  # noqa: F401 (train)
-from ..run_lock import RunDirLock, RunDirLockedError
+from ..workflows.run_files import newest_valid_checkpoint as _newest_valid_checkpoint  # noqa: F401 (train)
+from ..storage.run_lock import RunDirLock, RunDirLockedError
 from .console import UsageError
 
 __all__ = ["export_path", "find_run_weights"]
@@ -64,7 +64,7 @@ def _finished(ckpt: dict) -> bool:
 
 
 def find_run_weights(outdir: Path, model_name: str) -> Tuple[Path, str]:
-    """:func:`resnest_engine.run_files.find_run_weights`, its error a :class:`UsageError`."""
+    """:func:`resnest_engine.workflows.run_files.find_run_weights`, its error a :class:`UsageError`."""
     try:
         return run_files.find_run_weights(outdir, model_name)
     except InputError as e:
@@ -97,4 +97,4 @@ def _atomic_write_text(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {os_error_message(e)}") from None
+        raise write_error(path, e) from None

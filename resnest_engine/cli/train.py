@@ -10,13 +10,13 @@ from typing import List, Optional, Sequence
 from ..config import apply_overrides, check_resume_overrides, diff_configs, dump_config_text
 from ..config import load_config as load_our_config
 from ..data import DataError
-from ..evaluate import evaluate
-from ..exit_codes import ExitCode
-from ..export import export_weights
+from ..workflows.evaluate import evaluate
+from .exit_codes import ExitCode
+from ..workflows.export import export_weights
 from ..handlers import write_final_outputs
 from ..official import is_official_checkpoint, read_config, read_resume_file, validation_line
-from ..report import require_matplotlib, write_report
-from ..run_lock import has_run_content
+from ..workflows.report import require_matplotlib, write_report
+from ..storage.run_lock import has_run_content
 from .args import build_parser
 from .console import UsageError, console_main
 from .launch import _launch, _world_size, _writes_run_dir, resolve_launch_args

@@ -16,8 +16,9 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 
-from ..checksum import tensor_checksum, with_checksum
-from ..files import UnsafeLoadError, WriteError, atomic_write, safe_load, write_sidecar
+from ..errors import InputError
+from ..storage.checksum import tensor_checksum, with_checksum
+from ..storage.files import UnsafeLoadError, WriteError, atomic_write, safe_load, write_sidecar
 from ..models.weights import KeyMismatch
 
 __all__ = ["AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "Stateful", "atomic_save",
@@ -33,7 +34,7 @@ CHECKPOINT_KEYS = ("format_version", "meta", "model", "optimizer", "trainer", "s
                    "scaler", "ema", "rng", "metrics")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint could not be written or does not load/verify."""
 
 
@@ -68,7 +69,7 @@ def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable]
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: Union[str, Path]) -> None:
     """:func:`atomic_save` of a plain state_dict (loadable as it is by timm, the official code
     and ``torch.load``) with its checksum in the sidecar ``PATH.checksum``, written just before
-    the file is renamed into place (see :mod:`resnest_engine.checksum`)."""
+    the file is renamed into place (see :mod:`resnest_engine.storage.checksum`)."""
     atomic_save(state_dict, path, on_written=lambda: write_sidecar(path, tensor_checksum(state_dict)))
 
 

@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar, TensorboardLogger
 from ignite.handlers.tensorboard_logger import OutputHandler
 
-from ..files import write_error
+from ..storage.files import write_error
 
 logger = logging.getLogger("resnest_engine")
 
@@ -50,7 +50,7 @@ def setup_logger(log_file: Optional[Union[str, Path]] = None, stream: bool = Tru
 
 class LogFileHandler(logging.FileHandler):
     """``log.txt``, appended. A record that cannot be written (disk full) raises
-    :class:`~resnest_engine.files.WriteError` from the logging call, once: the run ends with
+    :class:`~resnest_engine.storage.files.WriteError` from the logging call, once: the run ends with
     that one line. The file is then closed and left alone (the console handler goes on), so no
     later record retries the write, and logging's own ``handleError`` (a traceback on stderr for
     every record) is never reached."""
@@ -247,7 +247,7 @@ class TensorBoard:
         trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: self.close())
 
     def check(self, _engine: Optional[Engine] = None) -> None:
-        """Raise the :class:`~resnest_engine.files.WriteError` of a failed event write (the
+        """Raise the :class:`~resnest_engine.storage.files.WriteError` of a failed event write (the
         writes happen on tensorboardX's thread; this reports them on the training thread)."""
         if self._file is not None and self._file.error is not None:
             error, self._file.error = self._file.error, None

@@ -6,7 +6,7 @@ import torch
 import yaml
 from PIL import Image
 
-from resnest_engine.checksum import with_checksum
+from resnest_engine.storage.checksum import with_checksum
 from tests.cli.cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from resnest_engine.checksum import VERIFY_ENV, tensor_checksum
-from resnest_engine.files import WriteError, atomic_write_text
+from resnest_engine.storage.checksum import VERIFY_ENV, tensor_checksum
+from resnest_engine.storage.files import WriteError, atomic_write_text
 from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, CheckpointWriteError,
                                      read_checkpoint, save_weights, setup_logger)
 from resnest_engine.handlers.logging import TensorBoard

@@ -2,7 +2,7 @@
 (``resnest-report`` is its command line, :mod:`resnest_engine.cli.report`; ``resnest-train
 --eval-only --report`` writes it too).
 
-    from resnest_engine.report import write_report
+    from resnest_engine.workflows.report import write_report
     path = write_report("output/digits")   # -> output/digits/report.html
 
 The page is one self-contained HTML file (figures and thumbnails are PNG ``data:`` URIs, the
@@ -39,13 +39,13 @@ import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
-from .config import Config, load_config
-from .data.options import channel_stats
-from .errors import InputError, one_line
+from ..config import Config, load_config
+from ..data.options import channel_stats
+from ..errors import InputError, one_line
 from .evaluate import eval_setup, stored_class_names
-from .files import atomic_write_text
+from ..storage.files import atomic_write_text
 from .from_config import CLASSES_FILE, data_options
-from .handlers.checkpoint import BEST_PREFIX
+from ..handlers.checkpoint import BEST_PREFIX
 from .run_files import find_run_weights, refuse_overwrite
 
 __all__ = ["MISTAKES", "REPORT_FILE", "MatplotlibMissingError", "require_matplotlib",
@@ -169,7 +169,7 @@ def _collect(evaluator: Engine, loader: Any, num_classes: int, keep: int) -> _Ev
 
 def _evaluate(cfg: Config, weights: Path, what: str, classes: Optional[List[str]],
               note: Callable[[str], None]) -> Tuple[_Evaluation, List[str]]:
-    """The weights on the val split, as :func:`resnest_engine.evaluate.evaluate` runs them."""
+    """The weights on the val split, as :func:`resnest_engine.workflows.evaluate.evaluate` runs them."""
     evaluator, loader, names = eval_setup(cfg, weights, classes)
     note(f"evaluating the {what} {weights} on {len(loader.dataset)} validation images "
          f"({idist.device()})")
@@ -494,7 +494,7 @@ def write_report(run_dir: PathLike, *, weights: Optional[PathLike] = None,
 
     Raises :class:`MatplotlibMissingError` without matplotlib, and
     :class:`~resnest_engine.errors.InputError` for a path that is not a run, weights that do not
-    fit; :class:`~resnest_engine.files.WriteError` (``cannot write PATH: ...``) when the page
+    fit; :class:`~resnest_engine.storage.files.WriteError` (``cannot write PATH: ...``) when the page
     cannot be written.
     """
     new_figure = _figure_class()  # first: no evaluation pass without the means to draw it

@@ -1,7 +1,7 @@
 """Top-k classes of image files with a trained run: :func:`predict` (``resnest-predict`` is its
 command line, :mod:`resnest_engine.cli.predict`).
 
-    from resnest_engine.predict import predict
+    from resnest_engine.workflows.predict import predict
     result = predict("output/digits", ["photos/"], topk=3)
     for rec in result.records:
         print(rec["path"], rec["label_1"], rec["prob_1"])
@@ -31,16 +31,16 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import config_from_dict, load_config
-from .data import build_eval_transform
-from .data.datasets import IMG_EXTENSIONS
-from .errors import InputError, one_line, os_error_message
+from ..config import config_from_dict, load_config
+from ..data import build_eval_transform
+from ..data.datasets import IMG_EXTENSIONS
+from ..errors import InputError, one_line, os_error_message
 from .export import ONNX_EXTRA, ONNX_INPUT, MissingExtraError, OnnxMetadata
-from .files import UnsafeLoadError, atomic_write_text, safe_load
+from ..storage.files import UnsafeLoadError, atomic_write_text, safe_load, write_error
 from .from_config import CLASSES_FILE, data_options, model_kwargs
-from .handlers.checkpoint import read_checkpoint
-from .models import WeightsError, get_model, load_pretrained
-from .models.weights import read_state_dict
+from ..handlers.checkpoint import read_checkpoint
+from ..models import WeightsError, get_model, load_pretrained
+from ..models.weights import read_state_dict
 from .run_files import find_run_weights, refuse_overwrite
 
 __all__ = ["OUTPUT_SUFFIXES", "Predictions", "predict"]
@@ -180,7 +180,7 @@ def _is_onnx(arg: PathLike) -> bool:
 
 def _onnx_session(path: Path):
     """An ONNX Runtime session of ``path`` on the CPU (as many threads as torch uses) and the
-    file's :class:`~resnest_engine.export.OnnxMetadata`."""
+    file's :class:`~resnest_engine.workflows.export.OnnxMetadata`."""
     if not path.is_file():
         raise InputError(f"--weights: not found: {path}")
     # Imported here, not at the top: onnxruntime is the optional `onnx` extra, needed only for
@@ -320,7 +320,7 @@ def _write_output(out: Path, text: str) -> None:
     try:
         atomic_write_text(out, text)
     except OSError as e:
-        raise InputError(f"cannot write {out}: {os_error_message(e)}") from None
+        raise write_error(out, e) from None
 
 
 def _quiet(line: str) -> None:
@@ -338,7 +338,7 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
     ``weights``: a run directory, a resnest-engine checkpoint, a weights file whose folder
     holds the run's ``config.yaml``, or a ``.onnx`` export (run with ONNX Runtime on the CPU; its
     metadata gives the preprocessing and class names; needs the ``onnx`` extra, else
-    :class:`~resnest_engine.export.MissingExtraError`). ``images``: image files, or folders
+    :class:`~resnest_engine.workflows.export.MissingExtraError`). ``images``: image files, or folders
     searched recursively (in sorted order). ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``
     (default: CUDA when available; a ``.onnx`` model always runs on the CPU).
     ``workers``: image-decoding worker processes. ``output``: also write the records to this
@@ -424,11 +424,3 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
         note(f"wrote {len(result.records)} prediction(s) to {out}")
     return result
 
-
-if __name__ == "__main__":  # pragma: no cover  (``python -m resnest_engine.predict``, as before)
-    # The old spelling runs the command, resnest_engine.cli.predict, by name: the library never
-    # imports its command line (no predict <-> cli.predict import cycle), and importing this
-    # module never loads the cli package.
-    import runpy
-
-    runpy.run_module("resnest_engine.cli.predict", run_name="__main__", alter_sys=True)

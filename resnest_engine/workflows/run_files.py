@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .errors import InputError
-from .handlers.checkpoint import BEST_PREFIX, CheckpointError, list_checkpoints, read_checkpoint
+from ..errors import InputError
+from ..handlers.checkpoint import BEST_PREFIX, CheckpointError, list_checkpoints, read_checkpoint
 
 __all__ = ["RUN_DIRS", "RUN_FILES", "best_checkpoints", "find_run_weights", "first_loadable",
            "newest_valid_checkpoint", "refuse_overwrite"]

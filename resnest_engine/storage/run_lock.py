@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional, Set
 
-from .errors import os_error_message
+from ..errors import InputError, os_error_message
 
 __all__ = ["LOCK_NAME", "RunDirError", "RunDirLock", "RunDirLockedError", "describe_holder",
            "has_run_content", "read_holder"]
@@ -35,7 +35,7 @@ _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _HELD: Set["RunDirLock"] = set()
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError):
     """The run directory cannot be created or locked (not a directory, no permission)."""
 
 

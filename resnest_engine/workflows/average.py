@@ -2,7 +2,7 @@
 weights file; ``resnest-average`` is its command line, :mod:`resnest_engine.cli.average`) and
 :func:`average_state_dicts`.
 
-    from resnest_engine.average import average_checkpoints
+    from resnest_engine.workflows.average import average_checkpoints
     done = average_checkpoints("output/digits", best=3)   # -> output/digits/model_weights_avg.pt
 
 Floating tensors are averaged in float64 and cast back to their dtype; integer and bool buffers
@@ -21,13 +21,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 
-from .config import load_config
-from .errors import InputError
+from ..config import load_config
+from ..errors import InputError
 from .evaluate import evaluate as evaluate_weights
-from .handlers.checkpoint import list_checkpoints, save_weights
-from .models.weights import read_state_dict
+from ..handlers.checkpoint import list_checkpoints, save_weights
+from ..models.weights import read_state_dict
 from .run_files import best_checkpoints, refuse_overwrite
-from .run_lock import RunDirLock, RunDirLockedError, describe_holder
+from ..storage.run_lock import RunDirLock, RunDirLockedError, describe_holder
 
 __all__ = ["AverageError", "Averaged", "DEFAULT_OUTPUT", "average_checkpoints",
            "average_state_dicts", "select_checkpoints"]
@@ -283,11 +283,3 @@ def _age(p: Path) -> Tuple[int, int]:
         return -1, -1
     return int(m.group(1)), int(m.group(2) or -1)
 
-
-if __name__ == "__main__":  # pragma: no cover  (``python -m resnest_engine.average``, as before)
-    # The old spelling runs the command, resnest_engine.cli.average, by name: the library never
-    # imports its command line (no average <-> cli.average import cycle), and importing this
-    # module never loads the cli package.
-    import runpy
-
-    runpy.run_module("resnest_engine.cli.average", run_name="__main__", alter_sys=True)

@@ -10,14 +10,14 @@ import torch
 from ignite.engine import Engine
 from ignite.utils import manual_seed
 
-from .config import Config
-from .data import create_eval_loader
-from .engine import create_evaluator
-from .engine.precision import resolve_amp, resolve_channels_last
-from .files import UnsafeLoadError, safe_load
+from ..config import Config
+from ..data import create_eval_loader
+from ..engine import create_evaluator
+from ..engine.precision import resolve_amp, resolve_channels_last
+from ..storage.files import UnsafeLoadError, safe_load
 from .from_config import CLASSES_FILE, data_options, model_kwargs
-from .handlers import run_validation, setup_logger
-from .models import WeightsError, get_model, load_pretrained
+from ..handlers import run_validation, setup_logger
+from ..models import WeightsError, get_model, load_pretrained
 
 __all__ = ["eval_setup", "evaluate", "stored_class_names"]
 

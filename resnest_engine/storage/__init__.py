@@ -1,0 +1,6 @@
+"""Storage: how a run's files reach the disk and come back.
+
+Crash-safe writes and the one safe ``torch.load`` (:mod:`.files`), the checksums written with
+every checkpoint and weights file (:mod:`.checksum`), one writer per run directory
+(:mod:`.run_lock`). A base layer: it imports nothing from the other subpackages.
+"""
