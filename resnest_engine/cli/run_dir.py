@@ -13,6 +13,7 @@ from ..workflows import run_files
 from ..errors import InputError
 from ..workflows.export import require_onnx
 from ..storage.files import atomic_write_text, write_error
+from ..handlers.standard import all_epochs_ran
 from ..official import is_official_checkpoint
 from ..workflows.run_files import newest_valid_checkpoint as _newest_valid_checkpoint  # noqa: F401 (train)
 from ..storage.run_lock import RunDirLock, RunDirLockedError
@@ -60,7 +61,7 @@ def _finished(ckpt: dict) -> bool:
     if is_official_checkpoint(ckpt):
         return False  # its run length is the config's; loading it refuses a finished one
     t = ckpt["trainer"]
-    return t.get("max_epochs") is not None and t["iteration"] >= t["max_epochs"] * t["epoch_length"]
+    return all_epochs_ran(t["iteration"], t.get("max_epochs"), t["epoch_length"])
 
 
 def find_run_weights(outdir: Path, model_name: str) -> Tuple[Path, str]:

@@ -22,6 +22,7 @@ from .console import UsageError, console_main
 from .launch import _launch, _world_size, _writes_run_dir, resolve_launch_args
 from .run_dir import (_atomic_write_text, _finished, _lock_run_dir, _move_aside,
                       _newest_valid_checkpoint, _prune_moved_aside, export_path, find_run_weights)
+from ..storage.run_dir import RunDir
 
 __all__ = ["main", "run_cli"]
 
@@ -92,10 +93,10 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
     after ``a`` (config, outdir, resume point, log preamble), or None: nothing to do."""
     exists = has_run_content(outdir)  # the lock file alone is not a run
     if a.resume:
-        saved = outdir / "config.yaml"
+        saved = RunDir(outdir).config
         if a.resume == "auto":
             if exists:
-                resume, ckpt = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
+                resume, ckpt = _newest_valid_checkpoint(RunDir(outdir).checkpoints, cfg.MODEL.NAME)
             if resume is None:
                 print(f"no checkpoint in {outdir}; starting from the beginning", file=sys.stderr)
         if resume is not None and saved.is_file():
@@ -104,7 +105,7 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
             check_resume_overrides(saved_cfg, new_cfg)
             cfg = new_cfg
         if resume is not None and _finished(ckpt):
-            if not (outdir / "model_weights.pt").is_file():  # it stopped writing them (disk full)
+            if not RunDir(outdir).weights.is_file():  # it stopped writing them (disk full)
                 weights = write_final_outputs(ckpt, outdir)
                 print(f"{outdir}: the run had finished ({resume.name}) but not written its final "
                       f"outputs; wrote {weights.name} and metrics.json from it")
@@ -194,7 +195,7 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
         m = evaluate(cfg, path)
         print(validation_line(m["top1"], m["top5"]))
         # The evaluation's own file: never the training run's metrics.json.
-        target = outdir / "eval_metrics.json"
+        target = RunDir(outdir).eval_metrics
         _atomic_write_text(target, json.dumps({"top1": float(m["top1"]),
                                                "top5": float(m["top5"])}) + "\n")
         written = True

@@ -76,7 +76,8 @@ def _pil_mode(in_chans: int) -> str:
 
 
 # --------------------------------------------------------------------------- image folders
-def _is_image(name: str) -> bool:
+def is_image_file(name: str) -> bool:
+    """Whether file ``name`` is an image by its name: an image extension, not a hidden file."""
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
@@ -108,7 +109,7 @@ def _image_files(class_dir: str) -> List[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
     return found
 
 

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Optional, Set
 
 from ..errors import InputError, os_error_message
+from .run_dir import RunDir
 
 __all__ = ["LOCK_NAME", "RunDirError", "RunDirLock", "RunDirLockedError", "describe_holder",
            "has_run_content", "read_holder"]
 
-LOCK_NAME = ".lock"
+LOCK_NAME = RunDir.LOCK
 """Name of the lock file inside a run directory; code that lists a run's content skips it."""
 
 # errnos of a file system that cannot lock (the run goes on, unlocked, with a warning)

@@ -28,6 +28,7 @@ from ..handlers.checkpoint import list_checkpoints, save_weights
 from ..models.weights import read_state_dict
 from .run_files import best_checkpoints, refuse_overwrite
 from ..storage.run_lock import RunDirLock, RunDirLockedError, describe_holder
+from ..storage.run_dir import RunDir
 
 __all__ = ["AverageError", "Averaged", "DEFAULT_OUTPUT", "average_checkpoints",
            "average_state_dicts", "select_checkpoints"]
@@ -152,7 +153,7 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
     neither: every ``best-*.pt`` the run kept. ``note`` is a one-line message when fewer than
     asked for exist (naming the config key that keeps more); none at all is an error.
     """
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = RunDir(run_dir).checkpoints
     if last is not None:
         found, key, kind = list_checkpoints(ckpt_dir), "TRAINING.KEEP_CHECKPOINTS", "resume points"
         wanted, flag = last, "--last"
@@ -187,10 +188,6 @@ def _output_path(run_dir: Path, output: Optional[str], inputs: Sequence[Path]) -
     return out
 
 
-def _quiet(line: str) -> None:
-    pass
-
-
 def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
                         last: Optional[int] = None, output: Union[str, Path, None] = None, *,
                         evaluate: bool = False, overrides: Sequence[str] = (),
@@ -210,7 +207,7 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
     remark (fewer checkpoints than asked for). Raises :class:`AverageError` (one line, naming
     the argument as ``resnest-average`` spells it) for a run that cannot be averaged.
     """
-    report, note = report or _quiet, note or _quiet
+    report, note = report or (lambda line: None), note or (lambda line: None)  # silent
     for flag, n in (("--best", best), ("--last", last)):
         if n is not None and n < 1:
             raise AverageError(f"{flag} must be >= 1, got {n}")
@@ -221,7 +218,7 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
         raise AverageError(f"run directory not found: {run_dir}")
     cfg = None
     if evaluate:
-        config = run_dir / "config.yaml"
+        config = RunDir(run_dir).config
         if not config.is_file():
             raise AverageError(f"{config} not found: the run's config is needed to evaluate "
                                "(or pass --no-eval)")

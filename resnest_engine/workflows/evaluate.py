@@ -15,9 +15,10 @@ from ..data import create_eval_loader
 from ..engine import create_evaluator
 from ..engine.precision import resolve_amp, resolve_channels_last
 from ..storage.files import UnsafeLoadError, safe_load
-from .from_config import CLASSES_FILE, data_options, model_kwargs
+from .from_config import data_options, model_kwargs
 from ..handlers import run_validation, setup_logger
 from ..models import WeightsError, get_model, load_pretrained
+from ..storage.run_dir import RunDir
 
 __all__ = ["eval_setup", "evaluate", "stored_class_names"]
 
@@ -36,7 +37,7 @@ def stored_class_names(weights: Path) -> Optional[List[str]]:
     except (UnsafeLoadError, AttributeError, TypeError):
         pass  # not ours, or unreadable: loading the weights reports it properly
     for directory in (weights.parent, weights.parent.parent):
-        path = directory / CLASSES_FILE
+        path = directory / RunDir.CLASSES
         if path.is_file():
             names = json.loads(path.read_text())
             if isinstance(names, list) and all(isinstance(n, str) for n in names):

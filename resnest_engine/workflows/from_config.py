@@ -25,13 +25,12 @@ from ..handlers import (DropBlockRamp, FreezeBody, MLflowTracking, StandardHandl
 from ..models import get_model, get_variant, load_pretrained
 from ..models.published import load_published_state_dict, published_url
 
-__all__ = ["CLASSES_FILE", "build_freeze", "build_handlers", "build_loss", "build_lr_scheduler",
+__all__ = ["build_freeze", "build_handlers", "build_loss", "build_lr_scheduler",
            "build_model", "build_optimizer", "build_trainer", "checkpoint_meta", "data_options",
            "model_kwargs"]
 
 logger = logging.getLogger("resnest_engine")
 
-CLASSES_FILE = "classes.json"  # a run's class names, index order
 
 
 def data_options(cfg: Config) -> DataOptions:

@@ -33,19 +33,19 @@ from tqdm import tqdm
 
 from ..config import config_from_dict, load_config
 from ..data import build_eval_transform
-from ..data.datasets import IMG_EXTENSIONS
+from ..data.datasets import IMG_EXTENSIONS, is_image_file
 from ..errors import InputError, one_line, os_error_message
 from .export import ONNX_EXTRA, ONNX_INPUT, MissingExtraError, OnnxMetadata
 from ..storage.files import UnsafeLoadError, atomic_write_text, safe_load, write_error
-from .from_config import CLASSES_FILE, data_options, model_kwargs
+from .from_config import data_options, model_kwargs
 from ..handlers.checkpoint import read_checkpoint
 from ..models import WeightsError, get_model, load_pretrained
 from ..models.weights import read_state_dict
 from .run_files import find_run_weights, refuse_overwrite
+from ..storage.run_dir import RunDir
 
 __all__ = ["OUTPUT_SUFFIXES", "Predictions", "predict"]
 
-CONFIG_FILE = "config.yaml"
 #: What ``output=`` may end in: a CSV (columns ``path,label_1,prob_1,...``) or a JSON list.
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -110,7 +110,7 @@ def _run_dir_of(path: Path) -> Optional[Path]:
     """The run directory holding the weights file ``path`` (its folder, or the folder above
     ``checkpoints/``), recognised by its config.yaml."""
     for d in (path.parent, path.parent.parent):
-        if (d / CONFIG_FILE).is_file():
+        if (d / RunDir.CONFIG).is_file():
             return d
     return None
 
@@ -119,18 +119,18 @@ def _resolve_weights(arg: PathLike) -> _Weights:
     """A run directory or a weights file -> config, weights file and class names."""
     src = Path(arg)
     if src.is_dir():
-        if not (src / CONFIG_FILE).is_file():
-            raise InputError(f"--weights: {src} has no {CONFIG_FILE}: not a training run "
+        if not (src / RunDir.CONFIG).is_file():
+            raise InputError(f"--weights: {src} has no {RunDir.CONFIG}: not a training run "
                              "directory (pass the run's --outdir or a checkpoint file)")
-        cfg = load_config(src / CONFIG_FILE)
+        cfg = load_config(src / RunDir.CONFIG)
         try:
             path, what = find_run_weights(src, cfg.MODEL.NAME)
         except InputError as e:
             raise InputError(f"--weights: {e}") from None
         names = None
-        if (src / CLASSES_FILE).is_file():
-            names = _read_class_names(src / CLASSES_FILE)
-        elif path.name != "model_weights.pt":
+        if (src / RunDir.CLASSES).is_file():
+            names = _read_class_names(src / RunDir.CLASSES)
+        elif path.name != RunDir.WEIGHTS:
             names = (_checkpoint_meta(path) or {}).get("class_names")
         return _Weights(cfg, path, what, list(names) if names else None, src)
     if not src.exists():
@@ -144,13 +144,13 @@ def _resolve_weights(arg: PathLike) -> _Weights:
         cfg, what = config_from_dict(meta["config"]), "checkpoint"
         names = meta.get("class_names")
     elif run_dir is not None:
-        cfg, what = load_config(run_dir / CONFIG_FILE), "weights file"
+        cfg, what = load_config(run_dir / RunDir.CONFIG), "weights file"
     else:
         raise InputError(f"--weights: {src} is not a resnest-engine checkpoint and its folder has "
-                         f"no {CONFIG_FILE}; pass a training run directory, one of its checkpoints, "
-                         f"or put the run's {CONFIG_FILE} (and {CLASSES_FILE}) beside the file")
-    if not names and run_dir is not None and (run_dir / CLASSES_FILE).is_file():
-        names = _read_class_names(run_dir / CLASSES_FILE)
+                         f"no {RunDir.CONFIG}; pass a training run directory, one of its checkpoints, "
+                         f"or put the run's {RunDir.CONFIG} (and {RunDir.CLASSES}) beside the file")
+    if not names and run_dir is not None and (run_dir / RunDir.CLASSES).is_file():
+        names = _read_class_names(run_dir / RunDir.CLASSES)
     return _Weights(cfg, src, what, list(names) if names else None, run_dir)
 
 
@@ -163,7 +163,7 @@ def _build_model(w: _Weights, note: Callable[[str], None]):
         if "fc.weight" not in state:
             raise WeightsError(f"{w.weights} has no classifier (fc.weight)")
         names = [str(i) for i in range(state["fc.weight"].shape[0])]
-        note(f"note: no class names stored with {w.weights} (no {CLASSES_FILE}, no "
+        note(f"note: no class names stored with {w.weights} (no {RunDir.CLASSES}, no "
              f"class_names in the checkpoint): labels are class indices")
     model = get_model(w.cfg.MODEL.NAME, num_classes=len(names), **model_kwargs(w.cfg))
     report = load_pretrained(model, w.weights)
@@ -212,10 +212,6 @@ def _onnx_forward(session) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- the images
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
-
-
 def _find_images(inputs: Sequence[str]) -> List[str]:
     """Files as given; folders searched recursively for image files (sorted). Duplicates once."""
     found: List[str] = []
@@ -223,7 +219,7 @@ def _find_images(inputs: Sequence[str]) -> List[str]:
         if os.path.isdir(arg):
             for dirpath, dirnames, filenames in os.walk(arg, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+                found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
         elif os.path.exists(arg):
             found.append(arg)
         else:
@@ -323,10 +319,6 @@ def _write_output(out: Path, text: str) -> None:
         raise write_error(out, e) from None
 
 
-def _quiet(line: str) -> None:
-    pass
-
-
 # --------------------------------------------------------------------------- predict
 def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, topk: int = 5,
             batch_size: int = 32, device=None, workers: int = 0,
@@ -353,7 +345,7 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
                              ("--workers", workers, 0)):
         if value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
-    note = note or _quiet
+    note = note or (lambda line: None)  # silent
     out = _check_output(output)
     if isinstance(images, (str, os.PathLike)):
         images = [images]

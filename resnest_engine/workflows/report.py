@@ -44,9 +44,10 @@ from ..data.options import channel_stats
 from ..errors import InputError, one_line
 from .evaluate import eval_setup, stored_class_names
 from ..storage.files import atomic_write_text
-from .from_config import CLASSES_FILE, data_options
+from .from_config import data_options
 from ..handlers.checkpoint import BEST_PREFIX
 from .run_files import find_run_weights, refuse_overwrite
+from ..storage.run_dir import RunDir
 
 __all__ = ["MISTAKES", "REPORT_FILE", "MatplotlibMissingError", "require_matplotlib",
            "write_report"]
@@ -60,7 +61,6 @@ TABLE_MAX_CLASSES = 100
 #: Up to this many classes the confusion-matrix figure names every class and prints the counts.
 FIGURE_LABEL_MAX_CLASSES = 40
 INSTALL_HINT = "pip install 'resnest-engine[report]'"
-CONFIG_FILE = "config.yaml"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -367,7 +367,7 @@ def _mistakes_html(ev: _Evaluation, names: Sequence[str], mean, std) -> str:
 
 def _read_history(run_dir: Path) -> Tuple[List[Dict[str, Any]], Dict[str, Any], Optional[str]]:
     """metrics.json's history and summary, or why there are none."""
-    path = run_dir / "metrics.json"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return [], {}, f"{path} does not exist (the run has not validated yet, or this is not a " \
                        "training run directory): no curves"
@@ -456,7 +456,7 @@ def _page(run_dir: Path, cfg: Config, weights: Path, what: str, ev: _Evaluation,
 
 # --------------------------------------------------------------------------- the function
 def _class_names(run_dir: Path, weights: Path) -> Optional[List[str]]:
-    path = run_dir / CLASSES_FILE
+    path = run_dir / RunDir.CLASSES
     if path.is_file():
         try:
             names = json.loads(path.read_text(encoding="utf-8"))
@@ -470,15 +470,11 @@ def _class_names(run_dir: Path, weights: Path) -> Optional[List[str]]:
 
 def _describe_weights(path: Path) -> str:
     """What a weights file given by path is, in the words :func:`find_run_weights` uses."""
-    if path.name == "model_weights.pt":
+    if path.name == RunDir.WEIGHTS:
         return "final weights"
-    if path.parent.name == "checkpoints":
+    if path.parent.name == RunDir.CHECKPOINTS:
         return "best checkpoint" if path.name.startswith(BEST_PREFIX) else "checkpoint"
     return "weights"
-
-
-def _quiet(line: str) -> None:
-    pass
 
 
 def write_report(run_dir: PathLike, *, weights: Optional[PathLike] = None,
@@ -501,14 +497,14 @@ def write_report(run_dir: PathLike, *, weights: Optional[PathLike] = None,
     if idist.get_world_size() > 1:
         raise InputError("write_report runs in one process (each process of a group would "
                          "see only its shard of the validation split)")
-    note = note or _quiet
+    note = note or (lambda line: None)  # silent
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"run directory not found: {run}")
     if cfg is None:
-        if not (run / CONFIG_FILE).is_file():
-            raise InputError(f"{run} has no {CONFIG_FILE}: not a training run directory")
-        cfg = load_config(run / CONFIG_FILE)
+        if not (run / RunDir.CONFIG).is_file():
+            raise InputError(f"{run} has no {RunDir.CONFIG}: not a training run directory")
+        cfg = load_config(run / RunDir.CONFIG)
     if weights is None:
         path, what = find_run_weights(run, cfg.MODEL.NAME)
     else:

@@ -22,11 +22,12 @@ from ..data.errors import DataError, worker_died
 from ..engine import create_evaluator
 from ..engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from ..storage.files import atomic_write_text
-from .from_config import (CLASSES_FILE, build_freeze, build_handlers, build_loss, build_model,
+from .from_config import (build_freeze, build_handlers, build_loss, build_model,
                           build_optimizer, build_trainer, checkpoint_meta, data_options)
 from ..handlers import GracefulInterrupt, attach_standard_handlers, setup_logger, training_finished
 from ..handlers.tracking import MLFLOW_RUN_ID
 from .resume import open_resume
+from ..storage.run_dir import RunDir
 
 __all__ = ["Outcome", "TrainResult", "train"]
 
@@ -60,7 +61,7 @@ def _setup(cfg: Config, outdir: Path, preamble: Sequence[str]) -> Tuple[Any, str
     if idist.get_rank() == 0:
         outdir.mkdir(parents=True, exist_ok=True)
     idist.barrier()
-    setup_logger(outdir / "log.txt")
+    setup_logger(RunDir(outdir).log)
     for line in preamble:
         logger.info("%s", line)
     for line in config_warnings(cfg):
@@ -98,7 +99,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
                         f"{num_classes} classes")
     class_names = getattr(train_loader, "classes", None)
     if rank == 0 and class_names is not None:
-        atomic_write_text(outdir / CLASSES_FILE, json.dumps(list(class_names)) + "\n")
+        atomic_write_text(RunDir(outdir).classes, json.dumps(list(class_names)) + "\n")
 
     # Model (a resume replaces the pretrained weights) and optimizer
     model = build_model(cfg, num_classes, pretrained=source is None)
@@ -143,7 +144,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         logger.info("%s", source.load(handlers, trainer, model=raw_model, optimizer=optimizer,
                                       epoch_length=epoch_length, max_epochs=t.EPOCHS))
     if rank == 0 and (source is None or source.new_run_dir):
-        dump_config(cfg, outdir / "config.yaml")
+        dump_config(cfg, RunDir(outdir).config)
     if source is None:
         logger.info("Run directory %s; %s on %d process(es), effective LR %.6f for batch %d",
                     outdir, cfg.MODEL.NAME, idist.get_world_size(), effective_lr(cfg),
