@@ -156,7 +156,7 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
     sys.exit(code)
 
 
-def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
+def launch_training(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
             preamble: Sequence[str] = ()) -> int:
     cfg_dict = config_to_dict(cfg)
     timeout = dt.timedelta(seconds=cfg.TRAINING.DIST_TIMEOUT)

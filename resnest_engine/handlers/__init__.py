@@ -12,7 +12,8 @@ from .dropblock import DropBlockRamp, dropblock_prob_at
 from .ema import create_ema
 from .freeze import FreezeBody
 from .interrupt import GracefulInterrupt
-from .logging import TensorBoard, TrainLogger, create_progress_bar, setup_logger
+from .logging import TrainLogger, create_progress_bar, setup_logger
+from .tensorboard import TensorBoard
 from .metrics_history import MetricsHistory
 from .nan_guard import NanGuard
 from .schedules import SCHEDULES, LRScale, create_lr_scheduler, simulate_lr

@@ -57,7 +57,8 @@ from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, save_weights
                          create_best_checkpointer, create_epoch_checkpointer,
                          create_resume_checkpointer)
 from .dropblock import DropBlockRamp
-from .logging import TensorBoard, TrainLogger, create_progress_bar
+from .logging import TrainLogger, create_progress_bar
+from .tensorboard import TensorBoard
 from .metrics_history import MetricsHistory
 from .nan_guard import NanGuard
 from .schedules import LRScale

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..config import config_from_dict, load_config
 from ..data import build_eval_transform
 from ..data.datasets import IMG_EXTENSIONS, is_image_file
-from ..errors import InputError, one_line, os_error_message
+from ..errors import InputError, one_line
 from .export import ONNX_EXTRA, ONNX_INPUT, MissingExtraError, OnnxMetadata
 from ..storage.files import UnsafeLoadError, atomic_write_text, safe_load, write_error
 from .from_config import data_options, model_kwargs
