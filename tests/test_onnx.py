@@ -22,7 +22,8 @@ from PIL import Image
 
 from resnest_engine.storage.checksum import file_checksum, sidecar_path
 from resnest_engine.config import config_from_dict, load_config
-from resnest_engine.data import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
+from resnest_engine.data import build_eval_transform
+from resnest_engine.data.options import IMAGENET_MEAN, IMAGENET_STD
 from resnest_engine.errors import InputError
 from resnest_engine.workflows.export import ONNX_EXTRA, OnnxMetadata, export_weights
 from resnest_engine.workflows.from_config import data_options

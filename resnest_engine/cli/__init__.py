@@ -17,12 +17,8 @@ is ``resnest-train``.
   ``resnest-report`` (also ``python -m resnest_engine.cli.<name>``);
 - :mod:`.console`: the exit statuses every console command shares.
 """
-from .args import build_parser, parse_dist_url, resolve_official_flags
-from .console import UsageError, console_main
-from .launch import default_nproc_per_node, resolve_launch_args
-from .run_dir import export_path, find_run_weights
-from .train import main, run_cli
+from .train import main
 
-__all__ = ["UsageError", "build_parser", "console_main", "default_nproc_per_node", "export_path",
-           "find_run_weights", "main", "parse_dist_url", "resolve_launch_args",
-           "resolve_official_flags", "run_cli"]
+# What the docs teach from Python is the commands; the pieces behind them stay in their modules
+# (.args.build_parser, .launch.resolve_launch_args, .console.UsageError, ...).
+__all__ = ["main"]

@@ -13,8 +13,9 @@ from ..data import DataError
 from ..workflows.evaluate import evaluate
 from .exit_codes import ExitCode
 from ..workflows.export import export_weights
-from ..handlers import write_final_outputs
-from ..official import is_official_checkpoint, read_config, read_resume_file, validation_line
+from ..handlers.standard import write_final_outputs
+from ..official import is_official_checkpoint, read_config, read_resume_file
+from ..official.log_format import validation_line
 from ..workflows.report import require_matplotlib, write_report
 from ..storage.run_lock import has_run_content
 from .args import build_parser

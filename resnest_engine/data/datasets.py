@@ -58,7 +58,13 @@ def build_dataset(opts: DataOptions, split: str, classes: Optional[Sequence[str]
     """The untransformed ``split`` ("train" or "val") of the dataset ``opts.dataset``.
 
     ``classes`` (image folders only) fixes the label order; by default the val split takes the
-    train split's class folders when there is one, else its own."""
+    train split's class folders when there is one, else its own.
+
+    Args:
+        opts: the data options; ``opts.dataset`` names the registered dataset.
+        split: ``"train"`` or ``"val"``.
+        classes: the label order (image folders only); default: as described above.
+    """
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     try:

@@ -84,7 +84,17 @@ def create_optimizer(params: Iterable, name: str, lr: float, momentum: float = 0
     no ``lr`` of its own) starts at ``lr x lr_scale``, which it keeps without an LR schedule.
     ``fused``: the update implementation (see :func:`update_kernel_kwargs`; the device is the first
     parameter's). It is kept when a checkpoint's optimizer state is loaded, whatever
-    implementation wrote it."""
+    implementation wrote it.
+
+    Args:
+        params: parameters or parameter groups (see :func:`param_groups`).
+        name: ``"sgd"``, ``"nesterov"`` or ``"adamw"``.
+        lr: the base learning rate.
+        momentum: SGD momentum.
+        weight_decay: the decay of groups that set none of their own.
+        betas: AdamW's betas.
+        fused: ``True``, ``False`` or ``"auto"``: the update implementation.
+    """
     params = [dict(g, lr=lr * g["lr_scale"]) if isinstance(g, dict) and "lr_scale" in g
               and "lr" not in g else g for g in params]
     if name not in OPTIMIZERS:

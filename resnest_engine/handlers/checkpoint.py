@@ -127,6 +127,11 @@ def create_resume_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSave
     """Resume points ``resume-e{epoch:03d}-i{iteration:07d}.pt``, newest ``n_saved`` kept.
 
     Rotation state is saved inside each file (``include_self``), so it continues across resumes.
+
+    Args:
+        to_save: the objects a resume point holds (``StandardHandlers.to_save``).
+        saver: the disk saver that writes the files.
+        n_saved: how many resume points to keep.
     """
     return Checkpoint(to_save, saver, filename_pattern=RESUME_PREFIX + "{global_step}.{ext}",
                       score_function=lambda e: e.state.iteration, global_step_transform=_resume_step,
@@ -150,6 +155,13 @@ def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,
     ``evaluator.add_event_handler(Events.COMPLETED, best)``; the score is the evaluator's
     ``state.metrics[metric]``, the epoch the trainer's. Holds the same objects as a resume point,
     so a best checkpoint is resumable.
+
+    Args:
+        to_save: the objects a checkpoint holds (``StandardHandlers.to_save``).
+        saver: the disk saver that writes the files.
+        trainer: the training engine whose epoch names the file.
+        metric: the evaluator's metric to rank by (higher is better).
+        n_saved: how many best checkpoints to keep.
     """
     score = lambda ev: float(ev.state.metrics[metric])  # noqa: E731
     return Checkpoint(to_save, saver, filename_pattern=BEST_PREFIX + "{global_step}.{ext}",

@@ -199,7 +199,11 @@ class TrainLogger:
 
 def create_progress_bar(mode: str = "auto"):
     """ignite ``ProgressBar`` for rank 0 (``auto``: only on an interactive terminal), else None.
-    Place it with ``bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})``."""
+    Place it with ``bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})``.
+
+    Args:
+        mode: ``"auto"`` (only on an interactive terminal), ``"off"``, or anything else for on.
+    """
     if idist.get_rank() != 0 or mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
         return None
     return ProgressBar(persist=False)

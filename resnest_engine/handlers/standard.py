@@ -219,7 +219,19 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
                             **options: Any) -> StandardHandlers:
     """The standard pieces around the built ones (nothing is attached yet): NaN guard, logging,
     metrics.json, TensorBoard, checkpoints and final weights, by ``opts`` (or ``**options``, the
-    fields of :class:`StandardOptions` as keywords, which also override ``opts``)."""
+    fields of :class:`StandardOptions` as keywords, which also override ``opts``).
+
+    Args:
+        trainer: the training engine (from :func:`~resnest_engine.engine.create_trainer`).
+        model: the model being trained.
+        optimizer: its optimizer.
+        opts: cadence and output options (default: ``StandardOptions()``).
+        lr_scheduler: an LR scheduler to place each iteration (e.g. :func:`create_lr_scheduler`).
+        ema: an EMA handler (:func:`create_ema`), checkpointed and validated beside the model.
+        validation: a :class:`Validation`, run on the options' cadence.
+        dropblock: a :class:`DropBlockRamp`.
+        options: fields of :class:`StandardOptions` as keywords; they override ``opts``.
+    """
     opts = dataclasses.replace(opts, **options) if opts is not None else StandardOptions(**options)
     out_dir = Path(opts.output_dir) if opts.output_dir else None
     raw_model = unwrap_model(model)

@@ -119,6 +119,12 @@ def get_model(name: str, num_classes: int = 1000, pretrained: bool = False,
     The model carries ``model.variant`` (the name), ``model.model_args`` (everything needed to
     rebuild it) and ``model.data_config`` (train crop, eval crop fraction, interpolation,
     mean/std) that the data presets read.
+
+    Args:
+        name: the variant, one of :func:`list_models`.
+        num_classes: the classifier's outputs.
+        pretrained: load the official published weights.
+        overrides: constructor arguments of :class:`ResNet` that replace the variant's.
     """
     variant = get_variant(name)
     kwargs = dict(variant.kwargs, num_classes=num_classes)

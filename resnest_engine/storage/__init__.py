@@ -4,3 +4,7 @@ Crash-safe writes and the one safe ``torch.load`` (:mod:`.files`), the checksums
 every checkpoint and weights file (:mod:`.checksum`), one writer per run directory
 (:mod:`.run_lock`). A base layer: it imports nothing from the other subpackages.
 """
+
+# Public by module, as the docs teach them (resnest_engine.storage.checksum.with_checksum, ...);
+# nothing is imported here, so the base layer stays cheap to import.
+__all__ = ["checksum", "files", "run_dir", "run_lock"]

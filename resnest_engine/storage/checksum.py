@@ -8,7 +8,7 @@ each under its key path):
 - a checkpoint (a dict of states) holds it under the key ``"checksum"``;
 - a plain state_dict (``model_weights.pt``, exports, averaged weights) must stay loadable as it
   is by timm, the official code and ``torch.load``, so its checksum is in a sidecar file beside
-  it, ``NAME.checksum`` (JSON, written by :func:`resnest_engine.handlers.save_weights`); a ``.pt2``
+  it, ``NAME.checksum`` (JSON, written by :func:`resnest_engine.handlers.checkpoint.save_weights`); a ``.pt2``
   program's sidecar holds a checksum of the file's bytes.
 
 :func:`verify` (called by :func:`resnest_engine.storage.files.safe_load`, the one reader) raises

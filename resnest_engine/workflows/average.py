@@ -122,6 +122,9 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]
     tensors (e.g. BatchNorm's ``num_batches_tracked``) are taken from the last state_dict. Keys,
     shapes and dtypes must match exactly, else ``ValueError`` naming the key. One state_dict
     comes back bitwise (as copies).
+
+    Args:
+        state_dicts: the state_dicts to average, oldest first.
     """
     mean = _Mean()
     for state in state_dicts:
@@ -206,6 +209,17 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
     called with each line of the report (what was written, each top-1), ``note(line)`` with a
     remark (fewer checkpoints than asked for). Raises :class:`AverageError` (one line, naming
     the argument as ``resnest-average`` spells it) for a run that cannot be averaged.
+
+    Args:
+        run_dir: the training run directory.
+        best: average the N best checkpoints.
+        last: average the N newest resume points.
+        output: where to write (default ``RUN_DIR/model_weights_avg.pt``).
+        evaluate: also evaluate the average and each input on the validation set.
+        overrides: config overrides for that evaluation, e.g. ``["DATA.ROOT=/data"]``.
+        command: names the run directory lock's holder.
+        report: called with each line of the report.
+        note: called with each remark.
     """
     report, note = report or (lambda line: None), note or (lambda line: None)  # silent
     for flag, n in (("--best", best), ("--last", last)):

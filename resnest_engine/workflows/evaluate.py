@@ -11,12 +11,13 @@ from ignite.engine import Engine
 from ignite.utils import manual_seed
 
 from ..config import Config
-from ..data import create_eval_loader
+from ..data.loaders import create_eval_loader
 from ..engine import create_evaluator
 from ..engine.precision import resolve_amp, resolve_channels_last
 from ..storage.files import UnsafeLoadError, safe_load
 from .from_config import data_options, model_kwargs
-from ..handlers import run_validation, setup_logger
+from ..handlers import setup_logger
+from ..handlers.validation import run_validation
 from ..models import WeightsError, get_model, load_pretrained
 from ..storage.run_dir import RunDir
 
@@ -71,7 +72,12 @@ def eval_setup(cfg: Config, weights: Path, classes: Optional[Sequence[str]] = No
 
 def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
     """Evaluate a checkpoint or weights file on the validation split (the only data it reads);
-    class order from the names stored with the weights, else the val split's folders."""
+    class order from the names stored with the weights, else the val split's folders.
+
+    Args:
+        cfg: the config (its data and model sections are used).
+        weights: a checkpoint or weights file.
+    """
     setup_logger(None)
     manual_seed(cfg.SEED)
     evaluator, val_loader, _ = eval_setup(cfg, weights, stored_class_names(weights))

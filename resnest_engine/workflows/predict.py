@@ -340,6 +340,19 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
 
     Raises :class:`~resnest_engine.errors.InputError` (one line, naming the argument as
     ``resnest-predict`` spells it) for bad arguments, no images, or unusable weights.
+
+    Args:
+        weights: a run directory, a checkpoint, a weights file beside the run's
+            ``config.yaml``, or a ``.onnx`` export.
+        images: image files, or folders searched recursively (in sorted order).
+        topk: how many classes per image.
+        batch_size: images per forward pass.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (default: CUDA when available).
+        workers: image-decoding worker processes.
+        output: also write the records to this ``.csv`` or ``.json`` file.
+        progress: a progress bar on stderr.
+        on_batch: ``on_batch(records, skipped)`` after each batch.
+        note: ``note(line)`` with remarks.
     """
     for flag, value, low in (("--topk", topk, 1), ("--batch-size", batch_size, 1),
                              ("--workers", workers, 0)):

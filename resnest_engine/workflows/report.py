@@ -18,7 +18,7 @@ style is inline; it references no other file) holding:
   predicted probability.
 
 The validation data goes through the run's own eval transform and loader
-(:func:`resnest_engine.data.create_eval_loader`, as ``--eval-only``), in the class order stored
+(:func:`resnest_engine.data.loaders.create_eval_loader`, as ``--eval-only``), in the class order stored
 with the run; the train split is never read. The figures need matplotlib (``pip install
 'resnest-engine[report]'``).
 """
@@ -492,6 +492,13 @@ def write_report(run_dir: PathLike, *, weights: Optional[PathLike] = None,
     :class:`~resnest_engine.errors.InputError` for a path that is not a run, weights that do not
     fit; :class:`~resnest_engine.storage.files.WriteError` (``cannot write PATH: ...``) when the page
     cannot be written.
+
+    Args:
+        run_dir: the training run directory.
+        weights: evaluate this weights or checkpoint file instead of the run's own.
+        cfg: the config to evaluate with (default: the run's ``config.yaml``).
+        output: where to write (default ``RUN_DIR/report.html``).
+        note: called with what is evaluated.
     """
     new_figure = _figure_class()  # first: no evaluation pass without the means to draw it
     if idist.get_world_size() > 1:

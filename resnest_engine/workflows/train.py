@@ -24,7 +24,8 @@ from ..engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from ..storage.files import atomic_write_text
 from .from_config import (build_freeze, build_handlers, build_loss, build_model,
                           build_optimizer, build_trainer, checkpoint_meta, data_options)
-from ..handlers import GracefulInterrupt, attach_standard_handlers, setup_logger, training_finished
+from ..handlers import GracefulInterrupt, attach_standard_handlers, setup_logger
+from ..handlers.standard import training_finished
 from ..handlers.tracking import MLFLOW_RUN_ID
 from .resume import open_resume
 from ..storage.run_dir import RunDir
@@ -84,7 +85,14 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
           preamble: Sequence[str] = ()) -> TrainResult:
     """Train ``cfg`` into ``outdir``, optionally resuming from checkpoint ``resume`` (ours, or
     an official ``train.py`` checkpoint). ``preamble``: lines logged first (e.g. the launch
-    arguments and an official config's translation)."""
+    arguments and an official config's translation).
+
+    Args:
+        cfg: the validated config.
+        outdir: the run directory to write.
+        resume: a checkpoint to resume from (ours, or an official ``train.py`` one).
+        preamble: lines logged first (e.g. the launch arguments).
+    """
     outdir, t, rank = Path(outdir), cfg.TRAINING, idist.get_rank()
     device, amp, channels_last = _setup(cfg, outdir, preamble)
     source = open_resume(resume, t.BATCH_SIZE, t.GRAD_ACCUM, idist.get_world_size()) if resume else None

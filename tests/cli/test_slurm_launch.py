@@ -138,7 +138,8 @@ def _fake_gpus(monkeypatch, n):
 
 
 def _resolved(*args):
-    from resnest_engine.cli import build_parser, resolve_launch_args
+    from resnest_engine.cli.args import build_parser
+    from resnest_engine.cli.launch import resolve_launch_args
     return resolve_launch_args(build_parser().parse_args(["--config-file", "x.yaml", *args]))
 
 

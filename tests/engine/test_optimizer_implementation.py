@@ -9,7 +9,7 @@ from torch import nn
 
 from resnest_engine.config import ConfigError, load_config
 from resnest_engine.engine import create_optimizer, param_groups
-from resnest_engine.engine import update_kernel_kwargs as implementation
+from resnest_engine.engine.optim import update_kernel_kwargs as implementation
 
 
 def _model():

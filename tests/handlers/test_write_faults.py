@@ -10,10 +10,11 @@ from ignite.engine import Engine
 
 from resnest_engine.storage.checksum import VERIFY_ENV, tensor_checksum
 from resnest_engine.storage.files import WriteError, atomic_write_text
-from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, CheckpointWriteError,
-                                     read_checkpoint, save_weights, setup_logger)
+from resnest_engine.handlers import CheckpointError, read_checkpoint, setup_logger
+from resnest_engine.handlers.checkpoint import AtomicDiskSaver, CheckpointWriteError, save_weights
 from resnest_engine.handlers.tensorboard import TensorBoard
-from resnest_engine.models import WeightsError, read_state_dict
+from resnest_engine.models import WeightsError
+from resnest_engine.models.weights import read_state_dict
 from tests.fault_injection import fill_disk
 from tests.real_files import Tmpfs, flip_tensor_bit
 
