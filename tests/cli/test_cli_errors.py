@@ -7,7 +7,7 @@ import yaml
 from PIL import Image
 
 from resnest_engine.storage.checksum import with_checksum
-from tests.cli.cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
+from tests.support.cli import TINY, assert_user_error, merge, run_cli, run_main
 
 
 def write(path, data):

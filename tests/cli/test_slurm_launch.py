@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from tests.cli.cli_helpers import TINY, assert_user_error, cli_env, merge, run_cli, run_main
+from tests.support.cli import TINY, assert_user_error, cli_env, merge, run_cli, run_main
 
 CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 2}})
 START_LINE = "resnest-train arguments"

@@ -15,8 +15,8 @@ from resnest_engine.handlers.checkpoint import AtomicDiskSaver, CheckpointWriteE
 from resnest_engine.handlers.tensorboard import TensorBoard
 from resnest_engine.models import WeightsError
 from resnest_engine.models.weights import read_state_dict
-from tests.fault_injection import fill_disk
-from tests.real_files import Tmpfs, flip_tensor_bit
+from tests.support.fault_injection import fill_disk
+from tests.support.real_files import Tmpfs, flip_tensor_bit
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")
 

@@ -21,8 +21,8 @@ from resnest_engine.handlers.checkpoint import CheckpointError
 from resnest_engine.handlers.schedules import create_lr_scheduler, simulate_lr
 from resnest_engine.workflows.resume import (CheckpointResume, OfficialResume, elastic_accum,
                                    elastic_resume_point, open_resume)
-from tests.standard_setup import scripted_evaluator, standard_handlers
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.standard_setup import scripted_evaluator, standard_handlers
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 EPOCHS, EL, LR = 3, 4, 0.1  # 16 images in batches of 4: 4 steps per epoch
 STOP_AT = 9  # the saved run stops after the first step of epoch 3

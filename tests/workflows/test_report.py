@@ -20,9 +20,9 @@ import yaml
 from resnest_engine.cli.report import main as report_main
 from resnest_engine.cli.predict import main as predict_main
 from resnest_engine.workflows.report import MISTAKES, write_report
-from tests.cli.cli_helpers import TINY, assert_user_error, run_main
-from tests.fault_injection import fill_disk
-from tests.real_files import Tmpfs, write_digits
+from tests.support.cli import TINY, assert_user_error, run_main
+from tests.support.fault_injection import fill_disk
+from tests.support.real_files import Tmpfs, write_digits
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VAL_PER_CLASS = 6

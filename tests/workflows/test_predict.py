@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from resnest_engine.cli.predict import main as predict_main
-from tests.real_files import write_digits
+from tests.support.real_files import write_digits
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOP1_LINE = re.compile(r"^Validation: Top1: ([0-9.]+) \| Top5: ([0-9.]+)$", re.M)
 
 pytestmark = pytest.mark.slow
