@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from benchmarks.record import write_result  # noqa: E402
 from resnest_engine.engine import create_optimizer, param_groups  # noqa: E402
-from resnest_engine.handlers import AtomicDiskSaver, create_resume_checkpointer  # noqa: E402
+from resnest_engine.handlers import create_resume_checkpointer  # noqa: E402
+from resnest_engine.handlers.checkpoint import AtomicDiskSaver  # noqa: E402
 from resnest_engine.handlers.background_saver import BackgroundDiskSaver  # noqa: E402
 from resnest_engine.models import get_model  # noqa: E402
 

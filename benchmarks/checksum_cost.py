@@ -24,8 +24,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.record import write_result  # noqa: E402
-from resnest_engine.checksum import VERIFY_ENV, with_checksum  # noqa: E402
-from resnest_engine.handlers import atomic_save, read_checkpoint  # noqa: E402
+from resnest_engine.storage.checksum import VERIFY_ENV, with_checksum  # noqa: E402
+from resnest_engine.handlers import read_checkpoint  # noqa: E402
+from resnest_engine.handlers.checkpoint import atomic_save  # noqa: E402
 from resnest_engine.models import get_model  # noqa: E402
 
 

@@ -39,7 +39,8 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.record import write_result  # noqa: E402
-from resnest_engine.data import IMAGENET_MEAN, IMAGENET_STD, DataOptions  # noqa: E402
+from resnest_engine.data import DataOptions  # noqa: E402
+from resnest_engine.data.options import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from resnest_engine.data.datasets import ImageFolderSplit  # noqa: E402
 from resnest_engine.data.loaders import make_train_loader  # noqa: E402
 

@@ -1,16 +1,25 @@
-"""How every command reports an exception: on one line; the error type of library user errors."""
+"""The root of the errors that a user's input or environment causes, and how every command
+reports one: on one line."""
 from __future__ import annotations
 
 import os
 from typing import Optional, Tuple
 
-__all__ = ["InputError", "one_line", "os_error_message", "worker_error"]
+__all__ = ["InputError", "MachineFailure", "one_line", "os_error_message", "worker_error"]
 
 
 class InputError(ValueError):
-    """Bad input to a library function (an argument, a path, a file): a one-line message naming
-    it (as the console command's flag when there is one). Every console command reports it as a
-    user error (``error:`` line, exit status 2)."""
+    """An error that the user's input or environment causes, not a bug: a bad argument, path,
+    file, config, model name, dataset, weights file, checkpoint or run directory, or (through
+    :class:`MachineFailure`) a write that failed. The message is one line naming the field or
+    path (as the console command's flag when there is one). Every console command reports it as
+    one ``error:`` line without a traceback: exit status 2, or 1 for a :class:`MachineFailure`
+    (``resnest_engine.cli.exit_codes.exit_status``)."""
+
+
+class MachineFailure(InputError):
+    """The machine failed the run, not the input: a write that failed (``cannot write PATH:
+    <reason>``, a full or read-only disk) or a dead DataLoader worker. Exit status 1."""
 
 
 def os_error_message(e: OSError) -> str:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from resnest_engine.handlers import setup_logger
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-from tests.cli.cli_helpers import TINY, cli_env, merge
+from tests.support.cli import TINY, cli_env, merge
 
 CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 3, "CKPT_EVERY_ITERS": 1, "KEEP_CHECKPOINTS": 2},
                       "DATA": {"WORKERS": 1}})

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.markdown import anchors, broken_links, links, python_blocks, slug
+from tests.support.markdown import anchors, broken_links, links, python_blocks, slug
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_helpers import process_state_restored
-from tests.markdown import python_blocks
+from tests.support.cli import process_state_restored
+from tests.support.markdown import python_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "tests" / "examples" / "compose_run.py"

@@ -1,11 +1,12 @@
 """The console commands: ``resnest-train`` (argument parsing, run-directory rules, distributed
 launch, error reporting), ``resnest-predict``, ``resnest-average`` and ``resnest-report`` (the
-command lines of :func:`resnest_engine.predict.predict`,
-:func:`resnest_engine.average.average_checkpoints` and :func:`resnest_engine.report.write_report`).
+command lines of :func:`resnest_engine.workflows.predict.predict`,
+:func:`resnest_engine.workflows.average.average_checkpoints` and :func:`resnest_engine.workflows.report.write_report`).
 
 User errors (config, paths, flags, unusable checkpoints) end with one line on stderr and exit
 status 2; a NaN/Inf loss exits 3; an interrupted run (SIGTERM/SIGINT, resume point written) 4;
-failures of the machine (a full disk, a dead DataLoader worker) 1. ``python -m resnest_engine.cli``
+failures of the machine (any file that cannot be written, a dead DataLoader worker) 1
+(:func:`.exit_codes.exit_status` maps every error). ``python -m resnest_engine.cli``
 is ``resnest-train``.
 
 - :mod:`.args`: the command line and the official script's flags;
@@ -16,12 +17,8 @@ is ``resnest-train``.
   ``resnest-report`` (also ``python -m resnest_engine.cli.<name>``);
 - :mod:`.console`: the exit statuses every console command shares.
 """
-from .args import build_parser, parse_dist_url, resolve_official_flags
-from .console import UsageError, console_main
-from .launch import default_nproc_per_node, resolve_launch_args
-from .run_dir import export_path, find_run_weights
-from .train import main, run_cli
+from .train import main
 
-__all__ = ["UsageError", "build_parser", "console_main", "default_nproc_per_node", "export_path",
-           "find_run_weights", "main", "parse_dist_url", "resolve_launch_args",
-           "resolve_official_flags", "run_cli"]
+# What the docs teach from Python is the commands; the pieces behind them stay in their modules
+# (.args.build_parser, .launch.resolve_launch_args, .console.UsageError, ...).
+__all__ = ["main"]

@@ -1,5 +1,5 @@
 """``resnest-average``: average the weights of a run's best or last checkpoints and evaluate them
-(the command line of :func:`resnest_engine.average.average_checkpoints`).
+(the command line of :func:`resnest_engine.workflows.average.average_checkpoints`).
 
 User errors end with one line ``error: ...`` on stderr and exit status 2.
 """
@@ -10,8 +10,8 @@ import shlex
 import sys
 from typing import List, Optional, Sequence
 
-from ..average import DEFAULT_OUTPUT, average_checkpoints
-from ..exit_codes import ExitCode
+from ..workflows.average import DEFAULT_OUTPUT, average_checkpoints
+from .exit_codes import ExitCode
 from .console import console_main
 
 __all__ = ["build_parser", "main"]

@@ -1,49 +1,41 @@
-"""Shared exit statuses of the console commands (``resnest-train``, ``resnest-predict``,
-``resnest-average``, ``resnest-report``): a user error is one ``error:`` line and status 2, a failed write 1, Ctrl-C 130."""
+"""Shared error handling of the console commands (``resnest-train``, ``resnest-predict``,
+``resnest-average``, ``resnest-report``): an error of the input or the machine is one ``error:``
+line and the exit status :func:`~.exit_codes.exit_status` gives it (2 for bad input, 1 for a
+failed write or a dead worker, 130 for Ctrl-C)."""
 from __future__ import annotations
 
 import sys
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence
 
-from ..config import ConfigError
-from ..data import DataError, WorkerDiedError
 from ..errors import InputError, one_line
-from ..exit_codes import ExitCode
-from ..handlers.checkpoint import CheckpointError
-from ..models.registry import UnknownModelError
-from ..models.weights import WeightsError
-from ..files import WriteError
-from ..run_lock import RunDirError
+from .exit_codes import exit_status
 
-__all__ = ["MACHINE_FAILURES", "UsageError", "console_main"]
-
-#: Failures of the machine, not of the input: one ``error:`` line and exit status 1 (a full or
-#: unwritable disk, a dead DataLoader worker).
-MACHINE_FAILURES = (WriteError, WorkerDiedError, OSError)
+__all__ = ["UsageError", "console_main", "report_error"]
 
 
 class UsageError(InputError):
     """A bad command line."""
 
 
-def _user_errors():
-    return (ConfigError, DataError, CheckpointError, UnknownModelError, WeightsError, InputError,
-            RunDirError)
+def report_error(e: BaseException, show: bool = True) -> Optional[int]:
+    """Print ``e`` as one ``error:`` line (``interrupted`` for Ctrl-C; nothing when not
+    ``show``, e.g. on ranks other than 0) and return its exit status; None for a bug, which the
+    caller re-raises with its traceback."""
+    code = exit_status(e)
+    if code is not None and show:
+        text = "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {one_line(e)}"
+        print(text, file=sys.stderr)
+    return code
 
 
-def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]],
-                 user_errors: Tuple[type, ...] = ()) -> int:
-    """Run a console command's ``body(argv)`` with the shared exit statuses: a user error (bad
-    input) is one ``error:`` line and 2, a failed write 1, Ctrl-C 130."""
+def console_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]]) -> int:
+    """Run a console command's ``body(argv)``; an error of the input or the machine ends it with
+    one line on stderr and its exit status (:func:`report_error`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return body(argv)
-    except MACHINE_FAILURES as e:  # a failure of the machine (disk full), not of the input
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return ExitCode.FAILED
-    except (*_user_errors(), *user_errors) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return ExitCode.USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return ExitCode.KEYBOARD_INTERRUPT
+    except (Exception, KeyboardInterrupt) as e:
+        code = report_error(e)
+        if code is None:
+            raise
+        return code

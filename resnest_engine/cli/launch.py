@@ -18,13 +18,16 @@ import torch
 from torch.multiprocessing import ProcessExitedException
 
 from ..config import config_from_dict, config_to_dict
-from ..errors import one_line
-from ..exit_codes import ExitCode
-from ..run import train
+from .exit_codes import ExitCode, exit_status
+from ..workflows.train import Outcome, train
 from .args import _check_dist_flags, resolve_official_flags
-from .console import MACHINE_FAILURES, UsageError, _user_errors
+from .console import UsageError, report_error
 
 __all__ = ["default_nproc_per_node", "resolve_launch_args"]
+
+#: The exit status of each way a training run ends.
+OUTCOME_EXIT_STATUS = {Outcome.FINISHED: ExitCode.OK, Outcome.NAN: ExitCode.NAN,
+                       Outcome.INTERRUPTED: ExitCode.INTERRUPTED, Outcome.UNFINISHED: ExitCode.FAILED}
 
 
 def default_nproc_per_node(a: argparse.Namespace) -> Optional[int]:
@@ -141,20 +144,19 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
     try:
         result = train(config_from_dict(cfg_dict), Path(outdir), Path(resume) if resume else None,
                        preamble)
-        code = result.exit_code
-    except MACHINE_FAILURES as e:  # a failure of the machine, not the user's input
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        code = ExitCode.FAILED
-    except _user_errors() as e:
-        if idist.get_rank() == 0:
-            print(f"error: {one_line(e)}", file=sys.stderr)
-        code = ExitCode.USER_ERROR
+        code = OUTCOME_EXIT_STATUS[result.outcome]
+    except Exception as e:
+        # A machine failure can be one rank's own (its disk, its worker): every rank says it.
+        # Bad input is the same on every rank: rank 0 says it.
+        code = report_error(e, show=exit_status(e) == ExitCode.FAILED or idist.get_rank() == 0)
+        if code is None:
+            raise
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
 
 
-def _launch(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
+def launch_training(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
             preamble: Sequence[str] = ()) -> int:
     cfg_dict = config_to_dict(cfg)
     timeout = dt.timedelta(seconds=cfg.TRAINING.DIST_TIMEOUT)

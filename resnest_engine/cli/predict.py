@@ -1,5 +1,5 @@
 """``resnest-predict``: a trained run's top-k classes for image files or folders (the command
-line of :func:`resnest_engine.predict.predict`).
+line of :func:`resnest_engine.workflows.predict.predict`).
 
     resnest-predict --weights RUN_DIR_OR_FILE IMAGE_OR_FOLDER... [--topk 5]
                     [--output preds.csv|preds.json] [--batch-size 32] [--device cpu|cuda|cuda:1]
@@ -10,7 +10,7 @@ ONNX Runtime on the CPU, with the preprocessing and class names stored in it (no
 Exit status: 0 when every image was predicted; 1 when some could not be read (each one is
 reported on stderr as ``skipped PATH: reason``; the others are still predicted and written);
 2 for a user error (bad flags, no images found, missing or unusable weights): one ``error:``
-line; 130 when interrupted; 141 when stdout is closed early (``| head``).
+line; 1 when the output cannot be written; 130 when interrupted; 141 when stdout is closed early (``| head``).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from ..exit_codes import ExitCode
-from ..predict import predict
+from .exit_codes import ExitCode
+from ..workflows.predict import predict
 from .console import console_main
 
 __all__ = ["build_parser", "main"]

@@ -1,5 +1,5 @@
 """``resnest-report``: a finished run on one self-contained HTML page (the command line of
-:func:`resnest_engine.report.write_report`).
+:func:`resnest_engine.workflows.report.write_report`).
 
     resnest-report RUN_DIR [--weights FILE] [--output FILE.html]
 
@@ -15,8 +15,8 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
-from ..exit_codes import ExitCode
-from ..report import REPORT_FILE, write_report
+from .exit_codes import ExitCode
+from ..workflows.report import REPORT_FILE, write_report
 from .console import console_main
 
 __all__ = ["build_parser", "main"]

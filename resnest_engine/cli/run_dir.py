@@ -1,5 +1,5 @@
 """``resnest-train``'s run-directory rules: its lock, moving it aside, a finished run, the weights
-it holds and where ``--export`` may write (the rules themselves: :mod:`resnest_engine.run_files`)."""
+it holds and where ``--export`` may write (the rules themselves: :mod:`resnest_engine.workflows.run_files`)."""
 from __future__ import annotations
 
 import datetime
@@ -9,25 +9,25 @@ import shutil
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from .. import run_files
-from ..errors import InputError, os_error_message
-from ..export import require_onnx
-from ..files import atomic_write_text
+from ..workflows import run_files
+from ..errors import InputError
+from ..workflows.export import require_onnx
+from ..storage.files import atomic_write_text, write_error
+from ..handlers.standard import all_epochs_ran
 from ..official import is_official_checkpoint
-from ..run_files import newest_valid_checkpoint as _newest_valid_checkpoint  # noqa: F401 (train)
-from ..run_lock import RunDirLock, RunDirLockedError
+from ..storage.run_lock import RunDirLock, RunDirLockedError
 from .console import UsageError
 
 __all__ = ["export_path", "find_run_weights"]
 
 
-def _lock_run_dir(outdir: Path, argv: Sequence[str]):
+def lock_run_dir(outdir: Path, argv: Sequence[str]):
     """Take ``outdir``'s lock (creating it): a held one is a user error naming the holder."""
     return RunDirLock(outdir, command="resnest-train " + shlex.join(map(str, argv)),
                       label=f"--outdir {outdir}").acquire()
 
 
-def _move_aside(outdir: Path) -> Path:
+def move_aside(outdir: Path) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = outdir.with_name(f"{outdir.name}.bak-{stamp}")
     n = 1
@@ -38,7 +38,7 @@ def _move_aside(outdir: Path) -> Path:
     return target
 
 
-def _prune_moved_aside(outdir: Path, keep: int) -> List[Path]:
+def prune_moved_aside(outdir: Path, keep: int) -> List[Path]:
     """Delete all but the ``keep`` newest runs that ``--force`` moved aside from ``outdir``
     (``outdir.name.bak-<timestamp>[-n]`` beside it, oldest first); a run directory another
     process holds (its lock) is left alone. Returns the deleted paths."""
@@ -56,15 +56,15 @@ def _prune_moved_aside(outdir: Path, keep: int) -> List[Path]:
     return deleted
 
 
-def _finished(ckpt: dict) -> bool:
+def checkpoint_finished(ckpt: dict) -> bool:
     if is_official_checkpoint(ckpt):
         return False  # its run length is the config's; loading it refuses a finished one
     t = ckpt["trainer"]
-    return t.get("max_epochs") is not None and t["iteration"] >= t["max_epochs"] * t["epoch_length"]
+    return all_epochs_ran(t["iteration"], t.get("max_epochs"), t["epoch_length"])
 
 
 def find_run_weights(outdir: Path, model_name: str) -> Tuple[Path, str]:
-    """:func:`resnest_engine.run_files.find_run_weights`, its error a :class:`UsageError`."""
+    """:func:`resnest_engine.workflows.run_files.find_run_weights`, its error a :class:`UsageError`."""
     try:
         return run_files.find_run_weights(outdir, model_name)
     except InputError as e:
@@ -91,10 +91,10 @@ def export_path(name: str, outdir: Path, source: Path) -> Path:
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def write_text_or_fail(path: Path, text: str) -> None:
     """Write ``path`` so that it is either the old file or the complete new one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {os_error_message(e)}") from None
+        raise write_error(path, e) from None

@@ -10,18 +10,21 @@ from typing import List, Optional, Sequence
 from ..config import apply_overrides, check_resume_overrides, diff_configs, dump_config_text
 from ..config import load_config as load_our_config
 from ..data import DataError
-from ..evaluate import evaluate
-from ..exit_codes import ExitCode
-from ..export import export_weights
-from ..handlers import write_final_outputs
-from ..official import is_official_checkpoint, read_config, read_resume_file, validation_line
-from ..report import require_matplotlib, write_report
-from ..run_lock import has_run_content
+from ..workflows.evaluate import evaluate
+from .exit_codes import ExitCode
+from ..workflows.export import export_weights
+from ..handlers.standard import write_final_outputs
+from ..official import is_official_checkpoint, read_config, read_resume_file
+from ..official.log_format import validation_line
+from ..workflows.report import require_matplotlib, write_report
+from ..storage.run_lock import has_run_content
 from .args import build_parser
 from .console import UsageError, console_main
-from .launch import _launch, _world_size, _writes_run_dir, resolve_launch_args
-from .run_dir import (_atomic_write_text, _finished, _lock_run_dir, _move_aside,
-                      _newest_valid_checkpoint, _prune_moved_aside, export_path, find_run_weights)
+from .launch import launch_training, _world_size, _writes_run_dir, resolve_launch_args
+from .run_dir import (write_text_or_fail, checkpoint_finished, lock_run_dir, move_aside,
+                      prune_moved_aside, export_path, find_run_weights)
+from ..storage.run_dir import RunDir
+from ..workflows.run_files import newest_valid_checkpoint
 
 __all__ = ["main", "run_cli"]
 
@@ -72,14 +75,14 @@ def run_cli(argv: Sequence[str]) -> int:
     # One writer per run directory: the lock comes before anything reads or writes it (the
     # outdir rules below included), and is held until the run (every worker) has ended.
     writer = _writes_run_dir(a)
-    held = [_lock_run_dir(outdir, argv)] if writer else []
+    held = [lock_run_dir(outdir, argv)] if writer else []
     launched = False
     try:
         plan = _prepare_run(a, argv, loaded, cfg, outdir, resume, ckpt, world, held)
         if plan is None:
             return ExitCode.OK
         launched = True
-        return _launch(a, *plan)
+        return launch_training(a, *plan)
     finally:
         for lock in held:  # not launched: nothing written, so remove what the lock created
             lock.release(discard=not launched)
@@ -88,14 +91,14 @@ def run_cli(argv: Sequence[str]) -> int:
 def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir: Path,
                  resume: Optional[Path], ckpt: Optional[dict], world: int, held: list):
     """The outdir rules (``--resume``, ``--force``), after the lock: ``held`` is the lock on
-    ``outdir`` when this process is the writer, else empty. Returns ``_launch``'s arguments
+    ``outdir`` when this process is the writer, else empty. Returns ``launch_training``'s arguments
     after ``a`` (config, outdir, resume point, log preamble), or None: nothing to do."""
     exists = has_run_content(outdir)  # the lock file alone is not a run
     if a.resume:
-        saved = outdir / "config.yaml"
+        saved = RunDir(outdir).config
         if a.resume == "auto":
             if exists:
-                resume, ckpt = _newest_valid_checkpoint(outdir / "checkpoints", cfg.MODEL.NAME)
+                resume, ckpt = newest_valid_checkpoint(RunDir(outdir).checkpoints, cfg.MODEL.NAME)
             if resume is None:
                 print(f"no checkpoint in {outdir}; starting from the beginning", file=sys.stderr)
         if resume is not None and saved.is_file():
@@ -103,8 +106,8 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
             new_cfg = apply_overrides(saved_cfg, _overrides_in_our_format(a, loaded, world))
             check_resume_overrides(saved_cfg, new_cfg)
             cfg = new_cfg
-        if resume is not None and _finished(ckpt):
-            if not (outdir / "model_weights.pt").is_file():  # it stopped writing them (disk full)
+        if resume is not None and checkpoint_finished(ckpt):
+            if not RunDir(outdir).weights.is_file():  # it stopped writing them (disk full)
                 weights = write_final_outputs(ckpt, outdir)
                 print(f"{outdir}: the run had finished ({resume.name}) but not written its final "
                       f"outputs; wrote {weights.name} and metrics.json from it")
@@ -118,15 +121,15 @@ def _prepare_run(a: argparse.Namespace, argv: Sequence[str], loaded, cfg, outdir
         if held:
             # Locked (by us) while it moves, so a live run's directory is never moved; the lock
             # file goes with it. The new directory is locked before the old one is let go.
-            moved = _move_aside(outdir)
+            moved = move_aside(outdir)
             print(f"moved the existing {outdir} to {moved}", file=sys.stderr)
             if a.keep_previous is not None:
-                for gone in _prune_moved_aside(outdir, a.keep_previous):
+                for gone in prune_moved_aside(outdir, a.keep_previous):
                     print(f"deleted the older previous run {gone} (--keep-previous "
                           f"{a.keep_previous})", file=sys.stderr)
             old = held.pop()
             try:
-                held.append(_lock_run_dir(outdir, argv))
+                held.append(lock_run_dir(outdir, argv))
             finally:
                 old.release()
     preamble = [f"resnest-train {_describe_args(a, world)}"] + loaded.translation
@@ -186,7 +189,7 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
         return ExitCode.OK
     # --eval-only writes OUTDIR/eval_metrics.json: the run directory's lock first (--export
     # writes outside it and only reads it, so it takes none).
-    lock = _lock_run_dir(outdir, argv) if _writes_run_dir(a) else None
+    lock = lock_run_dir(outdir, argv) if _writes_run_dir(a) else None
     written, report = False, None
     try:
         if what is not None:
@@ -194,8 +197,8 @@ def _eval_or_export(a: argparse.Namespace, cfg, outdir: Path, argv: Sequence[str
         m = evaluate(cfg, path)
         print(validation_line(m["top1"], m["top5"]))
         # The evaluation's own file: never the training run's metrics.json.
-        target = outdir / "eval_metrics.json"
-        _atomic_write_text(target, json.dumps({"top1": float(m["top1"]),
+        target = RunDir(outdir).eval_metrics
+        write_text_or_fail(target, json.dumps({"top1": float(m["top1"]),
                                                "top5": float(m["top5"])}) + "\n")
         written = True
         if a.report:  # a second pass over the val split, under the same lock

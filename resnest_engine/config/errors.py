@@ -1,10 +1,12 @@
 """The one exception of the config package, and how values are named in its messages."""
 from typing import Any, Optional
 
+from ..errors import InputError
+
 __all__ = ["ConfigError"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid config. The message is one line and starts with the dotted key or the path.
 
     ``key`` (dotted key) and ``path`` (config file) are set where they are known.

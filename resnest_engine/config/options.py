@@ -8,7 +8,7 @@ default, documentation and check), followed by the class's own fields, which are
 not config keys (the model variant's mean/std, an output directory). Constructing one checks every
 schema-made field with the same rule that checks the YAML key (:func:`.validation.convert`).
 This is the spirit of Detectron2's ``@configurable``, done with dataclasses: the config maps onto
-the same object a Python user builds (:mod:`resnest_engine.from_config` does that mapping).
+the same object a Python user builds (:mod:`resnest_engine.workflows.from_config` does that mapping).
 """
 from __future__ import annotations
 

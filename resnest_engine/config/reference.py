@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any, List, Optional, Sequence, Tuple, Union, get_args, get_origin
 
-from ..files import atomic_write_text
+from ..storage.files import atomic_write_text
 from .schema import ALL_KEYS, key_field
 
 __all__ = ["BEGIN", "END", "keys_table_markdown", "generated_block", "replace_generated_block"]

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
-from ..files import atomic_write_text
+from ..storage.files import atomic_write_text
 from .errors import ConfigError, type_name
 from .schema import FORMAT_KEY, FORMAT_MARKER, TOP_SCALARS, Config, config_to_dict
 

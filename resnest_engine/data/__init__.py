@@ -8,18 +8,19 @@ Typical use (the recipe runner does exactly this)::
     SamplerEpochs(train_loader).attach(trainer)   # before trainer.run(train_loader, ...)
     # in the step: x, y = train_loader.prepare_batch(batch, device, non_blocking=True)
 """
-from .datasets import build_dataset, list_datasets, register_dataset
+from .datasets import build_dataset, list_datasets
 from .errors import DataError, WorkerDiedError
-from .loaders import SamplerEpochs, close_loader, create_eval_loader, create_loaders
+from .loaders import SamplerEpochs, close_loader, create_loaders
 from .mixup import MixupCutmix
-from .options import IMAGENET_MEAN, IMAGENET_STD, DataOptions
+from .options import DataOptions
 from .transforms import build_eval_transform, build_train_transform
 
-# The rest stays in its module: .datasets (ImageFolderSplit, ...), .loaders (ImageLoader,
-# make_train_loader, ...), .samplers, .transforms (Lighting, ...), .jpeg, .reproducible.
+# What docs/data.md and README.md teach. The rest stays in its module: .options (IMAGENET_MEAN,
+# IMAGENET_STD), .datasets (register_dataset, ImageFolderSplit, ...), .loaders
+# (create_eval_loader, ImageLoader, make_train_loader, ...), .samplers, .transforms (Lighting, ...),
+# .jpeg, .reproducible.
 __all__ = [
-    "DataOptions", "DataError", "WorkerDiedError", "IMAGENET_MEAN", "IMAGENET_STD",
-    "create_loaders", "create_eval_loader", "SamplerEpochs", "close_loader",
-    "build_dataset", "list_datasets", "register_dataset",
-    "build_train_transform", "build_eval_transform", "MixupCutmix",
+    "DataError", "DataOptions", "MixupCutmix", "SamplerEpochs", "WorkerDiedError", "build_dataset",
+    "build_eval_transform", "build_train_transform", "close_loader", "create_loaders",
+    "list_datasets",
 ]

@@ -58,7 +58,13 @@ def build_dataset(opts: DataOptions, split: str, classes: Optional[Sequence[str]
     """The untransformed ``split`` ("train" or "val") of the dataset ``opts.dataset``.
 
     ``classes`` (image folders only) fixes the label order; by default the val split takes the
-    train split's class folders when there is one, else its own."""
+    train split's class folders when there is one, else its own.
+
+    Args:
+        opts: the data options; ``opts.dataset`` names the registered dataset.
+        split: ``"train"`` or ``"val"``.
+        classes: the label order (image folders only); default: as described above.
+    """
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     try:
@@ -76,7 +82,8 @@ def _pil_mode(in_chans: int) -> str:
 
 
 # --------------------------------------------------------------------------- image folders
-def _is_image(name: str) -> bool:
+def is_image_file(name: str) -> bool:
+    """Whether file ``name`` is an image by its name: an image extension, not a hidden file."""
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
@@ -108,7 +115,7 @@ def _image_files(class_dir: str) -> List[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
     return found
 
 

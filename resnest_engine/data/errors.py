@@ -5,12 +5,12 @@ import re
 import signal
 from typing import Dict, Optional
 
-from ..errors import worker_error
+from ..errors import InputError, MachineFailure, worker_error
 
 __all__ = ["DataError", "WorkerDiedError", "worker_died"]
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A user error in data options or files: a one-line message naming the field or path.
 
     A ``DataError`` raised inside a DataLoader worker reaches the main process re-raised by
@@ -28,7 +28,7 @@ def _one_line(message: str) -> str:
     return message if worker is None else f"{worker[0]} ({worker[1]})"
 
 
-class WorkerDiedError(RuntimeError):
+class WorkerDiedError(MachineFailure, RuntimeError):
     """A DataLoader worker process died (killed by a signal, often the out-of-memory killer, or
     exited): one line naming the worker, the signal or exit code, and what to try. A failure of
     the machine, not of the input (the commands exit with status 1)."""

@@ -189,6 +189,12 @@ def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
 
     ``batch_size`` and ``test_batch_size`` are global: each must divide by
     ``idist.get_world_size()``. Raises ``DataError`` for user errors.
+
+    Args:
+        opts: the data options (dataset, root, crop, augmentation, workers, ...).
+        batch_size: the global training batch (images per optimizer step, all processes).
+        test_batch_size: the global validation batch.
+        seed: the seed of the shuffle order and of the per-sample augmentation draws.
     """
     validate_options(opts)
     world, rank = _world()

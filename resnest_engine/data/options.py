@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 from ..config.options import options_from
 from ..config.validation import check_one_policy
-from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
 __all__ = ["DataOptions", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "LARGE_CROP",

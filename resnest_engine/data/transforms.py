@@ -211,7 +211,11 @@ def train_photometric(opts: DataOptions) -> List[v2.Transform]:
 
 
 def build_train_transform(opts: DataOptions) -> v2.Compose:
-    """PIL image or uint8 tensor -> normalised float CHW tensor, per ``opts``."""
+    """PIL image or uint8 tensor -> normalised float CHW tensor, per ``opts``.
+
+    Args:
+        opts: the data options (crop size, augmentation, mean/std).
+    """
     validate_options(opts)
     mean, std = channel_stats(opts)
     steps: List[Any] = list(train_geometry(opts))
@@ -238,7 +242,11 @@ def eval_geometry(opts: DataOptions) -> List[v2.Transform]:
 
 
 def build_eval_transform(opts: DataOptions) -> v2.Compose:
-    """PIL image or uint8 tensor -> normalised float CHW tensor (deterministic)."""
+    """PIL image or uint8 tensor -> normalised float CHW tensor (deterministic).
+
+    Args:
+        opts: the data options (crop size, crop fraction, interpolation, mean/std).
+    """
     validate_options(opts)
     mean, std = channel_stats(opts)
     return v2.Compose(eval_geometry(opts) + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),

@@ -1,12 +1,13 @@
 """Training and evaluation Engines, their custom events, optimizer building and losses."""
-from .distributed import broadcast_buffers, unwrap_model
-from .evaluator import create_evaluator, evaluator_like
-from .events import TrainEvents, epochs_filter, mid_epoch_filter, register_train_events
+from .evaluator import create_evaluator
+from .events import TrainEvents, epochs_filter, mid_epoch_filter
 from .losses import SoftTargetCrossEntropy
-from .optim import OPTIMIZERS, create_optimizer, implementation, param_groups
-from .trainer import AMP_MODES, SeededDeterministicEngine, autocast_context, create_trainer
+from .optim import create_optimizer, param_groups
+from .trainer import SeededDeterministicEngine, create_trainer
 
-__all__ = ["AMP_MODES", "OPTIMIZERS", "SeededDeterministicEngine", "SoftTargetCrossEntropy",
-           "TrainEvents", "autocast_context", "broadcast_buffers", "create_evaluator",
-           "create_optimizer", "create_trainer", "implementation", "epochs_filter", "evaluator_like", "mid_epoch_filter",
-           "param_groups", "register_train_events", "unwrap_model"]
+# What docs/engine.md and README.md teach. The rest stays in its module: .distributed
+# (unwrap_model, broadcast_buffers), .evaluator (evaluator_like), .events
+# (register_train_events), .optim (OPTIMIZERS, update_kernel_kwargs), .trainer (AMP_MODES,
+# autocast_context), .precision, .rng.
+__all__ = ["SeededDeterministicEngine", "SoftTargetCrossEntropy", "TrainEvents", "create_evaluator",
+           "create_optimizer", "create_trainer", "epochs_filter", "mid_epoch_filter", "param_groups"]

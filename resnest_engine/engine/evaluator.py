@@ -35,6 +35,16 @@ def create_evaluator(
     ``model`` may be a function returning the model, asked at every run: the standard handlers
     evaluate the EMA model of whatever EMA handler they hold when validation runs. The options
     are kept on the engine (``evaluator_options``) for :func:`evaluator_like`.
+
+    Args:
+        model: the model (DDP-wrapped or not), or a function returning it at every run.
+        device: where batches go (default: the model's device).
+        amp: ``"off"``, ``"fp16"`` or ``"bf16"`` autocast.
+        channels_last: move inputs to channels_last memory format.
+        prepare_batch: ``(batch, device, non_blocking) -> (x, y)`` (default: the first two items).
+        num_classes: the number of classes; top-5 is capped by it (default: ``model.num_classes``,
+            else 1000).
+        non_blocking: asynchronous host-to-device copies.
     """
     current = (lambda: model) if isinstance(model, nn.Module) else model
     net = unwrap_model(current())

@@ -6,7 +6,7 @@ from typing import Dict, Iterable, List, Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ["NORM_TYPES", "OPTIMIZERS", "create_optimizer", "implementation", "param_groups"]
+__all__ = ["NORM_TYPES", "OPTIMIZERS", "create_optimizer", "update_kernel_kwargs", "param_groups"]
 
 # Found by module type, not by name: the official code matches "bn" in parameter names and so
 # decays the deep stem's and the downsample shortcut's BatchNorm weights.
@@ -56,7 +56,7 @@ def _decay_groups(model: nn.Module, weight_decay: float, no_bn_wd: bool) -> List
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 
 
-def implementation(fused: Union[bool, str], device: torch.device) -> Dict[str, bool]:
+def update_kernel_kwargs(fused: Union[bool, str], device: torch.device) -> Dict[str, bool]:
     """The ``fused`` / ``foreach`` keywords of the optimizer on ``device`` (the same for every
     name in ``OPTIMIZERS``).
 
@@ -82,14 +82,24 @@ def create_optimizer(params: Iterable, name: str, lr: float, momentum: float = 0
 
     ``weight_decay`` applies to groups that do not set their own; a group with ``lr_scale`` (and
     no ``lr`` of its own) starts at ``lr x lr_scale``, which it keeps without an LR schedule.
-    ``fused``: the update implementation (see :func:`implementation`; the device is the first
+    ``fused``: the update implementation (see :func:`update_kernel_kwargs`; the device is the first
     parameter's). It is kept when a checkpoint's optimizer state is loaded, whatever
-    implementation wrote it."""
+    implementation wrote it.
+
+    Args:
+        params: parameters or parameter groups (see :func:`param_groups`).
+        name: ``"sgd"``, ``"nesterov"`` or ``"adamw"``.
+        lr: the base learning rate.
+        momentum: SGD momentum.
+        weight_decay: the decay of groups that set none of their own.
+        betas: AdamW's betas.
+        fused: ``True``, ``False`` or ``"auto"``: the update implementation.
+    """
     params = [dict(g, lr=lr * g["lr_scale"]) if isinstance(g, dict) and "lr_scale" in g
               and "lr" not in g else g for g in params]
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
-    impl = implementation(fused, _first_device(params))
+    impl = update_kernel_kwargs(fused, _first_device(params))
     if name in ("sgd", "nesterov"):
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                     nesterov=name == "nesterov", **impl)

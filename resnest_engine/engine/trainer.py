@@ -132,12 +132,14 @@ def create_trainer(
 
     Args:
         model: the model, optionally wrapped in ``DistributedDataParallel``.
+        optimizer: the optimizer stepped once per iteration.
         loss_fn: ``loss_fn(logits, target)``, mean over the batch; the target is whatever
             ``batch_transform`` returns (soft targets after mixup).
         device: where batches go (default: the model's device).
         amp: ``"off"``, ``"fp16"`` (autocast + ``GradScaler``) or ``"bf16"`` (autocast), on CPU or
             CUDA. For fp16 a ``GradScaler`` is created unless given; it is ``engine.state.scaler``
             (ignite's own place for it, as in ``create_supervised_trainer``), None otherwise.
+        scaler: the ``GradScaler`` for fp16 (default: a new one).
         grad_accum: split each batch into this many micro-batches; gradients are accumulated and
             DDP syncs only on the last one (``no_sync``). The batch always means images per step.
         clip_grad: clip the global gradient norm to this value (after unscaling); 0 = off.
@@ -147,7 +149,9 @@ def create_trainer(
         prepare_batch: ``(batch, device, non_blocking) -> (x, y)``, ignite's convention: moves
             the loader's batch to the device (default: its first two items). The data package's
             loaders provide ``loader.prepare_batch`` (it also normalises the fast uint8 JPEG path).
+        non_blocking: asynchronous host-to-device copies.
         deterministic: use :class:`SeededDeterministicEngine` with ``seed``.
+        seed: that engine's seed (None means 0); unused without ``deterministic``.
 
     ``engine.state.output`` is a dict: ``loss`` (0-d tensor, mean over the whole batch, not
     synced to the host), ``batch_size`` (int), ``y_pred`` (detached logits), ``y`` (hard labels),

@@ -16,8 +16,9 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 
-from ..checksum import tensor_checksum, with_checksum
-from ..files import UnsafeLoadError, WriteError, atomic_write, safe_load, write_sidecar
+from ..errors import InputError
+from ..storage.checksum import tensor_checksum, with_checksum
+from ..storage.files import UnsafeLoadError, WriteError, atomic_write, safe_load, write_sidecar
 from ..models.weights import KeyMismatch
 
 __all__ = ["AtomicDiskSaver", "CheckpointError", "CheckpointWriteError", "Stateful", "atomic_save",
@@ -33,7 +34,7 @@ CHECKPOINT_KEYS = ("format_version", "meta", "model", "optimizer", "trainer", "s
                    "scaler", "ema", "rng", "metrics")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint could not be written or does not load/verify."""
 
 
@@ -68,7 +69,7 @@ def atomic_save(obj: Any, path: Union[str, Path], on_written: Optional[Callable]
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: Union[str, Path]) -> None:
     """:func:`atomic_save` of a plain state_dict (loadable as it is by timm, the official code
     and ``torch.load``) with its checksum in the sidecar ``PATH.checksum``, written just before
-    the file is renamed into place (see :mod:`resnest_engine.checksum`)."""
+    the file is renamed into place (see :mod:`resnest_engine.storage.checksum`)."""
     atomic_save(state_dict, path, on_written=lambda: write_sidecar(path, tensor_checksum(state_dict)))
 
 
@@ -126,6 +127,11 @@ def create_resume_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSave
     """Resume points ``resume-e{epoch:03d}-i{iteration:07d}.pt``, newest ``n_saved`` kept.
 
     Rotation state is saved inside each file (``include_self``), so it continues across resumes.
+
+    Args:
+        to_save: the objects a resume point holds (``StandardHandlers.to_save``).
+        saver: the disk saver that writes the files.
+        n_saved: how many resume points to keep.
     """
     return Checkpoint(to_save, saver, filename_pattern=RESUME_PREFIX + "{global_step}.{ext}",
                       score_function=lambda e: e.state.iteration, global_step_transform=_resume_step,
@@ -149,6 +155,13 @@ def create_best_checkpointer(to_save: Mapping[str, Any], saver: AtomicDiskSaver,
     ``evaluator.add_event_handler(Events.COMPLETED, best)``; the score is the evaluator's
     ``state.metrics[metric]``, the epoch the trainer's. Holds the same objects as a resume point,
     so a best checkpoint is resumable.
+
+    Args:
+        to_save: the objects a checkpoint holds (``StandardHandlers.to_save``).
+        saver: the disk saver that writes the files.
+        trainer: the training engine whose epoch names the file.
+        metric: the evaluator's metric to rank by (higher is better).
+        n_saved: how many best checkpoints to keep.
     """
     score = lambda ev: float(ev.state.metrics[metric])  # noqa: E731
     return Checkpoint(to_save, saver, filename_pattern=BEST_PREFIX + "{global_step}.{ext}",

@@ -16,6 +16,10 @@ def create_ema(model: nn.Module, decay: float) -> EMAHandler:
     ``momentum`` is ``1 - decay``. Place it with ignite's own
     ``ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)`` (the standard
     handlers do). The EMA model is ``ema.ema_model`` (eval mode).
+
+    Args:
+        model: the model to average.
+        decay: timm's EMA decay, e.g. 0.9998.
     """
     if not 0.0 < decay < 1.0:
         raise ValueError(f"EMA decay must be in (0, 1), got {decay}")

@@ -9,7 +9,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
-from ..files import atomic_write_text
+from ..storage.files import atomic_write_text
 
 __all__ = ["MetricsHistory"]
 

@@ -88,6 +88,18 @@ def create_lr_scheduler(
     ``f = warmup_start_factor``; then the decay over the remaining steps. When
     ``warmup_steps >= total_steps`` the whole run is that warmup line, cut short (no decay). ``milestones`` (for
     ``step``) count steps from the start of training, warmup included.
+
+    Args:
+        optimizer: the optimizer whose groups' LR is scheduled.
+        name: the schedule, one of ``SCHEDULES`` (``cos``, ``step``, ``linear``, ``poly``).
+        lr: the peak learning rate.
+        total_steps: the run's optimizer steps.
+        warmup_steps: linear warmup steps at the start.
+        warmup_start_factor: the warmup's first LR as a fraction of ``lr``.
+        min_lr: the LR the decay ends at.
+        milestones: ``step``'s decay points, in steps from the start of training.
+        gamma: ``step``'s factor at each milestone.
+        power: ``poly``'s exponent.
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")

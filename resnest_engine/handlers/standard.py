@@ -57,11 +57,13 @@ from .checkpoint import (FORMAT_VERSION, AtomicDiskSaver, Stateful, save_weights
                          create_best_checkpointer, create_epoch_checkpointer,
                          create_resume_checkpointer)
 from .dropblock import DropBlockRamp
-from .logging import TensorBoard, TrainLogger, create_progress_bar
+from .logging import TrainLogger, create_progress_bar
+from .tensorboard import TensorBoard
 from .metrics_history import MetricsHistory
 from .nan_guard import NanGuard
 from .schedules import LRScale
 from .validation import Validation
+from ..storage.run_dir import RunDir
 
 __all__ = ["FinalWeights", "StandardHandlers", "StandardOptions", "attach_standard_handlers",
            "build_standard_handlers", "training_finished", "write_final_outputs"]
@@ -81,10 +83,16 @@ class StandardOptions:
     meta: Dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
 
 
+def all_epochs_ran(iteration: int, max_epochs: Optional[int], epoch_length: int) -> bool:
+    """True when ``iteration`` is the last of ``max_epochs`` epochs of ``epoch_length`` (of an
+    engine's state, or of a checkpoint's ``trainer`` entry)."""
+    return max_epochs is not None and iteration >= max_epochs * epoch_length
+
+
 def training_finished(engine: Engine) -> bool:
     """True when the engine ran all its epochs (not stopped early by a signal or the NaN guard)."""
     s = engine.state
-    return s.max_epochs is not None and s.iteration >= s.max_epochs * s.epoch_length
+    return all_epochs_ran(s.iteration, s.max_epochs, s.epoch_length)
 
 
 class FinalWeights:
@@ -116,11 +124,11 @@ def write_final_outputs(ckpt: Dict[str, Any], out_dir: Path) -> Path:
     writing them (a full disk): ``model_weights.pt`` (the EMA weights when the run had an EMA)
     and ``metrics.json``, the same files :class:`FinalWeights` writes. Returns the weights path."""
     out_dir = Path(out_dir)
-    path = out_dir / "model_weights.pt"
+    path = RunDir(out_dir).weights
     save_weights(ckpt["ema"] or ckpt["model"], path)
     state = ckpt.get("metrics")
     if state:
-        history = MetricsHistory(out_dir / "metrics.json", weights=state.get("weights", "raw"))
+        history = MetricsHistory(RunDir(out_dir).metrics, weights=state.get("weights", "raw"))
         history.load_state_dict(state)
         history.write()
     return path
@@ -211,7 +219,19 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
                             **options: Any) -> StandardHandlers:
     """The standard pieces around the built ones (nothing is attached yet): NaN guard, logging,
     metrics.json, TensorBoard, checkpoints and final weights, by ``opts`` (or ``**options``, the
-    fields of :class:`StandardOptions` as keywords, which also override ``opts``)."""
+    fields of :class:`StandardOptions` as keywords, which also override ``opts``).
+
+    Args:
+        trainer: the training engine (from :func:`~resnest_engine.engine.create_trainer`).
+        model: the model being trained.
+        optimizer: its optimizer.
+        opts: cadence and output options (default: ``StandardOptions()``).
+        lr_scheduler: an LR scheduler to place each iteration (e.g. :func:`create_lr_scheduler`).
+        ema: an EMA handler (:func:`create_ema`), checkpointed and validated beside the model.
+        validation: a :class:`Validation`, run on the options' cadence.
+        dropblock: a :class:`DropBlockRamp`.
+        options: fields of :class:`StandardOptions` as keywords; they override ``opts``.
+    """
     opts = dataclasses.replace(opts, **options) if opts is not None else StandardOptions(**options)
     out_dir = Path(opts.output_dir) if opts.output_dir else None
     raw_model = unwrap_model(model)
@@ -225,9 +245,9 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
     h.nan_guard = NanGuard(opts.nan_check_every, force=h.resume_point_due)
     h.train_logger = TrainLogger(opts.log_every, optimizer)
     h.progress_bar = create_progress_bar(opts.progress_bar)
-    h.history = MetricsHistory(out_dir / "metrics.json" if out_dir else None)
+    h.history = MetricsHistory(RunDir(out_dir).metrics if out_dir else None)
     if out_dir is not None and opts.tensorboard:
-        h.tensorboard = TensorBoard(out_dir / "tb")
+        h.tensorboard = TensorBoard(RunDir(out_dir).tensorboard)
 
     to_save.update({
         "format_version": Stateful(lambda: FORMAT_VERSION),
@@ -248,7 +268,7 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
     })
     if out_dir is None:
         return h
-    saver = (BackgroundDiskSaver if opts.async_checkpoint else AtomicDiskSaver)(out_dir / "checkpoints")
+    saver = (BackgroundDiskSaver if opts.async_checkpoint else AtomicDiskSaver)(RunDir(out_dir).checkpoints)
     if validation is not None and opts.keep_best > 0:
         h.best_checkpointer = create_best_checkpointer(to_save, saver, trainer, "top1", opts.keep_best)
         to_save["best_checkpointer"] = Stateful(
@@ -258,7 +278,7 @@ def build_standard_handlers(trainer: Engine, model: nn.Module, optimizer: torch.
     # Placed only while there are mid-epoch points (they rotate epoch-end points out; a resume on
     # another number of processes needs the newest epoch boundary).
     h.epoch_checkpointer = create_epoch_checkpointer(to_save, saver)
-    h.final_weights = FinalWeights(out_dir / "model_weights.pt", model)
+    h.final_weights = FinalWeights(RunDir(out_dir).weights, model)
     return h
 
 

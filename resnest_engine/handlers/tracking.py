@@ -14,6 +14,7 @@ from ignite.engine import Engine, Events
 from ..errors import InputError, one_line, os_error_message
 from .logging import TrainLogger
 from .standard import training_finished
+from ..storage.run_dir import RunDir
 
 logger = logging.getLogger("resnest_engine")
 
@@ -21,9 +22,10 @@ __all__ = ["MLFLOW_RUN_ID", "MLflowTracking", "flat_params"]
 
 #: The checkpoint meta key holding the MLflow run id (a resumed run continues that run).
 MLFLOW_RUN_ID = "mlflow_run_id"
-#: What :class:`MLflowTracking` logs as artifacts at the end, from the output directory.
-RUN_FILES = ("config.yaml", "metrics.json")
-WEIGHT_FILES = ("model_weights.pt", "model_weights.pt.checksum")
+#: What :class:`MLflowTracking` logs as artifacts at the end, from the output directory: always
+#: :data:`LOGGED_FILES`, with ``log_model`` also :data:`LOGGED_WEIGHT_FILES`.
+LOGGED_FILES = (RunDir.CONFIG, RunDir.METRICS)
+LOGGED_WEIGHT_FILES = (RunDir.WEIGHTS, RunDir.WEIGHTS + RunDir.CHECKSUM_SUFFIX)
 LOCAL_EXPERIMENT = "resnest-engine"
 
 
@@ -238,7 +240,7 @@ class MLflowTracking:
         try:
             with _quiet_retries():
                 if finished and self.output_dir is not None:
-                    names = RUN_FILES + (WEIGHT_FILES if self.log_model else ())
+                    names = LOGGED_FILES + (LOGGED_WEIGHT_FILES if self.log_model else ())
                     for path in _existing(self.output_dir / n for n in names):
                         self.logger.log_artifact(str(path))
                 self._close("FINISHED" if finished else "KILLED")

@@ -1,12 +1,11 @@
 """ResNeSt model zoo: split attention, the ResNet builder, named variants, weight loading."""
-from .dropblock import DropBlock, set_dropblock_prob
-from .registry import Variant, get_model, get_variant, list_models, UnknownModelError
-from .resnet import Bottleneck, ResNet
-from .split_attention import SplitAttention
-from .weights import LoadReport, WeightsError, load_pretrained, read_state_dict
+from .dropblock import set_dropblock_prob
+from .registry import UnknownModelError, get_model, list_models
+from .resnet import ResNet
+from .weights import WeightsError, load_pretrained
 
-__all__ = [
-    "Bottleneck", "DropBlock", "LoadReport", "ResNet", "SplitAttention", "UnknownModelError",
-    "Variant", "WeightsError", "get_model", "get_variant", "list_models", "load_pretrained",
-    "read_state_dict", "set_dropblock_prob",
-]
+# What docs/models.md and README.md teach. The rest stays in its module: .registry (Variant,
+# get_variant), .resnet (Bottleneck), .split_attention (SplitAttention), .dropblock (DropBlock),
+# .weights (LoadReport, read_state_dict), .published.
+__all__ = ["ResNet", "UnknownModelError", "WeightsError", "get_model", "list_models",
+           "load_pretrained", "set_dropblock_prob"]

@@ -14,7 +14,7 @@ from typing import Dict
 import torch
 
 from ..errors import one_line
-from ..files import load_error_reason
+from ..storage.files import load_error_reason
 from .weights import WeightsError, strip_prefixes
 
 __all__ = ["OFFICIAL_WEIGHTS_URL", "PUBLISHED_WEIGHTS", "WEIGHTS_URL_ENV", "published_url",

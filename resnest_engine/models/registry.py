@@ -5,8 +5,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from ..errors import InputError
 from ..config.validation import register_names
-from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .published import load_published_state_dict
 from .resnet import ResNet
 from .weights import load_pretrained
@@ -100,7 +101,9 @@ def get_variant(name: str) -> Variant:
         raise UnknownModelError(f"unknown model {name!r}{hint} (see list_models())") from None
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(InputError, KeyError):
+    """A model name that is not registered (a ``KeyError`` too, as a registry look-up)."""
+
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
@@ -116,6 +119,12 @@ def get_model(name: str, num_classes: int = 1000, pretrained: bool = False,
     The model carries ``model.variant`` (the name), ``model.model_args`` (everything needed to
     rebuild it) and ``model.data_config`` (train crop, eval crop fraction, interpolation,
     mean/std) that the data presets read.
+
+    Args:
+        name: the variant, one of :func:`list_models`.
+        num_classes: the classifier's outputs.
+        pretrained: load the official published weights.
+        overrides: constructor arguments of :class:`ResNet` that replace the variant's.
     """
     variant = get_variant(name)
     kwargs = dict(variant.kwargs, num_classes=num_classes)

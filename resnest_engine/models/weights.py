@@ -9,7 +9,8 @@ from typing import Dict, Iterable, List, Mapping, Tuple, Union
 import torch
 from torch import nn
 
-from ..files import UnsafeLoadError, safe_load
+from ..errors import InputError
+from ..storage.files import UnsafeLoadError, safe_load
 
 __all__ = ["KeyMismatch", "LoadReport", "WeightsError", "load_pretrained", "read_state_dict",
            "strip_prefixes"]
@@ -20,7 +21,7 @@ _PREFIXES = ("module.", "_orig_mod.")
 _CLASSIFIER = ("fc.weight", "fc.bias")
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """A weights file is missing, unreadable or does not fit the model."""
 
 

@@ -71,27 +71,26 @@ OFFICIAL_LOG_EVERY = 100
 _SCHEDULES = {"cos": "cos", "cosine": "cos", "poly": "poly"}
 
 
-class _Error(ValueError):
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
+def _invalid(key: str, message: str) -> ConfigError:
+    """The error of an official key's value: ``KEY: message``, naming the key."""
+    return ConfigError(f"{key}: {message}", key=key)
 
 
 def _int(key: str, value: Any, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise _Error(key, f"expected an integer >= {lo}, got {value!r}")
+        raise _invalid(key, f"expected an integer >= {lo}, got {value!r}")
     return value
 
 
 def _num(key: str, value: Any, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
-        raise _Error(key, f"expected a number{' > 0' if positive else ''}, got {value!r}")
+        raise _invalid(key, f"expected a number{' > 0' if positive else ''}, got {value!r}")
     return float(value)
 
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Error(key, f"expected true or false, got {value!r}")
+        raise _invalid(key, f"expected true or false, got {value!r}")
     return value
 
 
@@ -152,41 +151,41 @@ def translate_official(flat: Mapping[str, Any], world_size: int
 
     start = o["TRAINING.START_EPOCHS"]
     if start != 0:
-        raise _Error("TRAINING.START_EPOCHS", f"{start!r}: starting part-way through the schedule "
+        raise _invalid("TRAINING.START_EPOCHS", f"{start!r}: starting part-way through the schedule "
                      "with fresh weights is not supported; resume from the official "
                      "checkpoint_N.pth with --resume (it continues at epoch N+1)")
 
     schedule = o["OPTIMIZER.LR_SCHEDULER"]
     if schedule == "step":
-        raise _Error("OPTIMIZER.LR_SCHEDULER", "'step' cannot run in the official script (its "
+        raise _invalid("OPTIMIZER.LR_SCHEDULER", "'step' cannot run in the official script (its "
                      "scheduler needs lr_step, which train.py never passes); write a "
                      "resnest-engine config with OPTIMIZER.LR_SCHEDULER: step and "
                      "OPTIMIZER.STEPS: [...] instead")
     if schedule not in _SCHEDULES:
-        raise _Error("OPTIMIZER.LR_SCHEDULER", f"expected one of 'cos', 'cosine', 'poly' (the "
+        raise _invalid("OPTIMIZER.LR_SCHEDULER", f"expected one of 'cos', 'cosine', 'poly' (the "
                      f"official schedules), got {schedule!r}")
 
     final_drop = o["MODEL.FINAL_DROP"]
     if final_drop is True:
-        raise _Error("MODEL.FINAL_DROP", "true would be Dropout(p=1.0) in the official code (it "
+        raise _invalid("MODEL.FINAL_DROP", "true would be Dropout(p=1.0) in the official code (it "
                      "is used as a probability); give the probability, e.g. 0.2 (false = off)")
     final_drop = 0.0 if final_drop is False else _num("MODEL.FINAL_DROP", final_drop)
 
     rand_aug = o["DATA.RAND_AUG"]
     if not isinstance(rand_aug, bool):
-        raise _Error("DATA.RAND_AUG", f"expected true or false (the official switch), got "
+        raise _invalid("DATA.RAND_AUG", f"expected true or false (the official switch), got "
                      f"{rand_aug!r}")
 
     dataset = o["DATA.DATASET"]
     if not isinstance(dataset, str) or not dataset:
-        raise _Error("DATA.DATASET", f"expected a dataset name, got {dataset!r}")
+        raise _invalid("DATA.DATASET", f"expected a dataset name, got {dataset!r}")
     root = o["DATA.ROOT"]
     if not isinstance(root, str) or not root:
-        raise _Error("DATA.ROOT", f"expected a directory, got {root!r}")
+        raise _invalid("DATA.ROOT", f"expected a directory, got {root!r}")
 
     name = o["MODEL.NAME"]
     if not isinstance(name, str) or not name:
-        raise _Error("MODEL.NAME", f"expected a model name, got {name!r}")
+        raise _invalid("MODEL.NAME", f"expected a model name, got {name!r}")
     model = OFFICIAL_RESNET_NAMES.get(name, name)
 
     ours: Dict[str, Dict[str, Any]] = {

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from tests.cli.cli_helpers import TINY, merge
+from tests.support.cli import TINY, merge
 
 
 @pytest.fixture

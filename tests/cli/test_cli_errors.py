@@ -6,8 +6,8 @@ import torch
 import yaml
 from PIL import Image
 
-from resnest_engine.checksum import with_checksum
-from tests.cli.cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
+from resnest_engine.storage.checksum import with_checksum
+from tests.support.cli import TINY, assert_user_error, merge, run_cli, run_main
 
 
 def write(path, data):

@@ -7,7 +7,7 @@ import torch
 import yaml
 from torch import nn
 
-from tests.cli.cli_helpers import TINY, merge, run_cli, run_main
+from tests.support.cli import TINY, merge, run_cli, run_main
 
 from resnest_engine.models import get_model
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 import yaml
 
-from resnest_engine.cli import (build_parser, default_nproc_per_node, resolve_launch_args,
-                                resolve_official_flags)
+from resnest_engine.cli.args import build_parser, resolve_official_flags
+from resnest_engine.cli.launch import default_nproc_per_node, resolve_launch_args
 from resnest_engine.cli.launch import _world_size
 
-from tests.cli.cli_helpers import TINY, assert_user_error, merge, run_cli, run_main
+from tests.support.cli import TINY, assert_user_error, merge, run_cli, run_main
 
 
 def parse(*flags):

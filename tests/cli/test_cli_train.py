@@ -13,7 +13,7 @@ import yaml
 
 from resnest_engine.models import get_model
 
-from tests.cli.cli_helpers import TINY, cli_env, free_port, merge, run_cli
+from tests.support.cli import TINY, cli_env, free_port, merge, run_cli
 
 pytestmark = pytest.mark.slow  # every test starts resnest-train processes
 
@@ -199,7 +199,7 @@ def test_two_nodes_match_spawn(launch_config, spawned, tmp_path):
 def test_quick_start_reruns_keep_at_most_one_previous_run(tmp_path):
     """`make digits` reruns with --force --keep-previous 1: three runs leave the newest run and
     the one before it, and say what was deleted."""
-    from tests.cli.cli_helpers import run_main
+    from tests.support.cli import run_main
     cfg = _config(tmp_path / "tiny.yaml", {"TRAINING": {"EPOCHS": 1},
                                            "OPTIMIZER": {"WARMUP_EPOCHS": 0},
                                            "DATA": {"SYNTHETIC_SIZE": 16}})

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.cli.cli_helpers import REPO, run_cli
+from tests.support.cli import REPO, run_cli
 
 
 @pytest.mark.slow

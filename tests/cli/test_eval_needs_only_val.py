@@ -10,7 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.cli.cli_helpers import TINY, merge, run_main
+from tests.support.cli import TINY, merge, run_main
 
 from resnest_engine.models import get_model
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
+from tests.support.cli import TINY, cli_env, merge, run_cli
 
 pytestmark = pytest.mark.slow  # every test here runs resnest-train processes
 

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tests.cli.cli_helpers import run_main
+from tests.support.cli import run_main
 
 from resnest_engine.models import get_model, published
-from tests.weights_server import WeightsServer, publish
+from tests.support.weights_server import WeightsServer, publish
 
 pytestmark = pytest.mark.slow
 SHAPE = ["MODEL.NAME=resnest14", "DATA.CROP_SIZE=32", "DATA.SMALL_IMAGE=true", "DATA.HFLIP=false",

@@ -7,7 +7,7 @@ import torch
 
 import yaml
 
-from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
+from tests.support.cli import TINY, cli_env, merge, run_cli
 
 pytestmark = pytest.mark.slow  # every test here runs and kills resnest-train processes
 

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from tests.cli.cli_helpers import TINY, merge, run_cli
+from tests.support.cli import TINY, merge, run_cli
 
 pytestmark = pytest.mark.slow  # resnest-train processes
 

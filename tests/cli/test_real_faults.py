@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli
-from tests.real_files import Tmpfs, flip_tensor_bit
-from tests.fault_injection import FILL_DISK_AT_ITER_ENV, FILL_DISK_BEFORE_ENV, FILLER, fill_disk
+from tests.support.cli import TINY, cli_env, merge, run_cli
+from tests.support.real_files import Tmpfs, flip_tensor_bit
+from tests.support.fault_injection import FILL_DISK_AT_ITER_ENV, FILL_DISK_BEFORE_ENV, FILLER, fill_disk
 
 pytestmark = [pytest.mark.slow,  # every test here runs resnest-train processes
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")]
@@ -130,7 +130,7 @@ def test_full_disk_at_the_first_write_of_a_run(small_disk):
     _one_error_line(r, f"cannot write {run}", "No space left on device")
 
 
-@pytest.mark.parametrize("name", ["weights.pt", "program.pt2"])  # .onnx: tests/test_onnx.py
+@pytest.mark.parametrize("name", ["weights.pt", "program.pt2"])  # .onnx: tests/workflows/test_onnx.py
 def test_full_disk_during_an_export(small_disk, reference, name):
     out = small_disk / name
     fill_disk(small_disk)
@@ -176,7 +176,7 @@ def test_a_killed_dataloader_worker_is_one_line_and_resumes_bitwise(tmp_path, re
 
 def test_a_flipped_bit_in_the_newest_resume_point_falls_back_and_resumes_bitwise(tmp_path,
                                                                                  reference):
-    from tests.fault_injection import KILL_AT_ITER_ENV
+    from tests.support.fault_injection import KILL_AT_ITER_ENV
     run = tmp_path / "run"
     # Checkpoints on the training thread: the point of step 6 must be complete when the kill
     # comes after step 7. The background writer could still be writing it then (a step with the

@@ -10,8 +10,8 @@ import time
 import pytest
 import yaml
 
-from tests.cli.cli_helpers import TINY, cli_env, merge, run_cli, run_main
-from resnest_engine.run_lock import (LOCK_NAME, RunDirLock, RunDirLockedError, has_run_content,
+from tests.support.cli import TINY, cli_env, merge, run_cli, run_main
+from resnest_engine.storage.run_lock import (LOCK_NAME, RunDirLock, RunDirLockedError, has_run_content,
                                      read_holder)
 
 # 6 iterations an epoch, 2 epochs: the winner of a race holds the lock for seconds, far longer

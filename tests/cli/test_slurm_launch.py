@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from tests.cli.cli_helpers import TINY, assert_user_error, cli_env, merge, run_cli, run_main
+from tests.support.cli import TINY, assert_user_error, cli_env, merge, run_cli, run_main
 
 CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 2}})
 START_LINE = "resnest-train arguments"
@@ -138,7 +138,8 @@ def _fake_gpus(monkeypatch, n):
 
 
 def _resolved(*args):
-    from resnest_engine.cli import build_parser, resolve_launch_args
+    from resnest_engine.cli.args import build_parser
+    from resnest_engine.cli.launch import resolve_launch_args
     return resolve_launch_args(build_parser().parse_args(["--config-file", "x.yaml", *args]))
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from resnest_engine.config import (Config, apply_overrides, effective_lr, eval_batch_per_process,
                                    train_micro_batch)
-from tests.config.helpers import error
+from tests.support.config import error
 
 
 def test_effective_lr_and_batch_helpers():

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from resnest_engine.config import Config, apply_overrides, diff_configs, dump_config, load_config
-from tests.config.helpers import error, write
+from tests.support.config import error, write
 
 
 def test_base_inheritance_two_levels_relative_to_including_file(tmp_path, monkeypatch):

@@ -118,7 +118,7 @@ def test_option_objects_take_the_schema_defaults(options_cls):
 
 
 def test_data_options_null_geometry_is_the_default_variants():
-    from resnest_engine.models import get_variant
+    from resnest_engine.models.registry import get_variant
     v, opts = get_variant("resnest50"), DataOptions()
     assert (opts.crop_size, opts.eval_crop_fraction, opts.interpolation) == (
         v.crop_size, v.eval_crop_fraction, v.interpolation)

@@ -2,7 +2,7 @@
 import pytest
 
 from resnest_engine.config import Config, apply_overrides
-from tests.config.helpers import error
+from tests.support.config import error
 
 
 def test_override_typing():

@@ -9,7 +9,7 @@ from PIL import Image
 from resnest_engine.config import effective_lr, load_config
 from resnest_engine.data import build_eval_transform, build_train_transform
 from resnest_engine.engine import create_optimizer, param_groups
-from resnest_engine.from_config import build_model, data_options
+from resnest_engine.workflows.from_config import build_model, data_options
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 IMAGENET = sorted(p for p in RECIPES.glob("imagenet_*.yaml") if p.name != "imagenet_base.yaml")

@@ -4,7 +4,7 @@ import pytest
 from resnest_engine.config import (NONDETERMINISTIC_SAFE_KEYS, RESUME_SAFE_KEYS, TRAJECTORY_KEYS,
                                    Config, apply_overrides, check_resume_overrides, diff_configs)
 from resnest_engine.config.schema import ALL_KEYS
-from tests.config.helpers import error
+from tests.support.config import error
 
 
 def test_diff_configs():

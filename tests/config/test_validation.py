@@ -6,7 +6,7 @@ import pytest
 
 from resnest_engine.config import (Config, apply_overrides, config_from_dict, effective_lr,
                                    load_config, validate_config)
-from tests.config.helpers import error, write
+from tests.support.config import error, write
 
 
 @pytest.mark.parametrize("override, starts, contains", [

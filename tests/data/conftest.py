@@ -1,7 +1,7 @@
 """Fixtures for the data tests."""
 import pytest
 
-from tests.data.data_helpers import make_folder
+from tests.support.data import make_folder
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from resnest_engine.data import DataError, DataOptions, close_loader, create_loa
 from resnest_engine.data.cache import CachedSplit, plan_cache
 from resnest_engine.data.reproducible import SeededDataset
 
-from tests.data.data_helpers import make_folder
+from tests.support.data import make_folder
 
 SMALL = dict(small_image=True, color_jitter=0.0, pca_lighting=0.0, workers=0)
 

@@ -8,7 +8,7 @@ import torch
 from resnest_engine.data import DataError, DataOptions, build_dataset, list_datasets
 from resnest_engine.data.datasets import ImageFolderSplit, digits_split
 
-from tests.data.data_helpers import make_folder, write_image
+from tests.support.data import make_folder, write_image
 
 
 def test_registry_names_and_unknown():

@@ -9,7 +9,7 @@ from resnest_engine.data.jpeg import FastJpegSample, make_device_transform, norm
 from resnest_engine.data.reproducible import SeededDataset
 from resnest_engine.data.transforms import build_eval_transform, lighting_offset
 
-from tests.data.data_helpers import write_image
+from tests.support.data import write_image
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -11,7 +11,7 @@ from resnest_engine.data import (DataError, DataOptions, SamplerEpochs, close_lo
 from resnest_engine.data.loaders import make_train_loader
 from resnest_engine.data.samplers import TrainSampler
 
-from tests.data.data_helpers import make_folder
+from tests.support.data import make_folder
 
 
 def test_create_loaders_digits_default_float_path():

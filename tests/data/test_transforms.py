@@ -8,7 +8,7 @@ from resnest_engine.data.reproducible import SeededDataset, TransformedSample, s
 from resnest_engine.data.transforms import ECenterCrop, ERandomCrop, Lighting
 from resnest_engine.data.transforms import ecenter_crop_box, erandom_crop_box, lighting_offset
 
-from tests.data.data_helpers import write_image
+from tests.support.data import write_image
 
 
 class SameImage(torch.utils.data.Dataset):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tests.markdown import python_blocks
+from tests.support.markdown import python_blocks
 
 EXAMPLE = Path(__file__).with_name("custom_handler_example.py")
 ENGINE_DOC = Path(__file__).resolve().parents[2] / "docs" / "engine.md"

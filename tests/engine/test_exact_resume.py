@@ -7,14 +7,14 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 
-from tests.standard_setup import standard_handlers
+from tests.support.standard_setup import standard_handlers
 from resnest_engine.engine import create_optimizer, create_trainer, param_groups
 from resnest_engine.data import MixupCutmix
 from resnest_engine.engine import SoftTargetCrossEntropy
 from resnest_engine.handlers import (attach_standard_handlers, list_checkpoints, load_checkpoint,
                                      read_checkpoint)
 
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 EPOCHS, N, BATCH = 3, 24, 4  # 6 iterations per epoch, 18 in all
 

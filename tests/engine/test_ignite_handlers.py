@@ -12,7 +12,7 @@ from ignite.handlers import (CosineAnnealingScheduler, EarlyStopping, FastaiLRFi
                              ModelCheckpoint, ProgressBar, global_step_from_engine)
 from ignite.metrics import RunningAverage
 
-from tests.standard_setup import standard_handlers
+from tests.support.standard_setup import standard_handlers
 from resnest_engine.engine import TrainEvents, create_evaluator, create_trainer
 from resnest_engine.handlers import (Validation, attach_standard_handlers,
                                      read_checkpoint)

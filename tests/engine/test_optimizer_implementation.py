@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from resnest_engine.config import ConfigError, load_config
-from resnest_engine.engine import create_optimizer, implementation, param_groups
+from resnest_engine.engine import create_optimizer, param_groups
+from resnest_engine.engine.optim import update_kernel_kwargs as implementation
 from tests.support.floats import assert_close_ulps
 
 

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (AtomicDiskSaver, CheckpointWriteError, attach_standard_handlers,
-                                     read_checkpoint)
+from resnest_engine.handlers import attach_standard_handlers, read_checkpoint
+from resnest_engine.handlers.checkpoint import AtomicDiskSaver, CheckpointWriteError
 from resnest_engine.handlers.background_saver import BackgroundDiskSaver
-from tests.fault_injection import fill_disk
-from tests.real_files import Tmpfs
-from tests.standard_setup import standard_handlers
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.fault_injection import fill_disk
+from tests.support.real_files import Tmpfs
+from tests.support.standard_setup import standard_handlers
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 
 def _state(seed):

@@ -15,16 +15,16 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
-from tests.standard_setup import scripted_evaluator, standard_handlers
+from tests.support.standard_setup import scripted_evaluator, standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, atomic_save,
-                                     attach_standard_handlers, check_architecture, list_checkpoints,
-                                     load_checkpoint, read_checkpoint)
+from resnest_engine.handlers import (CheckpointError, attach_standard_handlers, check_architecture,
+                                     list_checkpoints, load_checkpoint, read_checkpoint)
+from resnest_engine.handlers.checkpoint import AtomicDiskSaver, atomic_save
 from resnest_engine.handlers.checkpoint import CHECKPOINT_KEYS
-from tests.cli.cli_helpers import cli_env
-from tests.fault_injection import KILL_IN_SAVE_ENV
+from tests.support.cli import cli_env
+from tests.support.fault_injection import KILL_IN_SAVE_ENV
 
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch import nn
 
-from tests.standard_setup import standard_handlers
+from tests.support.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (DropBlockRamp, attach_standard_handlers,
-                                     dropblock_prob_at)
+from resnest_engine.handlers import DropBlockRamp, attach_standard_handlers
+from resnest_engine.handlers.dropblock import dropblock_prob_at
 from resnest_engine.models import get_model
 from resnest_engine.models.dropblock import DropBlock, set_dropblock_prob
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch import nn
 
-from tests.standard_setup import standard_handlers
+from tests.support.standard_setup import standard_handlers
 from resnest_engine.engine import create_evaluator, create_trainer
 from resnest_engine.handlers import (create_ema, attach_standard_handlers,
                                      read_checkpoint)

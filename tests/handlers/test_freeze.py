@@ -9,7 +9,7 @@ from resnest_engine.handlers.freeze import FreezeBody
 from resnest_engine.handlers.schedules import LRScale, create_lr_scheduler
 from resnest_engine.models import get_model
 
-from tests.tiny_models import make_loader
+from tests.support.tiny_models import make_loader
 
 
 def test_body_lr_scale_and_freeze_are_visible_in_the_optimizer():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
-from tests.standard_setup import standard_handlers
+from tests.support.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import attach_standard_handlers
 

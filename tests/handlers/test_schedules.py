@@ -7,10 +7,10 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from tests.standard_setup import standard_handlers
+from tests.support.standard_setup import standard_handlers
 from resnest_engine.engine import create_trainer
-from resnest_engine.handlers import (attach_standard_handlers,
-                                     create_lr_scheduler, simulate_lr)
+from resnest_engine.handlers import attach_standard_handlers, create_lr_scheduler
+from resnest_engine.handlers.schedules import simulate_lr
 
 LR, MIN_LR, GAMMA, POWER = 0.4, 0.01, 0.1, 0.9
 

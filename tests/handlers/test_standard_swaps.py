@@ -16,7 +16,7 @@ from resnest_engine.handlers import (DropBlockRamp, FinalWeights, MetricsHistory
                                      TensorBoard, TrainLogger, Validation, attach_standard_handlers,
                                      build_standard_handlers, create_ema, create_lr_scheduler,
                                      read_checkpoint)
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 EPOCHS, N, BATCH = 2, 16, 4
 STEPS = N // BATCH  # per epoch

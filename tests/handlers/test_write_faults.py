@@ -8,14 +8,15 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from resnest_engine.checksum import VERIFY_ENV, tensor_checksum
-from resnest_engine.files import WriteError, atomic_write_text
-from resnest_engine.handlers import (AtomicDiskSaver, CheckpointError, CheckpointWriteError,
-                                     read_checkpoint, save_weights, setup_logger)
-from resnest_engine.handlers.logging import TensorBoard
-from resnest_engine.models import WeightsError, read_state_dict
-from tests.fault_injection import fill_disk
-from tests.real_files import Tmpfs, flip_tensor_bit
+from resnest_engine.storage.checksum import VERIFY_ENV, tensor_checksum
+from resnest_engine.storage.files import WriteError, atomic_write_text
+from resnest_engine.handlers import CheckpointError, read_checkpoint, setup_logger
+from resnest_engine.handlers.checkpoint import AtomicDiskSaver, CheckpointWriteError, save_weights
+from resnest_engine.handlers.tensorboard import TensorBoard
+from resnest_engine.models import WeightsError
+from resnest_engine.models.weights import read_state_dict
+from tests.support.fault_injection import fill_disk
+from tests.support.real_files import Tmpfs, flip_tensor_bit
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI is)")
 

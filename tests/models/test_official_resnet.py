@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from resnest_engine.models import get_model, get_variant
+from resnest_engine.models import get_model
+from resnest_engine.models.registry import get_variant
 from resnest_engine.official import OFFICIAL_RESNET_NAMES
 
 LAYERS = {"resnet50_splat": [3, 4, 6, 3], "resnet101_splat": [3, 4, 23, 3],

@@ -5,9 +5,9 @@ import torch
 from resnest_engine.config import Config, apply_overrides
 from resnest_engine.models import WeightsError, get_model
 from resnest_engine.models import published
-from resnest_engine.from_config import build_model
+from resnest_engine.workflows.from_config import build_model
 
-from tests.weights_server import WeightsServer as Server, publish
+from tests.support.weights_server import WeightsServer as Server, publish
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import shlex
 import pytest
 import torch
 
-from resnest_engine.models import WeightsError, get_model, load_pretrained, read_state_dict
+from resnest_engine.models import WeightsError, get_model, load_pretrained
+from resnest_engine.models.weights import read_state_dict
 
 timm = pytest.importorskip("timm")
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnest_engine.models import (
-    Bottleneck, DropBlock, UnknownModelError, get_model, get_variant, list_models,
-    set_dropblock_prob,
-)
+from resnest_engine.models import UnknownModelError, get_model, list_models, set_dropblock_prob
+from resnest_engine.models.dropblock import DropBlock
+from resnest_engine.models.registry import get_variant
+from resnest_engine.models.resnet import Bottleneck
 
 # Variants that neither timm nor torchvision implement: no reference to compare against.
 FAST_WITHOUT_REFERENCE = [

@@ -9,9 +9,9 @@ import yaml
 
 from resnest_engine.config import config_to_dict, dump_config, effective_lr
 from resnest_engine.engine import param_groups
-from resnest_engine.from_config import build_model, data_options
+from resnest_engine.workflows.from_config import build_model, data_options
 from resnest_engine.official import OFFICIAL_DEFAULTS, load_config, read_config
-from tests.config.helpers import error
+from tests.support.config import error
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,8 @@ import torch.nn.functional as F
 
 from resnest_engine.engine import create_evaluator, create_trainer
 from resnest_engine.handlers import TrainLogger, Validation
-from resnest_engine.official import BATCH_LINE, EPOCH_LINE, VALIDATION_LINE, validation_line
+from resnest_engine.official import BATCH_LINE, EPOCH_LINE, VALIDATION_LINE
+from resnest_engine.official.log_format import validation_line
 
 
 

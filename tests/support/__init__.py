@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: fixtures of files, tiny models, CLI runs, fault injection."""

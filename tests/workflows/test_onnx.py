@@ -20,22 +20,23 @@ import torch
 import yaml
 from PIL import Image
 
-from resnest_engine.checksum import file_checksum, sidecar_path
+from resnest_engine.storage.checksum import file_checksum, sidecar_path
 from resnest_engine.config import config_from_dict, load_config
-from resnest_engine.data import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
+from resnest_engine.data import build_eval_transform
+from resnest_engine.data.options import IMAGENET_MEAN, IMAGENET_STD
 from resnest_engine.errors import InputError
-from resnest_engine.export import ONNX_EXTRA, OnnxMetadata, export_weights
-from resnest_engine.from_config import data_options
+from resnest_engine.workflows.export import ONNX_EXTRA, OnnxMetadata, export_weights
+from resnest_engine.workflows.from_config import data_options
 from resnest_engine.handlers.checkpoint import FORMAT_VERSION, save_weights
 from resnest_engine.models import get_model
 
-from tests.fault_injection import FILLER, fill_disk
-from tests.real_files import Tmpfs
-from tests.cli.cli_helpers import run_main
-from tests.markdown import python_blocks
-from tests.test_predict import assert_one_error_line, predict, read_csv
+from tests.support.fault_injection import FILLER, fill_disk
+from tests.support.real_files import Tmpfs
+from tests.support.cli import run_main
+from tests.support.markdown import python_blocks
+from tests.workflows.test_predict import assert_one_error_line, predict, read_csv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["cat", "dog", "fish"]
 RUN_FC_SCALE = 20.0
 RUN_CONFIG = {

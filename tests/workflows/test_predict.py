@@ -1,4 +1,4 @@
-"""``resnest-predict`` and :func:`resnest_engine.predict.predict` against a real tiny run: the
+"""``resnest-predict`` and :func:`resnest_engine.workflows.predict.predict` against a real tiny run: the
 sklearn digits written as PNG folders, trained for 3 epochs through the CLI once for the whole
 module (about 30 s on one CPU thread)."""
 import contextlib
@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from resnest_engine.cli.predict import main as predict_main
-from tests.real_files import write_digits
+from tests.support.real_files import write_digits
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOP1_LINE = re.compile(r"^Validation: Top1: ([0-9.]+) \| Top5: ([0-9.]+)$", re.M)
 
 pytestmark = pytest.mark.slow
@@ -263,9 +263,9 @@ def test_predict_from_python_gives_the_models_own_top1(run, tmp_path):
 
     from resnest_engine.config import load_config
     from resnest_engine.data import build_eval_transform
-    from resnest_engine.from_config import data_options, model_kwargs
+    from resnest_engine.workflows.from_config import data_options, model_kwargs
     from resnest_engine.models import get_model
-    from resnest_engine.predict import predict as predict_images
+    from resnest_engine.workflows.predict import predict as predict_images
 
     out, data = run
     images = [data / "val" / d / "031.png" for d in ("2", "6", "9")]
@@ -294,7 +294,7 @@ def test_predict_from_python_gives_the_models_own_top1(run, tmp_path):
 
 def test_predict_never_writes_over_a_file_of_the_run(run, tmp_path):
     from resnest_engine.errors import InputError
-    from resnest_engine.predict import predict as predict_images
+    from resnest_engine.workflows.predict import predict as predict_images
 
     out, data = run
     before = (out / "metrics.json").read_bytes()

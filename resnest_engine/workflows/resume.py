@@ -27,12 +27,12 @@ import torch
 from ignite.engine import Engine
 from torch import nn
 
-from .handlers.checkpoint import (EPOCH_PREFIX, RESUME_PREFIX, CheckpointError,
+from ..handlers.checkpoint import (EPOCH_PREFIX, RESUME_PREFIX, CheckpointError,
                                   check_architecture, list_checkpoints, load_checkpoint,
                                   read_checkpoint)
-from .official import is_official_checkpoint, load_official_checkpoint, read_resume_file
-from .handlers.standard import StandardHandlers
-from .models.weights import strip_prefixes
+from ..official import is_official_checkpoint, load_official_checkpoint, read_resume_file
+from ..handlers.standard import StandardHandlers
+from ..models.weights import strip_prefixes
 
 __all__ = ["CheckpointResume", "OfficialResume", "elastic_accum", "elastic_resume_point",
            "open_resume"]

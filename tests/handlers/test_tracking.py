@@ -26,9 +26,9 @@ from resnest_engine.handlers import MLflowTracking, attach_standard_handlers, li
     read_checkpoint
 from resnest_engine.handlers import tracking as tracking_module
 from resnest_engine.handlers.tracking import MLFLOW_RUN_ID, flat_params
-from tests.cli.cli_helpers import TINY, cli_env, free_port, merge, run_cli, run_main
-from tests.standard_setup import standard_handlers
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.cli import TINY, cli_env, free_port, merge, run_cli, run_main
+from tests.support.standard_setup import standard_handlers
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 mlflow = pytest.importorskip("mlflow")  # the mlflow extra (make test installs it)
 

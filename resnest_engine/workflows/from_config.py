@@ -14,24 +14,24 @@ import torch
 from ignite.engine import Engine
 from torch import nn
 
-from .config import Config, config_to_dict, effective_lr
-from .config.options import option_values
-from .data import DataOptions, MixupCutmix
-from .engine import (SoftTargetCrossEntropy, create_optimizer, create_trainer, param_groups,
-                     unwrap_model)
-from .handlers import (DropBlockRamp, FreezeBody, MLflowTracking, StandardHandlers,
+from ..config import Config, config_to_dict, effective_lr
+from ..config.options import option_values
+from ..data import DataOptions, MixupCutmix
+from ..engine import SoftTargetCrossEntropy, create_optimizer, create_trainer, param_groups
+from ..engine.distributed import unwrap_model
+from ..handlers import (DropBlockRamp, FreezeBody, MLflowTracking, StandardHandlers,
                        StandardOptions, Validation, build_standard_handlers, create_ema,
                        create_lr_scheduler)
-from .models import get_model, get_variant, load_pretrained
-from .models.published import load_published_state_dict, published_url
+from ..models import get_model, load_pretrained
+from ..models.registry import get_variant
+from ..models.published import load_published_state_dict, published_url
 
-__all__ = ["CLASSES_FILE", "build_freeze", "build_handlers", "build_loss", "build_lr_scheduler",
+__all__ = ["build_freeze", "build_handlers", "build_loss", "build_lr_scheduler",
            "build_model", "build_optimizer", "build_trainer", "checkpoint_meta", "data_options",
            "model_kwargs"]
 
 logger = logging.getLogger("resnest_engine")
 
-CLASSES_FILE = "classes.json"  # a run's class names, index order
 
 
 def data_options(cfg: Config) -> DataOptions:

@@ -10,14 +10,16 @@ import torch
 from ignite.engine import Engine
 from ignite.utils import manual_seed
 
-from .config import Config
-from .data import create_eval_loader
-from .engine import create_evaluator
-from .engine.precision import resolve_amp, resolve_channels_last
-from .files import UnsafeLoadError, safe_load
-from .from_config import CLASSES_FILE, data_options, model_kwargs
-from .handlers import run_validation, setup_logger
-from .models import WeightsError, get_model, load_pretrained
+from ..config import Config
+from ..data.loaders import create_eval_loader
+from ..engine import create_evaluator
+from ..engine.precision import resolve_amp, resolve_channels_last
+from ..storage.files import UnsafeLoadError, safe_load
+from .from_config import data_options, model_kwargs
+from ..handlers import setup_logger
+from ..handlers.validation import run_validation
+from ..models import WeightsError, get_model, load_pretrained
+from ..storage.run_dir import RunDir
 
 __all__ = ["eval_setup", "evaluate", "stored_class_names"]
 
@@ -36,7 +38,7 @@ def stored_class_names(weights: Path) -> Optional[List[str]]:
     except (UnsafeLoadError, AttributeError, TypeError):
         pass  # not ours, or unreadable: loading the weights reports it properly
     for directory in (weights.parent, weights.parent.parent):
-        path = directory / CLASSES_FILE
+        path = directory / RunDir.CLASSES
         if path.is_file():
             names = json.loads(path.read_text())
             if isinstance(names, list) and all(isinstance(n, str) for n in names):
@@ -70,7 +72,12 @@ def eval_setup(cfg: Config, weights: Path, classes: Optional[Sequence[str]] = No
 
 def evaluate(cfg: Config, weights: Path) -> Dict[str, float]:
     """Evaluate a checkpoint or weights file on the validation split (the only data it reads);
-    class order from the names stored with the weights, else the val split's folders."""
+    class order from the names stored with the weights, else the val split's folders.
+
+    Args:
+        cfg: the config (its data and model sections are used).
+        weights: a checkpoint or weights file.
+    """
     setup_logger(None)
     manual_seed(cfg.SEED)
     evaluator, val_loader, _ = eval_setup(cfg, weights, stored_class_names(weights))

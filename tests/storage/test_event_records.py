@@ -3,7 +3,7 @@ resumed writer's purge step and a torn last record."""
 import pytest
 from tensorboardX import SummaryWriter
 
-from resnest_engine.event_records import read_scalars
+from resnest_engine.storage.event_records import read_scalars
 
 # TensorBoard stores simple_value as float32: a value read back equals the float32 rounding of
 # the written one, so the test writes values exact in float32 (k / 8) and compares with ==.

@@ -2,14 +2,14 @@
 (``resnest-report`` is its command line, :mod:`resnest_engine.cli.report`; ``resnest-train
 --eval-only --report`` writes it too).
 
-    from resnest_engine.report import write_report
+    from resnest_engine.workflows.report import write_report
     path = write_report("output/digits")   # -> output/digits/report.html
 
 The page is one self-contained HTML file (figures and thumbnails are PNG ``data:`` URIs, the
 style is inline; it references no other file) holding:
 
 - the curves: the training loss, top-1 and learning rate at every logged step (the run's
-  TensorBoard records under ``tb/``, :mod:`resnest_engine.event_records`) beside the validation
+  TensorBoard records under ``tb/``, :mod:`resnest_engine.storage.event_records`) beside the validation
   loss, top-1 and top-5 (raw weights, and EMA when the run kept one) and the learning rate of
   each validation (``metrics.json``);
 - the confusion matrix of the run's weights (final, else best, else newest, as ``--eval-only``
@@ -20,7 +20,7 @@ style is inline; it references no other file) holding:
   predicted probability.
 
 The validation data goes through the run's own eval transform and loader
-(:func:`resnest_engine.data.create_eval_loader`, as ``--eval-only``), in the class order stored
+(:func:`resnest_engine.data.loaders.create_eval_loader`, as ``--eval-only``), in the class order stored
 with the run; the train split is never read. The figures need matplotlib (``pip install
 'resnest-engine[report]'``).
 """
@@ -41,15 +41,16 @@ import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
-from .config import Config, load_config
-from .data.options import channel_stats
-from .errors import InputError, one_line
+from ..config import Config, load_config
+from ..data.options import channel_stats
+from ..errors import InputError, one_line
 from .evaluate import eval_setup, stored_class_names
-from .event_records import read_scalars
-from .files import atomic_write_text
-from .from_config import CLASSES_FILE, data_options
-from .handlers.checkpoint import BEST_PREFIX
+from ..storage.event_records import read_scalars
+from ..storage.files import atomic_write_text
+from .from_config import data_options
+from ..handlers.checkpoint import BEST_PREFIX
 from .run_files import find_run_weights, refuse_overwrite
+from ..storage.run_dir import RunDir
 
 __all__ = ["MISTAKES", "REPORT_FILE", "MatplotlibMissingError", "require_matplotlib",
            "write_report"]
@@ -63,7 +64,6 @@ TABLE_MAX_CLASSES = 100
 #: Up to this many classes the confusion-matrix figure names every class and prints the counts.
 FIGURE_LABEL_MAX_CLASSES = 40
 INSTALL_HINT = "pip install 'resnest-engine[report]'"
-CONFIG_FILE = "config.yaml"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -172,7 +172,7 @@ def _collect(evaluator: Engine, loader: Any, num_classes: int, keep: int) -> _Ev
 
 def _evaluate(cfg: Config, weights: Path, what: str, classes: Optional[List[str]],
               note: Callable[[str], None]) -> Tuple[_Evaluation, List[str]]:
-    """The weights on the val split, as :func:`resnest_engine.evaluate.evaluate` runs them."""
+    """The weights on the val split, as :func:`resnest_engine.workflows.evaluate.evaluate` runs them."""
     evaluator, loader, names = eval_setup(cfg, weights, classes)
     note(f"evaluating the {what} {weights} on {len(loader.dataset)} validation images "
          f"({idist.device()})")
@@ -217,7 +217,7 @@ def _training_records(run_dir: Path, history: List[Dict[str, Any]]) -> Dict[str,
     if not per_epoch:
         return {}
     steps = per_epoch[-1]
-    scalars = read_scalars(run_dir / "tb", ("train/loss", "train/top1", "train/lr"))
+    scalars = read_scalars(RunDir(run_dir).tensorboard, ("train/loss", "train/top1", "train/lr"))
     return {tag.split("/", 1)[1]: [(step / steps, value) for step, value in points]
             for tag, points in scalars.items()}
 
@@ -391,7 +391,7 @@ def _mistakes_html(ev: _Evaluation, names: Sequence[str], mean, std) -> str:
 
 def _read_history(run_dir: Path) -> Tuple[List[Dict[str, Any]], Dict[str, Any], Optional[str]]:
     """metrics.json's history and summary, or why there are none."""
-    path = run_dir / "metrics.json"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return [], {}, f"{path} does not exist (the run has not validated yet, or this is not a " \
                        "training run directory): no curves"
@@ -486,7 +486,7 @@ def _page(run_dir: Path, cfg: Config, weights: Path, what: str, ev: _Evaluation,
 
 # --------------------------------------------------------------------------- the function
 def _class_names(run_dir: Path, weights: Path) -> Optional[List[str]]:
-    path = run_dir / CLASSES_FILE
+    path = run_dir / RunDir.CLASSES
     if path.is_file():
         try:
             names = json.loads(path.read_text(encoding="utf-8"))
@@ -500,15 +500,11 @@ def _class_names(run_dir: Path, weights: Path) -> Optional[List[str]]:
 
 def _describe_weights(path: Path) -> str:
     """What a weights file given by path is, in the words :func:`find_run_weights` uses."""
-    if path.name == "model_weights.pt":
+    if path.name == RunDir.WEIGHTS:
         return "final weights"
-    if path.parent.name == "checkpoints":
+    if path.parent.name == RunDir.CHECKPOINTS:
         return "best checkpoint" if path.name.startswith(BEST_PREFIX) else "checkpoint"
     return "weights"
-
-
-def _quiet(line: str) -> None:
-    pass
 
 
 def write_report(run_dir: PathLike, *, weights: Optional[PathLike] = None,
@@ -524,21 +520,28 @@ def write_report(run_dir: PathLike, *, weights: Optional[PathLike] = None,
 
     Raises :class:`MatplotlibMissingError` without matplotlib, and
     :class:`~resnest_engine.errors.InputError` for a path that is not a run, weights that do not
-    fit; :class:`~resnest_engine.files.WriteError` (``cannot write PATH: ...``) when the page
+    fit; :class:`~resnest_engine.storage.files.WriteError` (``cannot write PATH: ...``) when the page
     cannot be written.
+
+    Args:
+        run_dir: the training run directory.
+        weights: evaluate this weights or checkpoint file instead of the run's own.
+        cfg: the config to evaluate with (default: the run's ``config.yaml``).
+        output: where to write (default ``RUN_DIR/report.html``).
+        note: called with what is evaluated.
     """
     new_figure = _figure_class()  # first: no evaluation pass without the means to draw it
     if idist.get_world_size() > 1:
         raise InputError("write_report runs in one process (each process of a group would "
                          "see only its shard of the validation split)")
-    note = note or _quiet
+    note = note or (lambda line: None)  # silent
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"run directory not found: {run}")
     if cfg is None:
-        if not (run / CONFIG_FILE).is_file():
-            raise InputError(f"{run} has no {CONFIG_FILE}: not a training run directory")
-        cfg = load_config(run / CONFIG_FILE)
+        if not (run / RunDir.CONFIG).is_file():
+            raise InputError(f"{run} has no {RunDir.CONFIG}: not a training run directory")
+        cfg = load_config(run / RunDir.CONFIG)
     if weights is None:
         path, what = find_run_weights(run, cfg.MODEL.NAME)
     else:

@@ -45,7 +45,7 @@ def cli_env():
     2222, which two tests running at once (``make test``'s xdist workers) would both bind."""
     env = dict(os.environ)
     env["MASTER_PORT"] = str(free_port())
-    # tests/fault_site: the fault-injection plugin (tests/fault_injection.py), inert unless a
+    # tests/fault_site: the fault-injection plugin (tests/support/fault_injection.py), inert unless a
     # RESNEST_ENGINE_KILL_* variable is set.
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests" / "fault_site"),
                                          env.get("PYTHONPATH", "")])

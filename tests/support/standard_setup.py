@@ -5,7 +5,8 @@ from typing import Any, Iterable, Optional
 
 from ignite.engine import Engine, Events
 
-from resnest_engine.engine import create_evaluator, unwrap_model
+from resnest_engine.engine import create_evaluator
+from resnest_engine.engine.distributed import unwrap_model
 from resnest_engine.handlers import (DropBlockRamp, StandardHandlers, Validation,
                                      build_standard_handlers, create_ema, create_lr_scheduler)
 

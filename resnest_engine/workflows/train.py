@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -15,32 +16,44 @@ import ignite.distributed as idist
 import torch
 from ignite.utils import manual_seed
 
-from .config import Config, config_warnings, dump_config, effective_lr
-from .data import SamplerEpochs, close_loader, create_loaders
-from .data.errors import DataError, worker_died
-from .engine import create_evaluator
-from .engine.precision import amp_warning, resolve_amp, resolve_channels_last
-from .exit_codes import ExitCode
-from .files import atomic_write_text
-from .from_config import (CLASSES_FILE, build_freeze, build_handlers, build_loss, build_model,
+from ..config import Config, config_warnings, dump_config, effective_lr
+from ..data import SamplerEpochs, close_loader, create_loaders
+from ..data.errors import DataError, worker_died
+from ..engine import create_evaluator
+from ..engine.precision import amp_warning, resolve_amp, resolve_channels_last
+from ..storage.files import atomic_write_text
+from .from_config import (build_freeze, build_handlers, build_loss, build_model,
                           build_optimizer, build_trainer, checkpoint_meta, data_options)
-from .handlers import GracefulInterrupt, attach_standard_handlers, setup_logger, training_finished
-from .handlers.tracking import MLFLOW_RUN_ID
+from ..handlers import GracefulInterrupt, attach_standard_handlers, setup_logger
+from ..handlers.standard import training_finished
+from ..handlers.tracking import MLFLOW_RUN_ID
 from .resume import open_resume
+from ..storage.run_dir import RunDir
 
-__all__ = ["Interrupted", "RunResult", "train"]
+__all__ = ["Outcome", "TrainResult", "train"]
 
 logger = logging.getLogger("resnest_engine")
 
 
+class Outcome(Enum):
+    """How a :func:`train` call ended (the console command turns it into its exit status)."""
+
+    #: Every epoch ran; the final weights and metrics are written.
+    FINISHED = "finished"
+    #: The loss went NaN/Inf; nothing was written after the last good resume point.
+    NAN = "nan"
+    #: SIGTERM/SIGINT arrived; a resume point was written (``--resume auto`` goes on).
+    INTERRUPTED = "interrupted"
+    #: The trainer stopped before its last epoch for another reason (e.g. a handler terminated it).
+    UNFINISHED = "unfinished"
+
+
 @dataclass
-class RunResult:
-    exit_code: int
+class TrainResult:
+    """What :func:`train` returns: its :class:`Outcome`, and the metrics summary when finished."""
+
+    outcome: Outcome
     metrics: Optional[Dict[str, Any]] = None
-
-
-class Interrupted(Exception):
-    """SIGTERM/SIGINT arrived; a resume point was written."""
 
 
 def _setup(cfg: Config, outdir: Path, preamble: Sequence[str]) -> Tuple[Any, str, bool]:
@@ -49,7 +62,7 @@ def _setup(cfg: Config, outdir: Path, preamble: Sequence[str]) -> Tuple[Any, str
     if idist.get_rank() == 0:
         outdir.mkdir(parents=True, exist_ok=True)
     idist.barrier()
-    setup_logger(outdir / "log.txt")
+    setup_logger(RunDir(outdir).log)
     for line in preamble:
         logger.info("%s", line)
     for line in config_warnings(cfg):
@@ -69,10 +82,17 @@ def _setup(cfg: Config, outdir: Path, preamble: Sequence[str]) -> Tuple[Any, str
 
 
 def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
-          preamble: Sequence[str] = ()) -> RunResult:
+          preamble: Sequence[str] = ()) -> TrainResult:
     """Train ``cfg`` into ``outdir``, optionally resuming from checkpoint ``resume`` (ours, or
     an official ``train.py`` checkpoint). ``preamble``: lines logged first (e.g. the launch
-    arguments and an official config's translation)."""
+    arguments and an official config's translation).
+
+    Args:
+        cfg: the validated config.
+        outdir: the run directory to write.
+        resume: a checkpoint to resume from (ours, or an official ``train.py`` one).
+        preamble: lines logged first (e.g. the launch arguments).
+    """
     outdir, t, rank = Path(outdir), cfg.TRAINING, idist.get_rank()
     device, amp, channels_last = _setup(cfg, outdir, preamble)
     source = open_resume(resume, t.BATCH_SIZE, t.GRAD_ACCUM, idist.get_world_size()) if resume else None
@@ -87,7 +107,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
                         f"{num_classes} classes")
     class_names = getattr(train_loader, "classes", None)
     if rank == 0 and class_names is not None:
-        atomic_write_text(outdir / CLASSES_FILE, json.dumps(list(class_names)) + "\n")
+        atomic_write_text(RunDir(outdir).classes, json.dumps(list(class_names)) + "\n")
 
     # Model (a resume replaces the pretrained weights) and optimizer
     model = build_model(cfg, num_classes, pretrained=source is None)
@@ -132,7 +152,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         logger.info("%s", source.load(handlers, trainer, model=raw_model, optimizer=optimizer,
                                       epoch_length=epoch_length, max_epochs=t.EPOCHS))
     if rank == 0 and (source is None or source.new_run_dir):
-        dump_config(cfg, outdir / "config.yaml")
+        dump_config(cfg, RunDir(outdir).config)
     if source is None:
         logger.info("Run directory %s; %s on %d process(es), effective LR %.6f for batch %d",
                     outdir, cfg.MODEL.NAME, idist.get_world_size(), effective_lr(cfg),
@@ -151,9 +171,9 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         for loader in (trainer.state.dataloader, train_loader, val_loader):
             close_loader(loader)
     if not handlers.writes_allowed():  # the NaN guard fired
-        return RunResult(ExitCode.NAN)
+        return TrainResult(Outcome.NAN)
     if interrupt.signal is not None:
-        return RunResult(ExitCode.INTERRUPTED)
+        return TrainResult(Outcome.INTERRUPTED)
     if not training_finished(trainer):
-        return RunResult(ExitCode.FAILED)
-    return RunResult(ExitCode.OK, handlers.history.summary())
+        return TrainResult(Outcome.UNFINISHED)
+    return TrainResult(Outcome.FINISHED, handlers.history.summary())

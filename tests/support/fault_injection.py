@@ -97,7 +97,7 @@ def _install_kill_in_save(target: int) -> None:
 def _install_fill_disk_before(pattern: str) -> None:
     import fnmatch
 
-    import resnest_engine.files as files_mod
+    import resnest_engine.storage.files as files_mod
 
     original_init = files_mod._RecordingFile.__init__
     done = [False]

@@ -6,17 +6,13 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .errors import InputError
-from .handlers.checkpoint import BEST_PREFIX, CheckpointError, list_checkpoints, read_checkpoint
+from ..errors import InputError
+from ..handlers.checkpoint import BEST_PREFIX, CheckpointError, list_checkpoints, read_checkpoint
+from ..storage.run_dir import RunDir
 
-__all__ = ["RUN_DIRS", "RUN_FILES", "best_checkpoints", "find_run_weights", "first_loadable",
+__all__ = ["best_checkpoints", "find_run_weights", "first_loadable",
            "newest_valid_checkpoint", "refuse_overwrite"]
 
-#: Files of a run directory that an output (``--export``, ``resnest-average``,
-#: ``resnest-predict``) must never replace; :data:`RUN_DIRS` as a whole too.
-RUN_FILES = ("model_weights.pt", "model_weights.pt.checksum", "metrics.json", "eval_metrics.json",
-             "config.yaml", "log.txt", "classes.json")
-RUN_DIRS = ("checkpoints", "tb")
 
 
 def refuse_overwrite(out: Path, flag: str, run_dir: Optional[Path], inputs: Sequence[Path] = (),
@@ -24,17 +20,14 @@ def refuse_overwrite(out: Path, flag: str, run_dir: Optional[Path], inputs: Sequ
     """Refuse an output path that would replace a run's file or a file being read.
 
     :class:`InputError` ``"{flag}: {out} {run_file}"`` when ``out`` is one of ``run_dir``'s
-    :data:`RUN_FILES` or inside its :data:`RUN_DIRS` (with ``any_run``: also any
+    :attr:`RunDir.PROTECTED_FILES` or inside its :attr:`RunDir.PROTECTED_DIRS` (with ``any_run``: also any
     ``model_weights.pt`` or file of a ``checkpoints`` folder, whichever run it belongs to);
     ``"{flag}: {out} {input_file}"`` when it is one of ``inputs``. Paths are compared resolved.
     """
     target = out.resolve()
-    if run_dir is not None:
-        run = run_dir.resolve()
-        if (target in [run / f for f in RUN_FILES]
-                or any(target.is_relative_to(run / d) for d in RUN_DIRS)):
-            raise InputError(f"{flag}: {out} {run_file}")
-    if any_run and (target.name == "model_weights.pt" or target.parent.name == "checkpoints"):
+    if run_dir is not None and RunDir(run_dir).protects(target):
+        raise InputError(f"{flag}: {out} {run_file}")
+    if any_run and (target.name == RunDir.WEIGHTS or target.parent.name == RunDir.CHECKPOINTS):
         raise InputError(f"{flag}: {out} {run_file}")
     if any(target == p.resolve() for p in inputs):
         raise InputError(f"{flag}: {out} {input_file}")
@@ -79,13 +72,14 @@ def find_run_weights(outdir: Path, model_name: str) -> Tuple[Path, str]:
     """The weights of the run in ``outdir`` and what they are: the final weights
     (``model_weights.pt``), else the best checkpoint, else the newest valid resume point;
     :class:`InputError` when there are none."""
-    final = outdir / "model_weights.pt"
+    run = RunDir(outdir)
+    final = run.weights
     if final.is_file():
         return final, "final weights"
-    best, _ = first_loadable(best_checkpoints(outdir / "checkpoints"), model_name)
+    best, _ = first_loadable(best_checkpoints(run.checkpoints), model_name)
     if best is not None:
         return best, "best checkpoint"
-    found, _ = newest_valid_checkpoint(outdir / "checkpoints", model_name)
+    found, _ = newest_valid_checkpoint(run.checkpoints, model_name)
     if found is not None:
         return found, "newest resume point"
     raise InputError(f"no trained weights in {outdir} (no model_weights.pt, best or resume "

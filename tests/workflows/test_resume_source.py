@@ -1,4 +1,4 @@
-"""The resume source (``resnest_engine.resume``), in process: the elastic accumulation table, the
+"""The resume source (``resnest_engine.workflows.resume``), in process: the elastic accumulation table, the
 resume point picked on the same and on another world size, the two kinds ``open_resume`` returns
 (our checkpoint, an official ``train.py`` one), their architecture check and their loading into
 freshly built handlers. The checkpoints are real: a tiny model trained by the standard handlers
@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
-from resnest_engine.checksum import with_checksum
+from resnest_engine.storage.checksum import with_checksum
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import attach_standard_handlers, read_checkpoint
 from resnest_engine.handlers.checkpoint import CheckpointError
 from resnest_engine.handlers.schedules import create_lr_scheduler, simulate_lr
-from resnest_engine.resume import (CheckpointResume, OfficialResume, elastic_accum,
+from resnest_engine.workflows.resume import (CheckpointResume, OfficialResume, elastic_accum,
                                    elastic_resume_point, open_resume)
-from tests.standard_setup import scripted_evaluator, standard_handlers
-from tests.tiny_models import make_loader, make_tiny_model
+from tests.support.standard_setup import scripted_evaluator, standard_handlers
+from tests.support.tiny_models import make_loader, make_tiny_model
 
 EPOCHS, EL, LR = 3, 4, 0.1  # 16 images in batches of 4: 4 steps per epoch
 STOP_AT = 9  # the saved run stops after the first step of epoch 3

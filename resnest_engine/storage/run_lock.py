@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 from typing import Optional, Set
 
-from .errors import os_error_message
+from ..errors import InputError, os_error_message
+from .run_dir import RunDir
 
 __all__ = ["LOCK_NAME", "RunDirError", "RunDirLock", "RunDirLockedError", "describe_holder",
            "has_run_content", "read_holder"]
 
-LOCK_NAME = ".lock"
+LOCK_NAME = RunDir.LOCK
 """Name of the lock file inside a run directory; code that lists a run's content skips it."""
 
 # errnos of a file system that cannot lock (the run goes on, unlocked, with a warning)
@@ -35,7 +36,7 @@ _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _HELD: Set["RunDirLock"] = set()
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError):
     """The run directory cannot be created or locked (not a directory, no permission)."""
 
 

@@ -8,10 +8,10 @@ each under its key path):
 - a checkpoint (a dict of states) holds it under the key ``"checksum"``;
 - a plain state_dict (``model_weights.pt``, exports, averaged weights) must stay loadable as it
   is by timm, the official code and ``torch.load``, so its checksum is in a sidecar file beside
-  it, ``NAME.checksum`` (JSON, written by :func:`resnest_engine.handlers.save_weights`); a ``.pt2``
+  it, ``NAME.checksum`` (JSON, written by :func:`resnest_engine.handlers.checkpoint.save_weights`); a ``.pt2``
   program's sidecar holds a checksum of the file's bytes.
 
-:func:`verify` (called by :func:`resnest_engine.files.safe_load`, the one reader) raises
+:func:`verify` (called by :func:`resnest_engine.storage.files.safe_load`, the one reader) raises
 :class:`CorruptFileError` on a mismatch. A file without a checksum (official, timm, older
 resnest-engine files) loads as before. CRC-32 finds flipped bits and torn writes; it is no
 defence against deliberate tampering. Set ``RESNEST_ENGINE_VERIFY_CHECKSUMS=0`` to skip the
@@ -27,6 +27,8 @@ from typing import Any, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
 
+from ..errors import InputError
+
 __all__ = ["CHECKSUM_KEY", "CorruptFileError", "VERIFY_ENV", "file_checksum", "file_checksum_of",
            "sidecar_path",
            "sidecar_text", "tensor_checksum", "verification_on", "verify", "with_checksum"]
@@ -37,7 +39,7 @@ VERIFY_ENV = "RESNEST_ENGINE_VERIFY_CHECKSUMS"
 _PLAIN = (bool, int, float, str, type(None))
 
 
-class CorruptFileError(ValueError):
+class CorruptFileError(InputError):
     """A file's contents do not match the checksum written with it."""
 
 

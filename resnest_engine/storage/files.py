@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Callable, Optional, Union
 import torch
 
 from .checksum import CorruptFileError, sidecar_path, sidecar_text, verify
-from .errors import one_line, os_error_message
+from ..errors import InputError, MachineFailure, one_line, os_error_message
 
 __all__ = ["UnsafeLoadError", "WriteError", "atomic_write", "atomic_write_text", "fsync_dir",
            "load_error_reason", "safe_load", "write_error", "write_sidecar"]
@@ -20,12 +20,12 @@ __all__ = ["UnsafeLoadError", "WriteError", "atomic_write", "atomic_write_text",
 REFUSED = "it contains pickled objects that are not plain weights (refused)"
 
 
-class UnsafeLoadError(ValueError):
+class UnsafeLoadError(InputError):
     """A file :func:`safe_load` cannot read; the message is the one-line reason. Callers re-raise
     it as their own error type, naming the file."""
 
 
-class WriteError(RuntimeError):
+class WriteError(MachineFailure, RuntimeError):
     """A file could not be written (disk full, read-only file system, no permission). The
     message is one line, ``cannot write PATH: <reason>``; every command ends with it and exit
     status 1."""
@@ -113,7 +113,7 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
 
 
 def write_sidecar(path: Union[str, Path], checksum: str, kind: str = "tensors") -> None:
-    """Write the checksum sidecar of ``path`` (:mod:`resnest_engine.checksum`) atomically;
+    """Write the checksum sidecar of ``path`` (:mod:`resnest_engine.storage.checksum`) atomically;
     ``kind``: ``tensors`` or ``file``."""
     atomic_write_text(sidecar_path(path), sidecar_text(path, checksum, kind))
 

@@ -1,7 +1,7 @@
 """Top-k classes of image files with a trained run: :func:`predict` (``resnest-predict`` is its
 command line, :mod:`resnest_engine.cli.predict`).
 
-    from resnest_engine.predict import predict
+    from resnest_engine.workflows.predict import predict
     result = predict("output/digits", ["photos/"], topk=3)
     for rec in result.records:
         print(rec["path"], rec["label_1"], rec["prob_1"])
@@ -31,21 +31,21 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import config_from_dict, load_config
-from .data import build_eval_transform
-from .data.datasets import IMG_EXTENSIONS
-from .errors import InputError, one_line, os_error_message
+from ..config import config_from_dict, load_config
+from ..data import build_eval_transform
+from ..data.datasets import IMG_EXTENSIONS, is_image_file
+from ..errors import InputError, one_line
 from .export import ONNX_EXTRA, ONNX_INPUT, MissingExtraError, OnnxMetadata
-from .files import UnsafeLoadError, atomic_write_text, safe_load
-from .from_config import CLASSES_FILE, data_options, model_kwargs
-from .handlers.checkpoint import read_checkpoint
-from .models import WeightsError, get_model, load_pretrained
-from .models.weights import read_state_dict
+from ..storage.files import UnsafeLoadError, atomic_write_text, safe_load, write_error
+from .from_config import data_options, model_kwargs
+from ..handlers.checkpoint import read_checkpoint
+from ..models import WeightsError, get_model, load_pretrained
+from ..models.weights import read_state_dict
 from .run_files import find_run_weights, refuse_overwrite
+from ..storage.run_dir import RunDir
 
 __all__ = ["OUTPUT_SUFFIXES", "Predictions", "predict"]
 
-CONFIG_FILE = "config.yaml"
 #: What ``output=`` may end in: a CSV (columns ``path,label_1,prob_1,...``) or a JSON list.
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -110,7 +110,7 @@ def _run_dir_of(path: Path) -> Optional[Path]:
     """The run directory holding the weights file ``path`` (its folder, or the folder above
     ``checkpoints/``), recognised by its config.yaml."""
     for d in (path.parent, path.parent.parent):
-        if (d / CONFIG_FILE).is_file():
+        if (d / RunDir.CONFIG).is_file():
             return d
     return None
 
@@ -119,18 +119,18 @@ def _resolve_weights(arg: PathLike) -> _Weights:
     """A run directory or a weights file -> config, weights file and class names."""
     src = Path(arg)
     if src.is_dir():
-        if not (src / CONFIG_FILE).is_file():
-            raise InputError(f"--weights: {src} has no {CONFIG_FILE}: not a training run "
+        if not (src / RunDir.CONFIG).is_file():
+            raise InputError(f"--weights: {src} has no {RunDir.CONFIG}: not a training run "
                              "directory (pass the run's --outdir or a checkpoint file)")
-        cfg = load_config(src / CONFIG_FILE)
+        cfg = load_config(src / RunDir.CONFIG)
         try:
             path, what = find_run_weights(src, cfg.MODEL.NAME)
         except InputError as e:
             raise InputError(f"--weights: {e}") from None
         names = None
-        if (src / CLASSES_FILE).is_file():
-            names = _read_class_names(src / CLASSES_FILE)
-        elif path.name != "model_weights.pt":
+        if (src / RunDir.CLASSES).is_file():
+            names = _read_class_names(src / RunDir.CLASSES)
+        elif path.name != RunDir.WEIGHTS:
             names = (_checkpoint_meta(path) or {}).get("class_names")
         return _Weights(cfg, path, what, list(names) if names else None, src)
     if not src.exists():
@@ -144,13 +144,13 @@ def _resolve_weights(arg: PathLike) -> _Weights:
         cfg, what = config_from_dict(meta["config"]), "checkpoint"
         names = meta.get("class_names")
     elif run_dir is not None:
-        cfg, what = load_config(run_dir / CONFIG_FILE), "weights file"
+        cfg, what = load_config(run_dir / RunDir.CONFIG), "weights file"
     else:
         raise InputError(f"--weights: {src} is not a resnest-engine checkpoint and its folder has "
-                         f"no {CONFIG_FILE}; pass a training run directory, one of its checkpoints, "
-                         f"or put the run's {CONFIG_FILE} (and {CLASSES_FILE}) beside the file")
-    if not names and run_dir is not None and (run_dir / CLASSES_FILE).is_file():
-        names = _read_class_names(run_dir / CLASSES_FILE)
+                         f"no {RunDir.CONFIG}; pass a training run directory, one of its checkpoints, "
+                         f"or put the run's {RunDir.CONFIG} (and {RunDir.CLASSES}) beside the file")
+    if not names and run_dir is not None and (run_dir / RunDir.CLASSES).is_file():
+        names = _read_class_names(run_dir / RunDir.CLASSES)
     return _Weights(cfg, src, what, list(names) if names else None, run_dir)
 
 
@@ -163,7 +163,7 @@ def _build_model(w: _Weights, note: Callable[[str], None]):
         if "fc.weight" not in state:
             raise WeightsError(f"{w.weights} has no classifier (fc.weight)")
         names = [str(i) for i in range(state["fc.weight"].shape[0])]
-        note(f"note: no class names stored with {w.weights} (no {CLASSES_FILE}, no "
+        note(f"note: no class names stored with {w.weights} (no {RunDir.CLASSES}, no "
              f"class_names in the checkpoint): labels are class indices")
     model = get_model(w.cfg.MODEL.NAME, num_classes=len(names), **model_kwargs(w.cfg))
     report = load_pretrained(model, w.weights)
@@ -180,7 +180,7 @@ def _is_onnx(arg: PathLike) -> bool:
 
 def _onnx_session(path: Path):
     """An ONNX Runtime session of ``path`` on the CPU (as many threads as torch uses) and the
-    file's :class:`~resnest_engine.export.OnnxMetadata`."""
+    file's :class:`~resnest_engine.workflows.export.OnnxMetadata`."""
     if not path.is_file():
         raise InputError(f"--weights: not found: {path}")
     # Imported here, not at the top: onnxruntime is the optional `onnx` extra, needed only for
@@ -212,10 +212,6 @@ def _onnx_forward(session) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- the images
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
-
-
 def _find_images(inputs: Sequence[str]) -> List[str]:
     """Files as given; folders searched recursively for image files (sorted). Duplicates once."""
     found: List[str] = []
@@ -223,7 +219,7 @@ def _find_images(inputs: Sequence[str]) -> List[str]:
         if os.path.isdir(arg):
             for dirpath, dirnames, filenames in os.walk(arg, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+                found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
         elif os.path.exists(arg):
             found.append(arg)
         else:
@@ -320,11 +316,7 @@ def _write_output(out: Path, text: str) -> None:
     try:
         atomic_write_text(out, text)
     except OSError as e:
-        raise InputError(f"cannot write {out}: {os_error_message(e)}") from None
-
-
-def _quiet(line: str) -> None:
-    pass
+        raise write_error(out, e) from None
 
 
 # --------------------------------------------------------------------------- predict
@@ -338,7 +330,7 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
     ``weights``: a run directory, a resnest-engine checkpoint, a weights file whose folder
     holds the run's ``config.yaml``, or a ``.onnx`` export (run with ONNX Runtime on the CPU; its
     metadata gives the preprocessing and class names; needs the ``onnx`` extra, else
-    :class:`~resnest_engine.export.MissingExtraError`). ``images``: image files, or folders
+    :class:`~resnest_engine.workflows.export.MissingExtraError`). ``images``: image files, or folders
     searched recursively (in sorted order). ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``
     (default: CUDA when available; a ``.onnx`` model always runs on the CPU).
     ``workers``: image-decoding worker processes. ``output``: also write the records to this
@@ -348,12 +340,25 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
 
     Raises :class:`~resnest_engine.errors.InputError` (one line, naming the argument as
     ``resnest-predict`` spells it) for bad arguments, no images, or unusable weights.
+
+    Args:
+        weights: a run directory, a checkpoint, a weights file beside the run's
+            ``config.yaml``, or a ``.onnx`` export.
+        images: image files, or folders searched recursively (in sorted order).
+        topk: how many classes per image.
+        batch_size: images per forward pass.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (default: CUDA when available).
+        workers: image-decoding worker processes.
+        output: also write the records to this ``.csv`` or ``.json`` file.
+        progress: a progress bar on stderr.
+        on_batch: ``on_batch(records, skipped)`` after each batch.
+        note: ``note(line)`` with remarks.
     """
     for flag, value, low in (("--topk", topk, 1), ("--batch-size", batch_size, 1),
                              ("--workers", workers, 0)):
         if value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
-    note = note or _quiet
+    note = note or (lambda line: None)  # silent
     out = _check_output(output)
     if isinstance(images, (str, os.PathLike)):
         images = [images]
@@ -424,11 +429,3 @@ def predict(weights: PathLike, images: Union[PathLike, Sequence[PathLike]], *, t
         note(f"wrote {len(result.records)} prediction(s) to {out}")
     return result
 
-
-if __name__ == "__main__":  # pragma: no cover  (``python -m resnest_engine.predict``, as before)
-    # The old spelling runs the command, resnest_engine.cli.predict, by name: the library never
-    # imports its command line (no predict <-> cli.predict import cycle), and importing this
-    # module never loads the cli package.
-    import runpy
-
-    runpy.run_module("resnest_engine.cli.predict", run_name="__main__", alter_sys=True)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from tests.cli.cli_helpers import TINY, cli_env, merge
+from tests.support.cli import TINY, cli_env, merge
 
-from resnest_engine.average import average_checkpoints, average_state_dicts  # noqa: E402
+from resnest_engine.workflows.average import average_checkpoints, average_state_dicts  # noqa: E402
 from resnest_engine.cli.average import main  # noqa: E402
 from resnest_engine.models.weights import read_state_dict  # noqa: E402
 

@@ -11,17 +11,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torchvision.transforms import v2
 
-from .checksum import file_checksum_of
-from .config import Config
-from .data.options import channel_stats
-from .data.transforms import ECenterCrop, eval_resize_size, interpolation_mode
-from .errors import InputError
+from ..storage.checksum import file_checksum_of
+from ..config import Config
+from ..data.options import channel_stats
+from ..data.transforms import ECenterCrop, eval_resize_size, interpolation_mode
+from ..errors import InputError
 from .evaluate import stored_class_names
-from .files import WriteError, atomic_write, write_sidecar
+from ..storage.files import WriteError, atomic_write, write_sidecar
 from .from_config import data_options, model_kwargs
-from .handlers.checkpoint import CheckpointWriteError, save_weights
-from .models import WeightsError, get_model, get_variant
-from .models.weights import read_state_dict
+from ..handlers.checkpoint import CheckpointWriteError, save_weights
+from ..models import WeightsError, get_model
+from ..models.registry import get_variant
+from ..models.weights import read_state_dict
 
 __all__ = ["MissingExtraError", "ONNX_EXTRA", "ONNX_INPUT", "ONNX_OUTPUT", "OnnxMetadata", "export_weights",
            "require_onnx"]
@@ -217,7 +218,12 @@ def export_weights(cfg: Config, checkpoint: Path, out: Path) -> Path:
     indices when there are none) and the evaluation preprocessing (:class:`OnnxMetadata`);
     needs the ``onnx`` extra (:class:`MissingExtraError` otherwise). Anything else: a state_dict
     with exactly ``get_model``'s keys, checked by loading it strictly first. Either way with its
-    checksum in the sidecar ``OUT.checksum`` (:mod:`resnest_engine.checksum`).
+    checksum in the sidecar ``OUT.checksum`` (:mod:`resnest_engine.storage.checksum`).
+
+    Args:
+        cfg: the run's config (model, crop size, preprocessing).
+        checkpoint: the checkpoint or weights file to export.
+        out: the file to write; its suffix picks the format (``.pt``, ``.pt2``, ``.onnx``).
     """
     out = Path(out)
     if out.suffix == ".onnx":

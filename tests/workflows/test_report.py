@@ -1,4 +1,4 @@
-"""``resnest-report`` and :func:`resnest_engine.report.write_report` against a real tiny run: 10
+"""``resnest-report`` and :func:`resnest_engine.workflows.report.write_report` against a real tiny run: 10
 classes of scikit-learn's digits written as PNG folders (class folders named by word, so the
 labels are words), a resnest14 trained for 2 epochs in this process once for the module. The
 report's numbers are checked against ``--eval-only`` and ``resnest-predict`` on the same images."""
@@ -19,10 +19,10 @@ import yaml
 
 from resnest_engine.cli.report import main as report_main
 from resnest_engine.cli.predict import main as predict_main
-from resnest_engine.report import MISTAKES, _training_records, write_report
-from tests.cli.cli_helpers import TINY, assert_user_error, run_main
-from tests.fault_injection import fill_disk
-from tests.real_files import Tmpfs, write_digits
+from resnest_engine.workflows.report import MISTAKES, _training_records, write_report
+from tests.support.cli import TINY, assert_user_error, run_main
+from tests.support.fault_injection import fill_disk
+from tests.support.real_files import Tmpfs, write_digits
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VAL_PER_CLASS = 6

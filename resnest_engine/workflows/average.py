@@ -2,7 +2,7 @@
 weights file; ``resnest-average`` is its command line, :mod:`resnest_engine.cli.average`) and
 :func:`average_state_dicts`.
 
-    from resnest_engine.average import average_checkpoints
+    from resnest_engine.workflows.average import average_checkpoints
     done = average_checkpoints("output/digits", best=3)   # -> output/digits/model_weights_avg.pt
 
 Floating tensors are averaged in float64 and cast back to their dtype; integer and bool buffers
@@ -21,13 +21,14 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 
-from .config import load_config
-from .errors import InputError
+from ..config import load_config
+from ..errors import InputError
 from .evaluate import evaluate as evaluate_weights
-from .handlers.checkpoint import list_checkpoints, save_weights
-from .models.weights import read_state_dict
+from ..handlers.checkpoint import list_checkpoints, save_weights
+from ..models.weights import read_state_dict
 from .run_files import best_checkpoints, refuse_overwrite
-from .run_lock import RunDirLock, RunDirLockedError, describe_holder
+from ..storage.run_lock import RunDirLock, RunDirLockedError, describe_holder
+from ..storage.run_dir import RunDir
 
 __all__ = ["AverageError", "Averaged", "DEFAULT_OUTPUT", "average_checkpoints",
            "average_state_dicts", "select_checkpoints"]
@@ -121,6 +122,9 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]
     tensors (e.g. BatchNorm's ``num_batches_tracked``) are taken from the last state_dict. Keys,
     shapes and dtypes must match exactly, else ``ValueError`` naming the key. One state_dict
     comes back bitwise (as copies).
+
+    Args:
+        state_dicts: the state_dicts to average, oldest first.
     """
     mean = _Mean()
     for state in state_dicts:
@@ -152,7 +156,7 @@ def select_checkpoints(run_dir: Path, best: Optional[int] = None, last: Optional
     neither: every ``best-*.pt`` the run kept. ``note`` is a one-line message when fewer than
     asked for exist (naming the config key that keeps more); none at all is an error.
     """
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = RunDir(run_dir).checkpoints
     if last is not None:
         found, key, kind = list_checkpoints(ckpt_dir), "TRAINING.KEEP_CHECKPOINTS", "resume points"
         wanted, flag = last, "--last"
@@ -187,10 +191,6 @@ def _output_path(run_dir: Path, output: Optional[str], inputs: Sequence[Path]) -
     return out
 
 
-def _quiet(line: str) -> None:
-    pass
-
-
 def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
                         last: Optional[int] = None, output: Union[str, Path, None] = None, *,
                         evaluate: bool = False, overrides: Sequence[str] = (),
@@ -209,8 +209,19 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
     called with each line of the report (what was written, each top-1), ``note(line)`` with a
     remark (fewer checkpoints than asked for). Raises :class:`AverageError` (one line, naming
     the argument as ``resnest-average`` spells it) for a run that cannot be averaged.
+
+    Args:
+        run_dir: the training run directory.
+        best: average the N best checkpoints.
+        last: average the N newest resume points.
+        output: where to write (default ``RUN_DIR/model_weights_avg.pt``).
+        evaluate: also evaluate the average and each input on the validation set.
+        overrides: config overrides for that evaluation, e.g. ``["DATA.ROOT=/data"]``.
+        command: names the run directory lock's holder.
+        report: called with each line of the report.
+        note: called with each remark.
     """
-    report, note = report or _quiet, note or _quiet
+    report, note = report or (lambda line: None), note or (lambda line: None)  # silent
     for flag, n in (("--best", best), ("--last", last)):
         if n is not None and n < 1:
             raise AverageError(f"{flag} must be >= 1, got {n}")
@@ -221,7 +232,7 @@ def average_checkpoints(run_dir: Union[str, Path], best: Optional[int] = None,
         raise AverageError(f"run directory not found: {run_dir}")
     cfg = None
     if evaluate:
-        config = run_dir / "config.yaml"
+        config = RunDir(run_dir).config
         if not config.is_file():
             raise AverageError(f"{config} not found: the run's config is needed to evaluate "
                                "(or pass --no-eval)")
@@ -283,11 +294,3 @@ def _age(p: Path) -> Tuple[int, int]:
         return -1, -1
     return int(m.group(1)), int(m.group(2) or -1)
 
-
-if __name__ == "__main__":  # pragma: no cover  (``python -m resnest_engine.average``, as before)
-    # The old spelling runs the command, resnest_engine.cli.average, by name: the library never
-    # imports its command line (no average <-> cli.average import cycle), and importing this
-    # module never loads the cli package.
-    import runpy
-
-    runpy.run_module("resnest_engine.cli.average", run_name="__main__", alter_sys=True)
