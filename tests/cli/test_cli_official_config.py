@@ -71,11 +71,11 @@ def test_recipe_with_one_epoch_is_allowed_with_a_warning():
     assert "warning: OPTIMIZER.WARMUP_EPOCHS 5 >= TRAINING.EPOCHS 1" in r.stderr
 
 
-@pytest.mark.slow  # run_cli
+@pytest.mark.slow  # a whole run
 def test_smoke_run_with_one_epoch_cuts_the_warmup_to_the_run(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(merge(TINY, {"TRAINING": {"EPOCHS": 1}})))  # warmup 1 epoch
-    r = run_cli("--config-file", cfg, "--outdir", tmp_path / "run")
+    r = run_main("--config-file", cfg, "--outdir", tmp_path / "run")
     assert r.returncode == 0, r.stderr
     assert "cut to the run" in (tmp_path / "run" / "log.txt").read_text()
 
@@ -116,7 +116,7 @@ def test_official_config_and_checkpoint_resume_at_the_next_epoch(tmp_path):
     assert saved["FORMAT"] == "resnest-engine/1" and saved["OPTIMIZER"]["NAME"] == "sgd"
     # the same command resumes the run from its config.yaml; an official override keeps the
     # official (per-GPU) meaning, so changing the batch is refused as a trajectory change
-    r = run_cli("--config-file", cfg, "--outdir", run, "--resume", "auto", *OURS_ON_TOP)
+    r = run_main("--config-file", cfg, "--outdir", run, "--resume", "auto", *OURS_ON_TOP)
     assert r.returncode == 0 and "already finished" in r.stdout, r.stderr
     r = run_main("--config-file", cfg, "--outdir", run, "--resume", "auto", *OURS_ON_TOP,
                  "TRAINING.BATCH_SIZE=8")
@@ -124,6 +124,6 @@ def test_official_config_and_checkpoint_resume_at_the_next_epoch(tmp_path):
     # the same official checkpoint of a finished run: nothing to train, said in one line
     done = tmp_path / "checkpoint_2.pth"
     _official_checkpoint(done, epoch=2)
-    r = run_cli("--config-file", cfg, "--outdir", tmp_path / "run2", "--resume", done,
+    r = run_main("--config-file", cfg, "--outdir", tmp_path / "run2", "--resume", done,
                 *OURS_ON_TOP)
     assert r.returncode == 2 and "nothing left to train" in r.stderr

@@ -1,6 +1,8 @@
 """End-to-end CLI runs on a tiny synthetic config, as a user types them: one run trained once for
-the module, then one test per thing a command does with it (outputs, --eval-only, --export, the
---outdir rules, --resume); and the launchers (spawn, torchrun, two nodes) against each other."""
+the module in a resnest-train process, then one test per thing a command does with it (outputs,
+--eval-only, --export, the --outdir rules, --resume), each calling the command's ``main`` in this
+process (the same code after the interpreter starts, without its 4 CPU-seconds of imports); and
+the launchers (spawn, torchrun, two nodes) against each other, in processes."""
 import json
 import shutil
 import subprocess
@@ -13,9 +15,9 @@ import yaml
 
 from resnest_engine.models import get_model
 
-from tests.support.cli import TINY, cli_env, free_port, merge, run_cli
+from tests.support.cli import TINY, cli_env, free_port, merge, run_cli, run_main
 
-pytestmark = pytest.mark.slow  # every test starts resnest-train processes
+pytestmark = pytest.mark.slow  # resnest-train runs, in processes and in this one
 
 
 def _config(path, extra=None):
@@ -52,7 +54,7 @@ def test_run_writes_config_log_metrics_weights_and_checkpoints(finished):
 @pytest.mark.parametrize("source", ["weights", "checkpoint"])
 def test_eval_only_reproduces_the_final_numbers(finished, source):
     weights = finished.out / "model_weights.pt" if source == "weights" else finished.last_ckpt
-    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--eval-only",
+    r = run_main("--config-file", finished.cfg, "--outdir", finished.out, "--eval-only",
                 "--resume", weights)
     assert r.returncode == 0, r.stderr
     m = finished.metrics
@@ -67,7 +69,7 @@ def _final_model(finished):
 
 
 def test_export_writes_a_state_dict_of_the_final_weights(finished, tmp_path):
-    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--export",
+    r = run_main("--config-file", finished.cfg, "--outdir", finished.out, "--export",
                 tmp_path / "w.pt", "--resume", finished.last_ckpt)
     assert r.returncode == 0, r.stderr
     model = get_model("resnest14", num_classes=4)
@@ -77,7 +79,7 @@ def test_export_writes_a_state_dict_of_the_final_weights(finished, tmp_path):
 
 
 def test_export_pt2_writes_a_program_that_computes_the_final_model(finished, tmp_path):
-    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--export",
+    r = run_main("--config-file", finished.cfg, "--outdir", finished.out, "--export",
                 tmp_path / "m.pt2", "--resume", finished.last_ckpt)
     assert r.returncode == 0, r.stderr
     program = torch.export.load(str(tmp_path / "m.pt2"))
@@ -89,14 +91,14 @@ def test_export_pt2_writes_a_program_that_computes_the_final_model(finished, tmp
 
 def test_an_existing_run_directory_is_refused(finished):
     before = (finished.out / "metrics.json").read_text()
-    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out)
+    r = run_main("--config-file", finished.cfg, "--outdir", finished.out)
     assert r.returncode == 2 and "already exists" in r.stderr and r.stderr.count("\n") == 1
     assert (finished.out / "metrics.json").read_text() == before
 
 
 def test_a_finished_run_resumed_with_auto_is_left_as_it_is(finished):
     before = (finished.out / "metrics.json").read_text()
-    r = run_cli("--config-file", finished.cfg, "--outdir", finished.out, "--resume", "auto")
+    r = run_main("--config-file", finished.cfg, "--outdir", finished.out, "--resume", "auto")
     assert r.returncode == 0 and "already finished" in r.stdout, r.stderr
     assert (finished.out / "metrics.json").read_text() == before
 
@@ -105,7 +107,7 @@ def test_force_moves_the_old_run_aside_and_trains_afresh(finished, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished.out, out)
     before = (out / "metrics.json").read_text()
-    r = run_cli("--config-file", finished.cfg, "--outdir", out, "--force", "TRAINING.EPOCHS=1",
+    r = run_main("--config-file", finished.cfg, "--outdir", out, "--force", "TRAINING.EPOCHS=1",
                 "OPTIMIZER.WARMUP_EPOCHS=0")
     assert r.returncode == 0, r.stderr
     backups = list(tmp_path.glob("run.bak-*"))  # moved aside, nothing deleted
@@ -117,7 +119,7 @@ def test_resume_auto_with_nothing_there_starts_from_the_beginning(tmp_path):
     cfg = _config(tmp_path / "tiny.yaml", {"TRAINING": {"EPOCHS": 1},
                                            "OPTIMIZER": {"WARMUP_EPOCHS": 0}})
     out = tmp_path / "run"
-    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto")
+    r = run_main("--config-file", cfg, "--outdir", out, "--resume", "auto")
     assert r.returncode == 0, r.stderr
     assert "starting from the beginning" in r.stderr
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1]
@@ -131,7 +133,7 @@ def longer_config(tmp_path):
 
 def test_resume_refuses_a_trajectory_change_on_the_command_line(finished, longer_config):
     before = (finished.out / "metrics.json").read_text()
-    r = run_cli("--config-file", longer_config, "--outdir", finished.out, "--resume",
+    r = run_main("--config-file", longer_config, "--outdir", finished.out, "--resume",
                 finished.last_ckpt, "OPTIMIZER.LR=0.1")
     assert r.returncode == 2 and "OPTIMIZER.LR" in r.stderr, r.stderr
     assert (finished.out / "metrics.json").read_text() == before
@@ -141,7 +143,7 @@ def test_resume_keeps_the_saved_config_and_takes_harmless_overrides(finished, lo
     # The saved config wins over the edited file (still 2 epochs: nothing left to do), and an
     # override that does not change the trajectory is accepted.
     before = (finished.out / "metrics.json").read_text()
-    r = run_cli("--config-file", longer_config, "--outdir", finished.out, "--resume", "auto",
+    r = run_main("--config-file", longer_config, "--outdir", finished.out, "--resume", "auto",
                 "DATA.WORKERS=1")
     assert r.returncode == 0 and "already finished" in r.stdout, r.stderr
     assert (finished.out / "metrics.json").read_text() == before
@@ -199,7 +201,6 @@ def test_two_nodes_match_spawn(launch_config, spawned, tmp_path):
 def test_quick_start_reruns_keep_at_most_one_previous_run(tmp_path):
     """`make digits` reruns with --force --keep-previous 1: three runs leave the newest run and
     the one before it, and say what was deleted."""
-    from tests.support.cli import run_main
     cfg = _config(tmp_path / "tiny.yaml", {"TRAINING": {"EPOCHS": 1},
                                            "OPTIMIZER": {"WARMUP_EPOCHS": 0},
                                            "DATA": {"SYNTHETIC_SIZE": 16}})

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.support.cli import TINY, merge, run_cli
+from tests.support.cli import TINY, merge, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -14,6 +14,14 @@ pytestmark = pytest.mark.slow
 # run directory can be cut back to any point (as a run killed there would have left it).
 CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 4, "CKPT_EVERY_ITERS": 1, "KEEP_CHECKPOINTS": 12}})
 BATCH = re.compile(r"Batch: (\d+)\| Loss: [\d.]+ \| Top1: [\d.]+ \| epoch (\d+)/4 \| LR: ([\d.]+)")
+
+
+def _run(*args, nproc):
+    """resnest-train on ``nproc`` processes; a 1-process run in this process (its ``main``,
+    without a new interpreter's imports)."""
+    if nproc == 1:
+        return run_main(*args)
+    return run_cli(*args, "--nproc-per-node", str(nproc), timeout=300)
 
 
 def lr_by_step(log_text):
@@ -49,14 +57,12 @@ def stopped_at(full, target, iteration, mid_epoch):
 def test_resume_on_another_world_size_continues_the_schedule(tmp_path, before, after, mid_epoch):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
-    flags = ["--nproc-per-node", str(before)] if before > 1 else []
-    full = run_cli("--config-file", cfg, "--outdir", tmp_path / "full", *flags, timeout=300)
+    full = _run("--config-file", cfg, "--outdir", tmp_path / "full", nproc=before)
     assert full.returncode == 0, full.stderr
     # stopped at the first step of epoch 3 (mid-epoch point i7), or right after epoch 2 (i6)
     stopped_at(tmp_path / "full", tmp_path / "elastic", 7 if mid_epoch else 6, mid_epoch)
-    flags = ["--nproc-per-node", str(after)] if after > 1 else []
-    resumed = run_cli("--config-file", cfg, "--outdir", tmp_path / "elastic", "--resume", "auto",
-                      *flags, timeout=300)
+    resumed = _run("--config-file", cfg, "--outdir", tmp_path / "elastic", "--resume", "auto",
+                   nproc=after)
     assert resumed.returncode == 0, resumed.stderr
 
     log = (tmp_path / "elastic" / "log.txt").read_text()

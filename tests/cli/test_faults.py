@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_cli
+from tests.support.cli import TINY, cli_env, merge, run_cli, run_main
 
 pytestmark = pytest.mark.slow  # every test here runs resnest-train processes
 
@@ -74,7 +74,7 @@ def test_nan_loss_stops_with_status_3_and_keeps_last_good_checkpoint(tmp_path):
     cfg = _cfg(tmp_path, {"TRAINING": {"EPOCHS": 4, "CKPT_EVERY": 1},
                           "OPTIMIZER": {"LR": 1.0e+12, "WARMUP_EPOCHS": 0, "WEIGHT_DECAY": 0.0}})
     out = tmp_path / "run"
-    r = run_cli("--config-file", cfg, "--outdir", out)
+    r = run_main("--config-file", cfg, "--outdir", out)
     assert r.returncode == 3, (r.stdout, r.stderr)
     log = (out / "log.txt").read_text()
     assert "NaN/Inf at iteration" in log and "OPTIMIZER.LR" in log
