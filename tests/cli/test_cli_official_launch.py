@@ -193,7 +193,7 @@ def test_export_never_overwrites_the_run(tmp_path, trained):
 def test_eval_only_without_resume_writes_eval_metrics(tmp_path, trained):
     cfg, run = trained
     metrics_before = (run / "metrics.json").read_bytes()
-    r = run_cli("--config-file", cfg, "--outdir", run, "--eval-only")
+    r = run_main("--config-file", cfg, "--outdir", run, "--eval-only")
     assert r.returncode == 0, r.stderr
     assert f"evaluating final weights {run / 'model_weights.pt'}" in r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("Validation:")]

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from tests.support.cli import TINY, merge, run_cli
+from tests.support.cli import TINY, merge, run_main
 
 pytestmark = pytest.mark.slow  # resnest-train processes
 
@@ -23,7 +23,7 @@ def _train(tmp_path, name, *overrides):
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(merge(TINY, {})))
     out = tmp_path / name
-    r = run_cli("--config-file", cfg, "--outdir", out, *overrides)
+    r = run_main("--config-file", cfg, "--outdir", out, *overrides)  # stdout captured in-process
     assert r.returncode == 0, r.stderr
     return out, (out / "log.txt").read_text(), r.stdout
 

@@ -116,8 +116,8 @@ def test_resume_force_and_eval_racing_a_live_run(tmp_path):
         _finish(live)
     _assert_one_run(out)
     # Once the run has ended, --force moves it aside (lock file and all) and trains afresh.
-    r = run_cli("--config-file", _config(tmp_path), "--outdir", out, "--force",
-                "TRAINING.EPOCHS=1")
+    r = run_main("--config-file", _config(tmp_path), "--outdir", out, "--force",
+                 "TRAINING.EPOCHS=1")
     assert r.returncode == 0, r.stderr
     moved = list(tmp_path.glob("run.bak-*"))
     assert len(moved) == 1 and (moved[0] / LOCK_NAME).is_file()
@@ -135,7 +135,7 @@ def test_a_sigkilled_run_never_blocks_the_next_start(tmp_path):
     killed.communicate(timeout=240)
     assert killed.returncode == -signal.SIGKILL
     assert read_holder(out)["pid"] == killed.pid  # the record stays; the OS lock does not
-    r = run_cli("--config-file", cfg, "--outdir", out, "--resume", "auto")
+    r = run_main("--config-file", cfg, "--outdir", out, "--resume", "auto")
     assert r.returncode == 0, r.stderr
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge
+from tests.support.cli import TINY, cli_env, merge, run_main
 
 from resnest_engine.workflows.average import average_checkpoints, average_state_dicts  # noqa: E402
 from resnest_engine.cli.average import main  # noqa: E402
@@ -91,9 +91,7 @@ def test_cli_averages_the_best_checkpoints_and_evaluates(tmp_path):
     cfg.write_text(yaml.safe_dump(merge(TINY, {"TRAINING": {"KEEP_BEST": 2, "EPOCHS": 3}})))
     run = tmp_path / "run"
     env = cli_env()
-    r = subprocess.run([sys.executable, "-m", "resnest_engine.cli", "--config-file", str(cfg),
-                        "--outdir", str(run)], capture_output=True, text=True, env=env,
-                       timeout=240)
+    r = run_main("--config-file", cfg, "--outdir", run)  # the run to average, in this process
     assert r.returncode == 0, r.stderr[-2000:]
     ckpts = run / "checkpoints"
     best = sorted(ckpts.glob("best-*.pt"))
