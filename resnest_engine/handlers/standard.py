@@ -20,8 +20,9 @@ in this order (ignite runs the handlers of one event in insertion order):
 
 - ``ITERATION_STARTED``: LR schedule, per-group LR scale (of the schedule's value; none without
   a schedule), DropBlock ramp.
-- ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar, tracking, mid-epoch
-  resume point (every ``resume_every_iters`` steps).
+- ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar (its loss is the text
+  log's latest window mean, :func:`logged_loss`), tracking, mid-epoch resume point (every
+  ``resume_every_iters`` steps).
 - ``EPOCH_COMPLETED``: validation (each evaluator's ``COMPLETED``: metrics.json, TensorBoard, then
   the best-N checkpoint on ``best_on``), resume point (every ``resume_every_epochs`` epochs and
   the last), the newest epoch-end point (when there are mid-epoch points).
@@ -311,7 +312,9 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
         h.ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
     _attach_or_place(h.train_logger, trainer, Events.ITERATION_COMPLETED)
     if h.progress_bar is not None:
-        h.progress_bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        # The loss the text log read at its last line (a host float), never the step's tensor:
+        # ignite's bar would read that to the host every step.
+        h.progress_bar.attach(trainer, output_transform=lambda _: logged_loss(h.train_logger))
     _wire_ema_evaluator(h)
     if h.tracking is not None:  # before the resume point: a checkpointed step is a tracked one
         h.tracking.attach(trainer, h.train_logger, h.evaluators)
@@ -344,6 +347,15 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
         trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _, s=saver: s.wait())
     if h.final_weights is not None:
         trainer.add_event_handler(Events.COMPLETED, h.write_final_weights)
+
+
+def logged_loss(train_logger: Any) -> Dict[str, float]:
+    """``{"loss": ...}``: the mean loss of ``train_logger``'s latest log window (a host float,
+    read at that log line), or ``{}`` before its first line or without a text log (then the bar
+    shows no loss). The standard progress bar's ``output_transform``: it changes the bar's loss
+    only at log iterations and reads nothing from the device."""
+    window = getattr(train_logger, "window", None) or {}
+    return {"loss": window["loss"]} if "loss" in window else {}
 
 
 def _attach_or_place(piece: Any, trainer: Engine, event: Any) -> None:
