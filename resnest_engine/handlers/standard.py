@@ -175,10 +175,21 @@ class StandardHandlers:
         ``TerminateOnNan``, stops the run itself)."""
         return not getattr(self.nan_guard, "detected", False)
 
+    def check_finite(self) -> None:
+        """Have the NaN guard check the steps since its last check now (a no-op right after a
+        check): the guard checks every ``nan_check_every`` steps, so a write between two checks
+        asks first. A guard without ``check`` (ignite's ``TerminateOnNan``) checks every step."""
+        if hasattr(self.nan_guard, "check"):
+            self.nan_guard.check()
+
     def write(self, engine: Engine, checkpointer: Optional[Checkpoint]) -> None:
-        """Call ``checkpointer`` on ``engine`` unless the NaN guard fired, EMA buffers synced first.
-        ignite's ``ModelCheckpoint`` (which takes the objects per call) gets ``to_save``."""
-        if checkpointer is None or not self.writes_allowed():
+        """Call ``checkpointer`` on ``engine`` unless the NaN guard fired (it checks the steps since
+        its last check first), EMA buffers synced first. ignite's ``ModelCheckpoint`` (which takes
+        the objects per call) gets ``to_save``."""
+        if checkpointer is None:
+            return
+        self.check_finite()
+        if not self.writes_allowed():
             return
         _sync_ema(self.ema)
         if isinstance(checkpointer, ModelCheckpoint):
@@ -189,8 +200,6 @@ class StandardHandlers:
     def write_resume_point(self, engine: Engine) -> None:
         """A resume point now (e.g. on SIGTERM), after the NaN guard has checked the steps since
         its last check: none is written after an unchecked step."""
-        if hasattr(self.nan_guard, "check"):
-            self.nan_guard.check(engine)
         self.write(engine, self.resume_checkpointer)
 
     def background_savers(self) -> List[Any]:
@@ -203,7 +212,10 @@ class StandardHandlers:
         return savers
 
     def write_final_weights(self, engine: Engine) -> None:
-        if self.final_weights is not None:
+        if self.final_weights is None:
+            return
+        self.check_finite()
+        if self.writes_allowed():
             self.final_weights.write(engine, self.ema, self.history)
 
     def resume_point_due(self, engine: Engine) -> bool:
