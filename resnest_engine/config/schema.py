@@ -169,8 +169,9 @@ class TrainingConfig:
                                   "the same); false: write them on the training thread.")
     DETERMINISTIC: bool = spec(False, "Deterministic algorithms (reproducible, slower).")
     DIST_TIMEOUT: int = spec(1800, "Timeout of collective operations, in seconds.", at_least(1))
-    NAN_CHECK_EVERY: int = spec(1, "Check that the loss is finite every this-many iterations.",
-                                at_least(1))
+    NAN_CHECK_EVERY: int = spec(50, "Check that the loss is finite every this-many iterations "
+                                "(one host sync each; also at epoch ends and before every "
+                                "checkpoint, so none holds a NaN).", at_least(1))
 
 
 @dataclass

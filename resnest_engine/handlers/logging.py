@@ -199,7 +199,10 @@ class TrainLogger:
 
 def create_progress_bar(mode: str = "auto"):
     """ignite ``ProgressBar`` for rank 0 (``auto``: only on an interactive terminal), else None.
-    Place it with ``bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})``.
+    The standard handlers place it with the text log's latest window loss
+    (``output_transform=lambda _: logged_loss(train_logger)``, :mod:`.standard`): an
+    ``output_transform`` returning the step's loss tensor would make ignite read it to the host
+    (``.item()``) every step, one device sync per step.
 
     Args:
         mode: ``"auto"`` (only on an interactive terminal), ``"off"``, or anything else for on.

@@ -20,8 +20,9 @@ in this order (ignite runs the handlers of one event in insertion order):
 
 - ``ITERATION_STARTED``: LR schedule, per-group LR scale (of the schedule's value; none without
   a schedule), DropBlock ramp.
-- ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar, tracking, mid-epoch
-  resume point (every ``resume_every_iters`` steps).
+- ``ITERATION_COMPLETED``: NaN guard, EMA update, text log, progress bar (its loss is the text
+  log's latest window mean, :func:`logged_loss`), tracking, mid-epoch resume point (every
+  ``resume_every_iters`` steps).
 - ``EPOCH_COMPLETED``: validation (each evaluator's ``COMPLETED``: metrics.json, TensorBoard, then
   the best-N checkpoint on ``best_on``), resume point (every ``resume_every_epochs`` epochs and
   the last), the newest epoch-end point (when there are mid-epoch points).
@@ -174,10 +175,21 @@ class StandardHandlers:
         ``TerminateOnNan``, stops the run itself)."""
         return not getattr(self.nan_guard, "detected", False)
 
+    def check_finite(self) -> None:
+        """Have the NaN guard check the steps since its last check now (a no-op right after a
+        check): the guard checks every ``nan_check_every`` steps, so a write between two checks
+        asks first. A guard without ``check`` (ignite's ``TerminateOnNan``) checks every step."""
+        if hasattr(self.nan_guard, "check"):
+            self.nan_guard.check()
+
     def write(self, engine: Engine, checkpointer: Optional[Checkpoint]) -> None:
-        """Call ``checkpointer`` on ``engine`` unless the NaN guard fired, EMA buffers synced first.
-        ignite's ``ModelCheckpoint`` (which takes the objects per call) gets ``to_save``."""
-        if checkpointer is None or not self.writes_allowed():
+        """Call ``checkpointer`` on ``engine`` unless the NaN guard fired (it checks the steps since
+        its last check first), EMA buffers synced first. ignite's ``ModelCheckpoint`` (which takes
+        the objects per call) gets ``to_save``."""
+        if checkpointer is None:
+            return
+        self.check_finite()
+        if not self.writes_allowed():
             return
         _sync_ema(self.ema)
         if isinstance(checkpointer, ModelCheckpoint):
@@ -188,8 +200,6 @@ class StandardHandlers:
     def write_resume_point(self, engine: Engine) -> None:
         """A resume point now (e.g. on SIGTERM), after the NaN guard has checked the steps since
         its last check: none is written after an unchecked step."""
-        if hasattr(self.nan_guard, "check"):
-            self.nan_guard.check(engine)
         self.write(engine, self.resume_checkpointer)
 
     def background_savers(self) -> List[Any]:
@@ -202,7 +212,10 @@ class StandardHandlers:
         return savers
 
     def write_final_weights(self, engine: Engine) -> None:
-        if self.final_weights is not None:
+        if self.final_weights is None:
+            return
+        self.check_finite()
+        if self.writes_allowed():
             self.final_weights.write(engine, self.ema, self.history)
 
     def resume_point_due(self, engine: Engine) -> bool:
@@ -311,7 +324,9 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
         h.ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
     _attach_or_place(h.train_logger, trainer, Events.ITERATION_COMPLETED)
     if h.progress_bar is not None:
-        h.progress_bar.attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        # The loss the text log read at its last line (a host float), never the step's tensor:
+        # ignite's bar would read that to the host every step.
+        h.progress_bar.attach(trainer, output_transform=lambda _: logged_loss(h.train_logger))
     _wire_ema_evaluator(h)
     if h.tracking is not None:  # before the resume point: a checkpointed step is a tracked one
         h.tracking.attach(trainer, h.train_logger, h.evaluators)
@@ -344,6 +359,15 @@ def attach_standard_handlers(trainer: Engine, handlers: StandardHandlers) -> Non
         trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _, s=saver: s.wait())
     if h.final_weights is not None:
         trainer.add_event_handler(Events.COMPLETED, h.write_final_weights)
+
+
+def logged_loss(train_logger: Any) -> Dict[str, float]:
+    """``{"loss": ...}``: the mean loss of ``train_logger``'s latest log window (a host float,
+    read at that log line), or ``{}`` before its first line or without a text log (then the bar
+    shows no loss). The standard progress bar's ``output_transform``: it changes the bar's loss
+    only at log iterations and reads nothing from the device."""
+    window = getattr(train_logger, "window", None) or {}
+    return {"loss": window["loss"]} if "loss" in window else {}
 
 
 def _attach_or_place(piece: Any, trainer: Engine, event: Any) -> None:

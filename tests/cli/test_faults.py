@@ -44,7 +44,10 @@ def _wait_for(path, text, proc, timeout=180):
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
-SLOW = {"TRAINING": {"EPOCHS": 50, "CKPT_EVERY": 0}, "DATA": {"SYNTHETIC_SIZE": 32}}
+# NAN_CHECK_EVERY 1: under DDP the ranks agree on a SIGTERM stop every NAN_CHECK_EVERY steps
+# (default 50, more than this run's 2-step epochs); 1 stops right after the signal.
+SLOW = {"TRAINING": {"EPOCHS": 50, "CKPT_EVERY": 0, "NAN_CHECK_EVERY": 1},
+        "DATA": {"SYNTHETIC_SIZE": 32}}
 
 
 @pytest.mark.parametrize("nproc", [1, 2])

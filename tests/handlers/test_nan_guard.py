@@ -113,3 +113,51 @@ def test_epoch_end_checkpoint_skipped_after_unchecked_nan(tmp_path, tiny_model, 
     trainer.run(loader(n=16, batch_size=4), max_epochs=2)
     assert handlers.nan_guard.detected and trainer.state.iteration == 4
     assert list_checkpoints(tmp_path / "checkpoints") == []
+
+
+def test_default_checks_every_50_steps():
+    """The default cadence: one host read per 50 steps (the text log's default), not per step."""
+    assert NanGuard().every == 50
+
+
+def test_a_checkpoint_between_checks_asks_the_guard_first(tmp_path, tiny_model, loader):
+    """A checkpoint written at any iteration through ``handlers.write`` (here a resume point of
+    the caller's, between two checks) checks the steps since the last check first: nothing
+    holds the bad step's state."""
+    model = tiny_model()
+    trainer, opt = _nan_trainer(model, bad_iteration=2)
+    handlers = standard_handlers(trainer, model, opt, None, epochs=1, epoch_length=8, lr=0.1,
+                                 output_dir=str(tmp_path), ckpt_every=0, nan_check_every=100,
+                                 log_every=1000, progress_bar="off", tensorboard=False)
+    attach_standard_handlers(trainer, handlers)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i in (1, 3)),
+                              handlers.write, handlers.resume_checkpointer)
+    trainer.run(loader(n=32, batch_size=4), max_epochs=1)
+    assert handlers.nan_guard.detected and trainer.state.iteration == 3
+    assert [f.name for f in list_checkpoints(tmp_path / "checkpoints")] == [
+        "resume-e001-i0000001.pt"]
+
+
+def test_a_run_ended_between_checks_is_checked(tiny_model, loader, log_records):
+    """A handler's terminate() between two checks: the guard checks at the end of the run."""
+    trainer, _ = _nan_trainer(tiny_model(), bad_iteration=2)
+    guard = NanGuard(100)
+    guard.attach(trainer)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate())
+    trainer.run(loader(n=40, batch_size=4), max_epochs=1)
+    assert guard.detected and trainer.state.iteration == 3
+    assert sum("iteration 3" in m for m in log_records) == 1
+
+
+def test_checks_read_the_device_only_when_due(tiny_model, loader, monkeypatch):
+    """Unchecked steps read nothing to the host; each check reads the accumulated flag once."""
+    trainer, _ = _nan_trainer(tiny_model(), bad_iteration=-1)
+    guard = NanGuard(4)
+    guard.attach(trainer)
+    reads = []
+    original = torch.Tensor.__float__
+    monkeypatch.setattr(torch.Tensor, "__float__",
+                        lambda t: reads.append(trainer.state.iteration) or original(t))
+    trainer.run(loader(n=40, batch_size=4), max_epochs=1)  # 10 steps: checks at 4, 8, 10
+    monkeypatch.undo()
+    assert reads == [4, 8, 10] and not guard.detected
