@@ -1,4 +1,4 @@
-"""Scalars read back from a run's TensorBoard event files (``RUN/tb/events.out.tfevents.*``).
+"""Scalars read back from a run's TensorBoard event files (``RUN/tb/events.out.tfevents.*``, :attr:`RunDir.tensorboard`).
 
 Written by hand because the only maintained reader is the ``tensorboard`` package (a server and
 its dependencies), which resnest-engine does not otherwise need; tensorboardX, which wrote the
