@@ -49,7 +49,8 @@ PUBLIC = {
     ],
     # public by module (the docs write resnest_engine.storage.checksum.with_checksum, ...)
     "resnest_engine.storage": ["checksum", "event_records", "files", "run_dir", "run_lock"],
-    "resnest_engine.workflows": ["average", "evaluate", "export", "predict", "report", "train"],
+    "resnest_engine.workflows": ["average", "evaluate", "export", "predict", "report", "shards",
+                                 "train"],
 }
 
 #: The documented workflows (docs/running.md, docs/index.md), taught by their module paths.
@@ -61,6 +62,8 @@ WORKFLOWS = [
     ("resnest_engine.workflows.report", "write_report"),
     ("resnest_engine.workflows.average", "average_checkpoints"),
     ("resnest_engine.workflows.average", "average_state_dicts"),
+    ("resnest_engine.workflows.shards", "write_shards"),
+    ("resnest_engine.workflows.shards", "index_shards"),
 ]
 
 BUILDER = re.compile(r"^(create|build|make|get)_")

@@ -65,7 +65,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     DATASET: str = spec("imagenet", "Dataset, one of `resnest_engine.data.list_datasets()` "
-                        "(cifar10, cifar100, digits, imagefolder, imagenet, synthetic).",
+                        "(cifar10, cifar100, digits, imagefolder, imagenet, shards, synthetic).",
                         NONEMPTY)
     ROOT: Optional[str] = spec(None, "Dataset directory; null = the data module's default.",
                                NONEMPTY)

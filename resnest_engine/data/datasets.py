@@ -6,7 +6,8 @@ image (``L`` for in_chans=1, ``RGB`` otherwise) or, for ``synthetic``, a uint8
 random draws can be keyed per sample. Each dataset has ``classes`` (a list of names).
 
 Names: ``imagefolder`` / ``imagenet`` (ROOT/train/<class>/*, ROOT/val/<class>/*), ``cifar10``,
-``cifar100`` (torchvision), ``digits`` (scikit-learn's bundled 8x8 digits), ``synthetic``.
+``cifar100`` (torchvision), ``digits`` (scikit-learn's bundled 8x8 digits), ``synthetic``, and
+``shards`` (tar shards in the webdataset layout, registered by :mod:`.shards`).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def build_dataset(opts: DataOptions, split: str, classes: Optional[Sequence[str]
     except KeyError:
         raise DataError(f"unknown data.dataset {opts.dataset!r}; choose one of: "
                         f"{', '.join(list_datasets())}") from None
-    if classes is not None and opts.dataset in ("imagefolder", "imagenet"):
+    if classes is not None and opts.dataset in ("imagefolder", "imagenet", "shards"):
         return builder(opts, split, classes=classes)
     return builder(opts, split)
 

@@ -1,0 +1,77 @@
+"""resnest-shards on the command line, and the key promise: a run on the shards written from a
+folder is bitwise the run on the folder."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from resnest_engine.cli.shards import main
+from tests.support.cli import cli_env, run_main
+from tests.support.real_files import write_digits
+
+
+def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
+    (tmp_path / "src" / "train" / "a").mkdir(parents=True)
+    assert main([str(tmp_path / "src"), str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: missing split folder") and "\n" not in err
+    assert main(["--index-only", str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err.strip().endswith("is not a folder")
+    assert main([str(tmp_path / "src")]) == 2
+    assert "give SRC and OUT" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a process killed mid-conversion, then one that finishes it
+def test_a_killed_conversion_continues_and_gives_the_same_files(tmp_path):
+    src = tmp_path / "digits"
+    write_digits(src, 20, 4)  # 200 + 40 PNGs
+    cmd = [sys.executable, "-m", "resnest_engine.cli.shards", str(src)]
+    clean = tmp_path / "clean"
+    assert subprocess.run(cmd + [str(clean), "--shard-size", "2", "--no-progress"],
+                          env=cli_env(), timeout=300).returncode == 0
+    out = tmp_path / "out"
+    proc = subprocess.Popen(cmd + [str(out), "--shard-size", "2", "--no-progress"],
+                            env=cli_env(), stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list((out / "train").glob("shard-*.tar"))) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "val" / "index.json").exists(), "finished before it was killed"
+    r = subprocess.run(cmd + [str(out), "--shard-size", "2", "--no-progress"], env=cli_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(clean) for p in clean.rglob("*") if p.is_file())
+    for rel in files:
+        assert (out / rel).read_bytes() == (clean / rel).read_bytes(), rel
+
+
+@pytest.mark.slow  # two short training runs
+def test_training_on_shards_is_bitwise_training_on_the_folder(tmp_path):
+    src = tmp_path / "digits"
+    write_digits(src, 20, 5)  # 200 train, 50 val: real scans, 32x32 grey PNGs
+    shards = tmp_path / "set"
+    assert main([str(src), str(shards), "--shard-size", "64", "--no-progress"]) == 0
+    common = ["--config-file", "recipes/digits.yaml", "TRAINING.EPOCHS=1",
+              "OPTIMIZER.WARMUP_EPOCHS=0", "TRAINING.BATCH_SIZE=32",
+              "TRAINING.TEST_BATCH_SIZE=50", "TRAINING.VAL_EVERY=1", "TRAINING.CKPT_EVERY=1",
+              "LOGGING.TENSORBOARD=false"]
+    runs = {"folder": ["DATA.DATASET=imagefolder", f"DATA.ROOT={src}"],
+            # the shards through DataLoader workers and the per-sample path, the folder cached
+            "shards": ["DATA.DATASET=shards", f"DATA.ROOT={shards}", "DATA.WORKERS=2",
+                       "DATA.CACHE=false"]}
+    weights = {}
+    for name, extra in runs.items():
+        r = run_main(*common[:2], "--outdir", tmp_path / f"run-{name}", *common[2:], *extra)
+        assert r.returncode == 0, r.stderr
+        weights[name] = torch.load(tmp_path / f"run-{name}" / "model_weights.pt", weights_only=True)
+    assert "Data cache: train split decoded once, 200 images" in \
+        (tmp_path / "run-folder" / "log.txt").read_text()
+    assert weights["folder"].keys() == weights["shards"].keys()
+    for key, value in weights["folder"].items():
+        assert torch.equal(value, weights["shards"][key]), key
