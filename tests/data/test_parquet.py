@@ -185,3 +185,14 @@ def test_loaders_give_the_folders_batches(src, tmp_path, cache, workers):
     assert len(batches["folder"]) == len(batches["parquet"]) > 0
     for (xa, ya), (xb, yb) in zip(batches["folder"], batches["parquet"]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_an_fsspec_filesystem_opens_the_files(src, tmp_path):
+    import fsspec
+    out = folder_to_parquet(src, tmp_path / "pq")
+    files = split_files(out, "val")
+    local = ParquetSplit(files)
+    ds = pickle.loads(pickle.dumps(ParquetSplit(files, filesystem=fsspec.filesystem("file"))))
+    assert ds.classes == local.classes and ds.targets == local.targets
+    for i in range(len(ds)):
+        assert ds.read_bytes(i) == local.read_bytes(i)
