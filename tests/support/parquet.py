@@ -54,7 +54,8 @@ def folder_to_parquet(src, out, layout: str = "hub", files_per_split: int = 2,
         for k in range(files_per_split):
             a, b = bounds[k], bounds[k + 1]
             if layout == "hub":
-                path = Path(out) / "data" / f"{names[split]}-{k:05d}-of-{files_per_split:05d}.parquet"
+                name = f"{names[split]}-{k:05d}-of-{files_per_split:05d}.parquet"
+                path = Path(out) / "data" / name
             else:
                 path = Path(out) / split / f"part-{k}.parquet"
             write_parquet(path, blobs[a:b], ds.targets[a:b], rel[a:b],
