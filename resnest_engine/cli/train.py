@@ -160,7 +160,7 @@ def _check_data_paths(cfg) -> None:
     """Find missing dataset roots before any process is spawned (the config already checked
     the dataset name)."""
     name = cfg.DATA.DATASET
-    if name in ("imagefolder", "imagenet", "shards", "cifar10", "cifar100"):
+    if name in ("imagefolder", "imagenet", "shards", "parquet", "cifar10", "cifar100"):
         root = cfg.DATA.ROOT
         if not root:
             raise DataError(f"DATA.ROOT: dataset {name!r} needs a root directory")

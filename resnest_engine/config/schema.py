@@ -65,7 +65,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     DATASET: str = spec("imagenet", "Dataset, one of `resnest_engine.data.list_datasets()` "
-                        "(cifar10, cifar100, digits, imagefolder, imagenet, shards, synthetic).",
+                        "(cifar10, cifar100, digits, imagefolder, imagenet, parquet, shards, "
+                        "synthetic).",
                         NONEMPTY)
     ROOT: Optional[str] = spec(None, "Dataset directory; null = the data module's default.",
                                NONEMPTY)
@@ -121,6 +122,11 @@ class DataConfig:
                                      "(null: 0, its fixed split) and of VAL_FRACTION (null: "
                                      "SEED). Other values give other stratified splits.",
                                      SEED_RANGE)
+    PARQUET_IMAGE_COLUMN: str = spec("image", "DATASET parquet: the column of the image "
+                                     "files' bytes, binary or a struct with a binary `bytes` "
+                                     "field (the Hub's Image feature).", NONEMPTY)
+    PARQUET_LABEL_COLUMN: str = spec("label", "DATASET parquet: the integer column of the class "
+                                     "indices (the Hub's ClassLabel feature).", NONEMPTY)
     WORKERS: int = spec(4, "DataLoader workers PER PROCESS.", at_least(0))
     SKIP_CORRUPT: bool = spec(False, "Skip unreadable images instead of failing.")
     CACHE: bool = spec("auto", "Small-image preset: decode each split once into a uint8 store "

@@ -14,6 +14,7 @@ from .loaders import SamplerEpochs, close_loader, create_loaders
 from .mixup import MixupCutmix
 from .options import DataOptions
 from . import shards as _shards  # noqa: F401 - registers DATA.DATASET: shards
+from . import parquet as _parquet  # noqa: F401 - registers DATA.DATASET: parquet
 from .transforms import build_eval_transform, build_train_transform
 
 # What docs/data.md and README.md teach. The rest stays in its module: .options (IMAGENET_MEAN,

@@ -7,7 +7,8 @@ random draws can be keyed per sample. Each dataset has ``classes`` (a list of na
 
 Names: ``imagefolder`` / ``imagenet`` (ROOT/train/<class>/*, ROOT/val/<class>/*), ``cifar10``,
 ``cifar100`` (torchvision), ``digits`` (scikit-learn's bundled 8x8 digits), ``synthetic``, and
-``shards`` (tar shards in the webdataset layout, registered by :mod:`.shards`).
+``shards`` (tar shards in the webdataset layout, registered by :mod:`.shards`) and ``parquet``
+(Parquet files with an image-bytes column, registered by :mod:`.parquet`).
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def build_dataset(opts: DataOptions, split: str, classes: Optional[Sequence[str]
     except KeyError:
         raise DataError(f"unknown data.dataset {opts.dataset!r}; choose one of: "
                         f"{', '.join(list_datasets())}") from None
-    if classes is not None and opts.dataset in ("imagefolder", "imagenet", "shards"):
+    if classes is not None and opts.dataset in ("imagefolder", "imagenet", "shards", "parquet"):
         return builder(opts, split, classes=classes)
     return builder(opts, split)
 

@@ -1,0 +1,353 @@
+"""Parquet files of encoded images, read map-style: ``DATA.DATASET: parquet``.
+
+A split is one or more Parquet files with a column of image-file bytes and a column of class
+indices; the defaults are the Hugging Face Hub's image datasets (``image``, a struct
+``{bytes, path}``, and ``label``, an integer ClassLabel), and ``DATA.PARQUET_IMAGE_COLUMN`` /
+``DATA.PARQUET_LABEL_COLUMN`` name others. Under ``DATA.ROOT`` a split is ``<split>/*.parquet``
+or, as the Hub names its files, ``data/train-*.parquet`` and ``data/validation-*.parquet``.
+
+:class:`ParquetSplit` indexes the files when opened, from their footers (row-group row counts,
+schema, the Hub's metadata) plus the label column, and reads sample *i* by reading the image
+column of its row group, keeping the last row group read per process. Each process opens its
+own pyarrow files, lazily, on its first read (DataLoader workers included; nothing open is
+pickled). The bytes are decoded exactly as :class:`~.datasets.ImageFolderSplit` decodes a file,
+so a Parquet split written from an image folder in its order gives the folder's samples.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import threading
+import warnings
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .datasets import SPLITS, register_dataset
+from .errors import DataError
+from .options import DataOptions
+
+__all__ = ["HUB_SPLIT_NAMES", "ParquetSplit", "hub_class_names", "split_files"]
+
+#: The file-name prefixes of each split in the Hub's ``data/`` folder.
+HUB_SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val")}
+
+
+def _pa():
+    # Lazy on purpose: pyarrow is an optional dependency (the parquet extra).
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError("data.dataset=parquet needs pyarrow: pip install "
+                        "'resnest-engine[parquet]'") from None
+    return pa, pq
+
+
+def split_files(root: str, split: str) -> List[str]:
+    """The Parquet files of ``split`` under ``root``, sorted by name: ``root/<split>/*.parquet``,
+    else the Hub's ``root/data/<name>-*.parquet`` (``train``; ``validation`` or ``val``)."""
+    own = os.path.join(root, split)
+    if os.path.isdir(own):
+        files = sorted(glob.glob(os.path.join(glob.escape(own), "*.parquet")))
+        if not files:
+            raise DataError(f"split folder {own} holds no *.parquet files")
+        return files
+    hub = os.path.join(root, "data")
+    for name in HUB_SPLIT_NAMES[split]:
+        files = sorted(glob.glob(os.path.join(glob.escape(hub), f"{name}-*.parquet")))
+        if files:
+            return files
+    hub_names = " or ".join(f"data/{n}-*.parquet" for n in HUB_SPLIT_NAMES[split])
+    raise DataError(f"no Parquet files for the {split} split under {root} (looked for "
+                    f"{split}/*.parquet and {hub_names})")
+
+
+def hub_class_names(metadata: Optional[dict], column: str) -> Optional[List[str]]:
+    """The ClassLabel names of ``column`` in a Parquet schema's ``huggingface`` metadata (as the
+    Hub's ``datasets`` writes it), or None when there are none."""
+    raw = (metadata or {}).get(b"huggingface")
+    if not raw:
+        return None
+    try:
+        features = json.loads(raw)["info"]["features"]
+        feature = features[column]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(feature, dict) or feature.get("_type") != "ClassLabel":
+        return None
+    names = feature.get("names")
+    return [str(n) for n in names] if isinstance(names, list) and names else None
+
+
+class ParquetSplit(Dataset):
+    """One split stored as Parquet files: sample *i* is ``(PIL image, label)``, rows in file
+    order (files sorted by name), decoded exactly as
+    :class:`~resnest_engine.data.datasets.ImageFolderSplit` decodes the bytes' file.
+
+    Class names are the ClassLabel names of the label column in the files' ``huggingface``
+    schema metadata when present (every file that has them must agree), else ``0`` .. ``K-1``
+    (``K`` = the largest label + 1); ``classes`` (the train split's, or a run's) replaces them and
+    must agree with the metadata's. A missing column, a column of the wrong type, an unreadable
+    file, a null or out-of-range label is a one-line ``DataError`` naming the file and column; an
+    image that does not decode names the file and row (with ``skip_corrupt``: a warning, and the
+    next sample is used instead).
+
+    ``filesystem`` (an fsspec filesystem, e.g. ``fsspec.filesystem("file")``) opens the paths;
+    default: the local file system through pyarrow.
+    """
+
+    def __init__(self, files: Sequence[str], image_column: str = "image",
+                 label_column: str = "label", in_chans: int = 3,
+                 classes: Optional[Sequence[str]] = None, skip_corrupt: bool = False,
+                 filesystem: Any = None) -> None:
+        pa, _ = _pa()
+        if not files:
+            raise DataError("a Parquet split needs at least one file")
+        self.files = [str(f) for f in files]
+        self.image_column, self.label_column = image_column, label_column
+        self.mode = "L" if in_chans == 1 else "RGB"
+        self.skip_corrupt = skip_corrupt
+        self.skipped_at_load = 0
+        self.filesystem = filesystem
+        group_file, group_index, group_rows, self._bytes_field = [], [], [], {}
+        labels, names = [], None
+        for f, path in enumerate(self.files):
+            pf = self._open(path)
+            try:
+                schema = pf.schema_arrow
+                self._bytes_field[f] = self._check_image_type(schema, path)
+                self._check_label_type(schema, path)
+                md = pf.metadata
+                for g in range(md.num_row_groups):
+                    group_file.append(f)
+                    group_index.append(g)
+                    group_rows.append(md.row_group(g).num_rows)
+                own = hub_class_names(schema.metadata, label_column)
+                if own is not None:
+                    if names is not None and own != names:
+                        raise DataError(f"{path}: its class names (huggingface metadata of column "
+                                        f"{label_column!r}) differ from {self.files[0]}'s")
+                    names = own
+                column = self._read(lambda: pf.read(columns=[label_column]), path,
+                                    label_column).column(0)
+            finally:
+                self._close_one(pf)
+            if column.null_count:
+                raise DataError(f"{path}: column {label_column!r} holds {column.null_count} null "
+                                f"label(s)")
+            labels.append(column.to_numpy().astype(np.int64, copy=False))
+        targets = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        if not len(targets):
+            raise DataError(f"Parquet split {self.files[0]}{' ...' if len(files) > 1 else ''} "
+                            f"has no rows")
+        if classes is not None and names is not None and list(classes) != names:
+            raise DataError(f"{self.files[0]}: its class names (huggingface metadata of column "
+                            f"{label_column!r}) differ from the ones asked for (the train "
+                            f"split's or the run's)")
+        if classes is not None:
+            names = [str(c) for c in classes]
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or (names is not None and high >= len(names)):
+            bad = low if low < 0 else high
+            ends = np.cumsum([len(a) for a in labels])
+            where = self.files[int(np.searchsorted(ends, int(np.argmax(targets == bad)), "right"))]
+            what = (f"out of range for {len(names)} classes" if bad >= 0 else
+                    "(labels are class indices from 0)")
+            raise DataError(f"{where}: column {label_column!r} holds label {bad}, {what}")
+        self.classes = names if names is not None else [str(i) for i in range(high + 1)]
+        self.targets = targets.tolist()
+        self._group_file = np.asarray(group_file, dtype=np.int32)
+        self._group_index = np.asarray(group_index, dtype=np.int32)
+        self._group_start = np.concatenate([[0], np.cumsum(group_rows, dtype=np.int64)])
+        self._init_process_state()
+
+    # ------------------------------------------------------------------ opening and checks
+    def _open(self, path: str) -> Any:
+        _, pq = _pa()
+        try:
+            if self.filesystem is not None:
+                return pq.ParquetFile(self.filesystem.open(path, "rb"))
+            return pq.ParquetFile(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise DataError(f"cannot read Parquet file {path}: {type(e).__name__}: "
+                            f"{_one_line(e)}") from None
+
+    @staticmethod
+    def _close_one(pf: Any) -> None:
+        try:
+            pf.close()
+        except Exception:  # noqa: BLE001 - closing a reader that failed
+            pass
+
+    @staticmethod
+    def _read(fn: Any, path: str, column: str) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise DataError(f"cannot read column {column!r} of Parquet file {path}: "
+                            f"{type(e).__name__}: {_one_line(e)}") from None
+
+    def _field(self, schema: Any, path: str, column: str, key: str) -> Any:
+        i = schema.get_field_index(column)
+        if i < 0:
+            shown = ", ".join(schema.names[:8]) + (" ..." if len(schema.names) > 8 else "")
+            raise DataError(f"{path} has no column {column!r} (its columns: {shown}); set "
+                            f"DATA.{key}")
+        return schema.field(i)
+
+    def _check_image_type(self, schema: Any, path: str) -> bool:
+        """Whether the image column is a struct (read its ``bytes`` field) or binary itself."""
+        pa, _ = _pa()
+        field = self._field(schema, path, self.image_column, "PARQUET_IMAGE_COLUMN")
+        binary = (pa.types.is_binary, pa.types.is_large_binary)
+        if any(t(field.type) for t in binary):
+            return False
+        if pa.types.is_struct(field.type):
+            i = field.type.get_field_index("bytes")
+            if i >= 0 and any(t(field.type.field(i).type) for t in binary):
+                return True
+        raise DataError(f"{path}: column {self.image_column!r} is {field.type}; expected binary "
+                        f"image bytes or a struct with a binary 'bytes' field (the Hub's Image "
+                        f"feature)")
+
+    def _check_label_type(self, schema: Any, path: str) -> None:
+        pa, _ = _pa()
+        field = self._field(schema, path, self.label_column, "PARQUET_LABEL_COLUMN")
+        if not pa.types.is_integer(field.type):
+            raise DataError(f"{path}: column {self.label_column!r} is {field.type}; expected "
+                            f"integer class indices (the Hub's ClassLabel feature)")
+
+    # ------------------------------------------------------------------ per-process state
+    # Open files, the cached row group and the lock are per process: a worker gets the dataset
+    # pickled without them, and a forked process drops its parent's.
+    def _init_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._readers: dict = {}
+        self._cached: Tuple[int, Any] = (-1, None)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key in ("_readers", "_cached", "_lock"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._init_process_state()
+
+    def _own_state(self) -> None:
+        if self._pid != os.getpid():
+            self._init_process_state()
+
+    def close(self) -> None:
+        """Close this process's Parquet files (they reopen on the next read)."""
+        self._own_state()
+        with self._lock:
+            readers, self._readers = self._readers, {}
+            self._cached = (-1, None)
+        for pf in readers.values():
+            self._close_one(pf)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def locate(self, index: int) -> Tuple[str, int, int]:
+        """``(file, row group, row in the file)`` of sample ``index``."""
+        group = int(np.searchsorted(self._group_start, index, "right")) - 1
+        f = int(self._group_file[group])
+        first = int(np.searchsorted(self._group_file, f, "left"))
+        return self.files[f], int(self._group_index[group]), index - int(self._group_start[first])
+
+    def _row_group(self, group: int) -> Any:
+        """The image column (the binary array) of global row group ``group``, cached."""
+        cached_group, values = self._cached
+        if cached_group == group:
+            return values
+        f, g = int(self._group_file[group]), int(self._group_index[group])
+        pf = self._readers.get(f)
+        if pf is None:
+            pf = self._readers[f] = self._open(self.files[f])
+        struct = self._bytes_field[f]
+        column = f"{self.image_column}.bytes" if struct else self.image_column
+        table = self._read(lambda: pf.read_row_group(g, columns=[column]), self.files[f],
+                           self.image_column)
+        values = table.column(0).combine_chunks()
+        if struct:
+            values = values.field("bytes")
+        self._cached = (group, values)
+        return values
+
+    def read_bytes(self, index: int) -> bytes:
+        """The image bytes of sample ``index`` (the original file's bytes)."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        self._own_state()
+        group = int(np.searchsorted(self._group_start, index, "right")) - 1
+        with self._lock:  # the cache's decoding threads share the reader and the row group
+            value = self._row_group(group)[index - int(self._group_start[group])].as_py()
+        if value is None:
+            path, _, row = self.locate(index)
+            raise DataError(f"row {row} of Parquet file {path} has no image bytes (column "
+                            f"{self.image_column!r} is null)")
+        return value
+
+    def load(self, index: int) -> Image.Image:
+        with Image.open(io.BytesIO(self.read_bytes(index))) as im:
+            return im.convert(self.mode)  # as ImageFolderSplit.load: convert() decodes fully
+
+    def unreadable(self, index: int, exc: BaseException) -> int:
+        if isinstance(exc, DataError):
+            raise exc
+        path, _, row = self.locate(index)
+        where = f"row {row} of Parquet file {path}"
+        if not self.skip_corrupt:
+            raise DataError(f"cannot read image {where}: {type(exc).__name__}: {exc} "
+                            f"(set DATA.SKIP_CORRUPT: true to skip such samples)") from exc
+        self.skipped_at_load += 1
+        replacement = (index + 1) % len(self)
+        warnings.warn(f"skipping unreadable image {where} ({type(exc).__name__}: {exc}); using "
+                      f"sample {replacement} instead ({self.skipped_at_load} skipped in this "
+                      f"process)", stacklevel=2)
+        return replacement
+
+    def __getitem__(self, index: int) -> Tuple[Image.Image, int]:
+        for _ in range(min(len(self), 100)):
+            try:
+                return self.load(index), self.targets[index]
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                index = self.unreadable(index, e)
+        raise DataError(f"no readable image found near sample {index}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+@register_dataset("parquet")
+def _parquet(opts: DataOptions, split: str, classes: Optional[Sequence[str]] = None
+             ) -> ParquetSplit:
+    if not opts.root:
+        raise DataError("data.dataset=parquet needs data.root: a folder holding train/*.parquet "
+                        "and val/*.parquet (or the Hub's data/train-*.parquet and "
+                        "data/validation-*.parquet)")
+    root = os.path.expanduser(opts.root)
+    if not os.path.isdir(root):
+        raise DataError(f"data.root {root} is not a folder")
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return ParquetSplit(split_files(root, split), image_column=opts.parquet_image_column,
+                        label_column=opts.parquet_label_column, in_chans=opts.in_chans,
+                        classes=classes, skip_corrupt=opts.skip_corrupt)

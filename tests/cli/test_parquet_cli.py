@@ -1,0 +1,43 @@
+"""DATA.DATASET: parquet through resnest-train: a user error is one line, and the key promise:
+a run on Parquet written (in the Hub's layout, with pyarrow) from a folder is bitwise the run on
+the folder."""
+import pytest
+import torch
+
+from tests.support.cli import assert_user_error, run_main
+from tests.support.parquet import folder_to_parquet
+from tests.support.real_files import write_digits
+
+COMMON = ["--config-file", "recipes/digits.yaml", "TRAINING.EPOCHS=1",
+          "OPTIMIZER.WARMUP_EPOCHS=0", "TRAINING.BATCH_SIZE=32", "TRAINING.TEST_BATCH_SIZE=50",
+          "TRAINING.VAL_EVERY=1", "TRAINING.CKPT_EVERY=1", "LOGGING.TENSORBOARD=false"]
+
+
+def test_a_root_without_parquet_files_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run_main(*COMMON[:2], "--outdir", tmp_path / "run", *COMMON[2:], "DATA.DATASET=parquet",
+                 f"DATA.ROOT={tmp_path / 'empty'}", "DATA.WORKERS=0")
+    assert_user_error(r, "no Parquet files for the train split under", "data/train-*.parquet")
+
+
+@pytest.mark.slow  # two short training runs
+def test_training_on_parquet_is_bitwise_training_on_the_folder(tmp_path):
+    src = tmp_path / "digits"
+    write_digits(src, 20, 5)  # 200 train, 50 val: real scans, 32x32 grey PNGs
+    out = folder_to_parquet(src, tmp_path / "hub", layout="hub", files_per_split=3,
+                            row_group_size=16)
+    runs = {"folder": ["DATA.DATASET=imagefolder", f"DATA.ROOT={src}"],
+            # Parquet through DataLoader workers and the per-sample path, the folder cached
+            "parquet": ["DATA.DATASET=parquet", f"DATA.ROOT={out}", "DATA.WORKERS=2",
+                        "DATA.CACHE=false"]}
+    weights = {}
+    for name, extra in runs.items():
+        r = run_main(*COMMON[:2], "--outdir", tmp_path / f"run-{name}", *COMMON[2:], *extra)
+        assert r.returncode == 0, r.stderr
+        weights[name] = torch.load(tmp_path / f"run-{name}" / "model_weights.pt",
+                                   weights_only=True)
+    assert "Data cache: train split decoded once, 200 images" in \
+        (tmp_path / "run-folder" / "log.txt").read_text()
+    assert weights["folder"].keys() == weights["parquet"].keys()
+    for key, value in weights["folder"].items():
+        assert torch.equal(value, weights["parquet"][key]), key
