@@ -8,25 +8,33 @@ A GPU run also writes its JSON (with the machine) to ``benchmarks/results/gpu_su
 a smoke run writes only into ``--out`` unless ``--json`` is given.
 
 Parts (each has a time budget; a part over budget, or one that fails, is recorded with its
-status and reason and the suite moves on):
+status and reason and the suite moves on). Steady state everywhere: warm-up steps, then
+``trials`` x ``iters`` (201 on a GPU) timed steps between ``torch.cuda.synchronize`` calls,
+models interleaved per trial, median reported; each part records ``timed_steps`` and
+``img_per_s``.
 
-1. ``train``: training img/s of our ``resnest50`` vs timm's ``resnest50d`` (identical weights),
-   bf16 autocast + channels_last, eager; SGD step, warm-up steps then timed steps between
-   ``torch.cuda.synchronize`` calls, models interleaved per trial, median reported.
+1. ``train``: training img/s at batch 128 and 256 of our ``resnest50``, timm's ``resnest50d``
+   (identical weights) and timm's ``resnet50`` (the calibration), bf16 autocast +
+   channels_last, eager, SGD step; FLOPs per image (``FlopCounterMode``, forward + backward) and
+   MFU against the card's dense bf16 peak (``BF16_PEAK_TFLOPS``; null when unknown);
+   ``vs_timm`` at the fastest batch.
 2. ``infer``: inference img/s (eval, ``no_grad``, bf16 autocast, channels_last), same models.
 3. ``jpeg_pipeline``: files -> normalised float batch on the GPU: our fast JPEG path (uint8
    through the workers and the host-to-device copy, normalisation on the GPU with
    ``loader.batch_transform``) vs torchvision's classification reference (normalise in the
    workers, float copy); JPEGs generated into a temporary folder (``benchmarks/dataloader.py``).
-4. ``train_compiled``: part 1 with ``torch.compile``; a model whose compile would not fit the
-   remaining budget is skipped with a note (runs after parts 1-3 so that it cannot starve them).
-5. ``recipe``: a short end-to-end ``resnest-train`` run in-process (synthetic data, resnest50 at
-   224, bf16/channels_last resolved by ``auto``), img/s parsed from its log and peak GPU memory
-   (``torch.cuda.max_memory_allocated``).
+4. ``train_compiled``: our model's step under ``torch.compile`` modes default, reduce-overhead
+   (CUDA graphs) and max-autotune; a mode whose compile would not fit the remaining budget is
+   skipped with a note; the fastest is reported as a ``MODEL.COMPILE`` setting.
+5. ``recipe``: ``resnest-train`` in-process at steady state (log windows after the warm-up
+   ones): (a) synthetic batches already on the device, ``vs_bare_step`` = its img/s over part
+   1's bare step (same model, batch, precision); (b) a generated JPEG folder through the fast
+   JPEG path with CPU decoding and ``DATA.PREFETCH: auto`` (``jpeg.decode.cpu``; the ``gpu``
+   slot is recorded as not built); peak GPU memory.
 
-Without CUDA (or with ``--smoke``) the same code runs at tiny sizes (resnest14 at 32 px, batch
-2, 2 timed steps, 8 JPEGs, a 1-epoch synthetic recipe, ``torch.compile`` with the cheap
-``eager`` backend) in well under a minute, writing the same JSON/markdown shape: the test suite
+Without CUDA (or with ``--smoke``) the same code runs at tiny sizes (resnest14 at 32 px,
+batches 2 and 4, 2 timed steps, 8 JPEGs, 6-step recipes, ``torch.compile`` with the cheap
+``eager`` backend, the modes then only labels) in well under a minute, writing the same JSON/markdown shape: the test suite
 runs it so that the script cannot rot. Smoke numbers are not benchmarks.
 """
 from __future__ import annotations
@@ -58,21 +66,48 @@ import model_throughput as mt  # noqa: E402  (benchmarks/model_throughput.py)
 from benchmarks import record  # noqa: E402
 
 PARTS = ("train", "infer", "jpeg_pipeline", "train_compiled", "recipe")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # cheapest compile first
 
 # Sizes and per-part time budgets (seconds). GPU: total budget 450 s of the 8 minutes, leaving
-# room for start-up (imports, CUDA context) and the JSON/markdown.
-GPU = dict(ours="resnest50", timm="resnest50d", img_size=224, train_batch=128, infer_batch=256,
-           warmup=5, iters=10, trials=3, jpeg_images=512, jpeg_batch=64, jpeg_workers=8,
-           jpeg_trials=3, recipe_steps=40, recipe_batch=128, recipe_workers=8,
-           compile_backend="inductor", compile_estimate_s=120.0, total_budget_s=450.0,
-           budget_s=dict(train=90.0, infer=40.0, jpeg_pipeline=90.0, train_compiled=None,
-                         recipe=120.0))
-SMOKE = dict(ours="resnest14", timm="resnest14d", img_size=32, train_batch=2, infer_batch=2,
-             warmup=1, iters=2, trials=1, jpeg_images=8, jpeg_batch=4, jpeg_workers=0,
-             jpeg_trials=1, recipe_steps=4, recipe_batch=4, recipe_workers=0,
-             compile_backend="eager", compile_estimate_s=15.0, total_budget_s=100.0,
+# room for start-up (imports, CUDA context) and the JSON/markdown. Steady state: warm-up steps,
+# then ``trials`` x ``iters`` timed steps (>= 200) per model and batch.
+GPU = dict(ours="resnest50", timm="resnest50d", calib="resnet50", img_size=224,
+           train_batches=[128, 256], infer_batch=256, warmup=10, iters=67, trials=3,
+           jpeg_images=512, jpeg_batch=64, jpeg_workers=8, jpeg_trials=3,
+           recipe_steps=300, recipe_log_every=20, recipe_warm_windows=3, recipe_batch=128,
+           recipe_workers=8, recipe_jpeg_images=2048,
+           compile_backend="inductor",
+           compile_estimate_s={"default": 60.0, "reduce-overhead": 80.0, "max-autotune": 240.0},
+           total_budget_s=450.0,
+           budget_s=dict(train=150.0, infer=40.0, jpeg_pipeline=45.0, train_compiled=None,
+                         recipe=110.0))
+SMOKE = dict(ours="resnest14", timm="resnest14d", calib="resnet18", img_size=32,
+             train_batches=[2, 4], infer_batch=2, warmup=1, iters=2, trials=1,
+             jpeg_images=8, jpeg_batch=4, jpeg_workers=0, jpeg_trials=1,
+             recipe_steps=6, recipe_log_every=1, recipe_warm_windows=2, recipe_batch=2,
+             recipe_workers=0, recipe_jpeg_images=8,
+             compile_backend="eager",
+             compile_estimate_s={"default": 5.0, "reduce-overhead": 5.0, "max-autotune": 5.0},
+             total_budget_s=100.0,
              budget_s=dict(train=20.0, infer=10.0, jpeg_pipeline=20.0, train_compiled=None,
                            recipe=30.0))
+
+#: Dense bf16 tensor-core peak (TFLOP/s, no sparsity) by a substring of the CUDA device name,
+#: first match wins (the specific names before the general ones). Other devices: unknown (None).
+BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
+    ("GH200", 989.4), ("H800", 989.4), ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0),
+    ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0),
+    ("RTX 4090", 165.2), ("RTX 3090", 71.0), ("V100", None), ("T4", None),
+)
+
+
+def bf16_peak_tflops(device_name: str) -> Optional[float]:
+    """The card's dense bf16 peak from :data:`BF16_PEAK_TFLOPS`; None when unknown (the CPU)."""
+    for key, peak in BF16_PEAK_TFLOPS:
+        if key in device_name:
+            return peak
+    return None
 
 
 class Budget:
@@ -98,37 +133,79 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def build_pair(cfg: dict, device: torch.device) -> Dict[str, torch.nn.Module]:
-    """Ours and timm's twin with identical (seeded, BN-randomised) weights, channels_last."""
+    """Ours and timm's twin with identical (seeded, BN-randomised) weights, plus timm's plain
+    ResNet (``calib``: the calibration, a model every GPU benchmark knows), channels_last."""
     torch.manual_seed(0)
     twin = mt.build(f"timm:{cfg['timm']}")
     mt.randomise_norms(twin)
     ours = mt.build(f"ours:{cfg['ours']}")
     ours.load_state_dict(twin.state_dict(), strict=True)
-    models = {f"ours:{cfg['ours']}": ours, f"timm:{cfg['timm']}": twin}
+    calib = mt.build(f"timm:{cfg['calib']}")
+    models = {f"ours:{cfg['ours']}": ours, f"timm:{cfg['timm']}": twin,
+              f"timm:{cfg['calib']}": calib}
     for m in models.values():
         m.to(device=device, memory_format=torch.channels_last)
     return models
 
 
-def throughput(models: Dict[str, torch.nn.Module], mode: str, batch: int, cfg: dict,
-               device: torch.device, bf16: bool, compile_backend: Optional[str] = None,
-               deadline: Optional[Callable[[], float]] = None) -> Dict[str, dict]:
-    """img/s of each model in ``mode`` ('train' or 'infer'): warm-up, then ``trials`` rounds of
-    ``iters`` timed steps (models interleaved, order rotated); median over trials.
+def train_flops_per_image(model: torch.nn.Module, cfg: dict, device: torch.device,
+                          bf16: bool) -> Optional[float]:
+    """FLOPs of one training image (forward + backward) counted by torch's FlopCounterMode on a
+    batch of 2 (matmuls and convolutions, 2 per multiply-add); None if it cannot count."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:  # pragma: no cover - older torch
+        return None
+    size, n = cfg["img_size"], 2
+    x = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        with autocast(device, bf16):
+            out = model(x)
+        out.float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / n
 
-    With ``compile_backend`` each model is ``torch.compile``d first; a model is skipped when
-    ``deadline()`` (seconds left) is below the config's compile estimate."""
+
+def mfu(img_s: Optional[float], flops_per_image: Optional[float],
+        peak_tflops: Optional[float]) -> Optional[float]:
+    """Model FLOPs utilisation: achieved FLOP/s over the card's bf16 peak (None if unknown)."""
+    if not img_s or not flops_per_image or not peak_tflops:
+        return None
+    return img_s * flops_per_image / (peak_tflops * 1e12)
+
+
+def compiled(model: torch.nn.Module, mode: str, backend: str) -> Callable:
+    """``torch.compile`` in ``mode`` (inductor); another backend (the smoke run's ``eager``)
+    takes no mode: the mode is then only a label."""
+    if backend == "inductor":
+        return torch.compile(model, mode=mode)
+    return torch.compile(model, backend=backend)
+
+
+def throughput(models: Dict[str, torch.nn.Module], mode: str, batch: int, cfg: dict,
+               device: torch.device, bf16: bool,
+               compile_fns: Optional[Dict[str, Callable[[], Callable]]] = None,
+               estimates: Optional[Dict[str, float]] = None,
+               deadline: Optional[Callable[[], float]] = None) -> Dict[str, dict]:
+    """img/s of each model in ``mode`` ('train' or 'infer') at steady state: warm-up, then
+    ``trials`` rounds of ``iters`` timed steps (models interleaved, order rotated); median over
+    trials. ``timed_steps`` = trials x iters.
+
+    ``compile_fns[name]()`` gives the callable to run instead of the model (compiled), and a
+    model is skipped when ``deadline()`` (seconds left) is below ``estimates[name]``; an eager
+    model is skipped when less than 5 s are left."""
     size = cfg["img_size"]
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=device)
     steps, rows = {}, {}
     for name, model in models.items():
-        if compile_backend and deadline is not None and deadline() < cfg["compile_estimate_s"]:
+        need = (estimates or {}).get(name, 5.0)
+        if deadline is not None and deadline() < need:
             rows[name] = dict(status="skipped", reason=(
-                f"time budget: {deadline():.0f} s left, compile needs about "
-                f"{cfg['compile_estimate_s']:.0f} s"))
+                f"time budget: {deadline():.0f} s left, it needs about {need:.0f} s"))
             continue
-        fn = torch.compile(model, backend=compile_backend) if compile_backend else model
+        fn = compile_fns[name]() if compile_fns else model
 
         def forward(inp, fn=fn):
             with autocast(device, bf16):
@@ -139,7 +216,8 @@ def throughput(models: Dict[str, torch.nn.Module], mode: str, batch: int, cfg: d
         for _ in range(max(cfg["warmup"], 1)):
             steps[name]()
         sync(device)
-        rows[name] = dict(status="ok", warmup_s=time.perf_counter() - t0, img_s_trials=[])
+        rows[name] = dict(status="ok", warmup_s=time.perf_counter() - t0,
+                          warmup_steps=max(cfg["warmup"], 1), img_s_trials=[])
     names = list(steps)
     for trial in range(cfg["trials"]):
         k = trial % max(len(names), 1)
@@ -148,6 +226,7 @@ def throughput(models: Dict[str, torch.nn.Module], mode: str, batch: int, cfg: d
             rows[name]["img_s_trials"].append(batch * cfg["iters"] / dt)
     for name in names:
         rows[name]["img_s"] = statistics.median(rows[name]["img_s_trials"])
+        rows[name]["timed_steps"] = cfg["iters"] * cfg["trials"]
     ok = [n for n in names if rows[n]["status"] == "ok"]
     ours = next((n for n in ok if n.startswith("ours:")), None)
     ref = next((n for n in ok if n.startswith("timm:")), None)
@@ -160,32 +239,84 @@ def throughput(models: Dict[str, torch.nn.Module], mode: str, batch: int, cfg: d
 
 # --------------------------------------------------------------------------- parts
 def part_train(ctx: dict) -> dict:
-    cfg, device = ctx["cfg"], ctx["device"]
-    rows = throughput(ctx["models"], "train", cfg["train_batch"], cfg, device, ctx["bf16"])
-    return dict(batch=cfg["train_batch"], img_size=cfg["img_size"], precision=ctx["precision"],
-                channels_last=True, compile=False, models=rows)
+    """Eager training img/s at each batch of ``train_batches``: ours, timm's twin, timm's
+    calibration ResNet; FLOPs per image and MFU against the card's bf16 peak."""
+    cfg, device, bf16 = ctx["cfg"], ctx["device"], ctx["bf16"]
+    models, peak = ctx["models"], ctx["peak_tflops"]
+    flops = {name: train_flops_per_image(m, cfg, device, bf16) for name, m in models.items()}
+    ctx["flops"] = flops
+    by_batch: Dict[str, dict] = {}
+    for batch in cfg["train_batches"]:
+        rows = throughput(models, "train", batch, cfg, device, bf16, deadline=ctx["part_left"])
+        for name, r in rows.items():
+            r["flops_per_image"] = flops[name]
+            r["mfu"] = mfu(r.get("img_s"), flops[name], peak)
+        by_batch[str(batch)] = rows
+    ctx["train_by_batch"] = by_batch
+    ours, twin, calib = (f"ours:{cfg['ours']}", f"timm:{cfg['timm']}", f"timm:{cfg['calib']}")
+    measured = {b: rows for b, rows in by_batch.items() if rows[ours].get("img_s")}
+    best = max(measured, key=lambda b: measured[b][ours]["img_s"]) if measured else None
+    row = measured[best][ours] if best else {}
+    first = by_batch[str(cfg["train_batches"][0])]
+    return dict(batch=cfg["train_batches"][0], batches=cfg["train_batches"],
+                img_size=cfg["img_size"], precision=ctx["precision"], channels_last=True,
+                compile=False, models=first, by_batch=by_batch,
+                timed_steps=cfg["iters"] * cfg["trials"], warmup_steps=cfg["warmup"],
+                best_batch=int(best) if best else None, img_per_s=row.get("img_s"),
+                flops_per_image=flops[ours], peak_bf16_tflops=peak, mfu=row.get("mfu"),
+                vs_timm=row.get("ratio_vs_timm"),
+                vs_calibration=(row["img_s"] / measured[best][calib]["img_s"]
+                                if best and measured[best][calib].get("img_s") else None),
+                calibration=dict(model=calib, img_s=(measured[best][calib].get("img_s")
+                                                     if best else None),
+                                 mfu=measured[best][calib].get("mfu") if best else None))
 
 
 def part_infer(ctx: dict) -> dict:
     cfg, device = ctx["cfg"], ctx["device"]
-    rows = throughput(ctx["models"], "infer", cfg["infer_batch"], cfg, device, ctx["bf16"])
+    rows = throughput(ctx["models"], "infer", cfg["infer_batch"], cfg, device, ctx["bf16"],
+                      deadline=ctx["part_left"])
+    ours = rows[f"ours:{cfg['ours']}"]
     return dict(batch=cfg["infer_batch"], img_size=cfg["img_size"], precision=ctx["precision"],
-                channels_last=True, compile=False, models=rows)
+                channels_last=True, compile=False, models=rows,
+                timed_steps=cfg["iters"] * cfg["trials"], img_per_s=ours.get("img_s"),
+                vs_timm=ours.get("ratio_vs_timm"))
 
 
 def part_train_compiled(ctx: dict) -> dict:
+    """Our model's training step under each ``torch.compile`` mode (default, max-autotune,
+    reduce-overhead = CUDA graphs) at the first train batch; the fastest is what a recipe's
+    ``MODEL.COMPILE`` should name. A mode whose compile would not fit the budget is skipped."""
     cfg, device = ctx["cfg"], ctx["device"]
-    # Fresh models: the eager parts' optimizer steps changed the weights (harmless for speed,
-    # but a fresh pair keeps the two compiled runs' inputs identical).
-    models = build_pair(cfg, device)
-    rows = throughput(models, "train", cfg["train_batch"], cfg, device, ctx["bf16"],
-                      compile_backend=cfg["compile_backend"], deadline=ctx["part_left"])
-    del models
-    torch._dynamo.reset()  # drop the compiled graphs (and the models they hold) before the recipe
-    gc.collect()
-    return dict(batch=cfg["train_batch"], img_size=cfg["img_size"], precision=ctx["precision"],
-                channels_last=True, compile=True, compile_backend=cfg["compile_backend"],
-                models=rows)
+    batch, backend = cfg["train_batches"][0], cfg["compile_backend"]
+    ours = f"ours:{cfg['ours']}"
+    rows: Dict[str, dict] = {}
+    for mode in COMPILE_MODES:
+        torch.manual_seed(0)
+        model = mt.build(ours).to(device=device, memory_format=torch.channels_last)
+        label = f"{ours} [{mode}]"
+        r = throughput({label: model}, "train", batch, cfg, device, ctx["bf16"],
+                       compile_fns={label: lambda m=model, mode=mode: compiled(m, mode, backend)},
+                       estimates={label: cfg["compile_estimate_s"][mode]},
+                       deadline=ctx["part_left"])[label]
+        r.update(mode=mode, mfu=mfu(r.get("img_s"), (ctx.get("flops") or {}).get(ours),
+                                     ctx["peak_tflops"]))
+        rows[label] = r
+        del model
+        torch._dynamo.reset()  # drop the compiled graphs (and the models they hold)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    ok = {r["mode"]: r for r in rows.values() if r["status"] == "ok"}
+    fastest = max(ok, key=lambda m: ok[m]["img_s"]) if ok else None
+    eager = ((ctx.get("train_by_batch") or {}).get(str(batch)) or {}).get(ours, {}).get("img_s")
+    return dict(batch=batch, img_size=cfg["img_size"], precision=ctx["precision"],
+                channels_last=True, compile=True, compile_backend=backend, models=rows,
+                timed_steps=cfg["iters"] * cfg["trials"], fastest_mode=fastest,
+                img_per_s=ok[fastest]["img_s"] if fastest else None,
+                mfu=ok[fastest]["mfu"] if fastest else None,
+                vs_eager=(ok[fastest]["img_s"] / eager if fastest and eager else None),
+                recipe_setting=(f"MODEL.COMPILE: {fastest}" if fastest else None))
 
 
 def part_jpeg_pipeline(ctx: dict) -> dict:
@@ -229,38 +360,60 @@ _BATCH_RE = re.compile(r"Batch: (\d+)\|.*\| ([\d.]+) img/s")
 _EPOCH_RE = re.compile(r"Epoch: (\d+), Time cost: ([\d.]+) \|.*\| ([\d.]+) img/s")
 
 
-def parse_train_log(text: str) -> dict:
-    """The ``Batch: N| ... X img/s`` and ``Epoch: N, Time cost: T | ... X img/s`` lines."""
+def parse_train_log(text: str, warm_windows: int = 1) -> dict:
+    """The ``Batch: N| ... X img/s`` and ``Epoch: N, Time cost: T | ... X img/s`` lines;
+    ``steady_img_s``: the median of the log windows after the first ``warm_windows``."""
     batches = [(int(m.group(1)), float(m.group(2))) for m in _BATCH_RE.finditer(text)]
     epochs = [(int(m.group(1)), float(m.group(2)), float(m.group(3)))
               for m in _EPOCH_RE.finditer(text)]
-    # The first log window includes start-up (cudnn autotuning, first allocations).
-    steady = [ips for _, ips in batches[1:]] or [ips for _, ips in batches]
+    # The first log windows include start-up (cudnn autotuning, first allocations, workers).
+    steady = [ips for _, ips in batches[warm_windows:]] or [ips for _, ips in batches]
     return dict(batch_lines=len(batches), epoch_lines=len(epochs),
                 steady_img_s=statistics.median(steady) if steady else None,
                 epoch_img_s=epochs[-1][2] if epochs else None,
                 epoch_time_s=epochs[-1][1] if epochs else None)
 
 
-def part_recipe(ctx: dict) -> dict:
-    """A short ``resnest-train`` run in this process (so that peak GPU memory is readable)."""
+class DeviceResident:
+    """A train loader whose first batches are moved (and normalised) onto the device once and
+    then served round-robin, ``len(loader)`` per epoch: the recipe without any input cost.
+    Everything else (sampler, ``len``, ``set_epoch``) is the wrapped loader's."""
+
+    def __init__(self, loader, device: torch.device, keep: int = 4) -> None:
+        self.wrapped_loader = loader
+        it = iter(loader)
+        self.batches = [loader.prepare_batch(next(it), device) for _ in range(min(keep, len(loader)))]
+        del it
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "wrapped_loader":
+            raise AttributeError(name)
+        return getattr(self.wrapped_loader, name)
+
+    def __len__(self) -> int:
+        return len(self.wrapped_loader)
+
+    def __iter__(self):
+        return (self.batches[i % len(self.batches)] for i in range(len(self)))
+
+    def prepare_batch(self, batch, device=None, non_blocking=False):
+        return batch[0], batch[1]
+
+
+def run_recipe(recipe: dict, device: torch.device, warm_windows: int,
+               device_resident: bool = False) -> dict:
+    """One ``resnest-train`` run of ``recipe`` in this process (so that peak GPU memory is
+    readable): its log's steady-state img/s, wall time and peak GPU memory."""
     import yaml
     from resnest_engine import cli
+    from resnest_engine.workflows import train as train_mod
 
-    cfg, device = ctx["cfg"], ctx["device"]
-    model, size, batch, steps = cfg["ours"], cfg["img_size"], cfg["recipe_batch"], cfg["recipe_steps"]
-    log_every = max(1, steps // 8)
-    recipe = {
-        "FORMAT": "resnest-engine/1", "SEED": 0,
-        "MODEL": {"NAME": model, "CHANNELS_LAST": "auto", "COMPILE": False},
-        "DATA": {"DATASET": "synthetic", "IMAGE_SIZE": size, "CROP_SIZE": size,
-                 "SYNTHETIC_SIZE": batch * steps, "SYNTHETIC_CLASSES": 10,
-                 "WORKERS": cfg["recipe_workers"]},
-        "TRAINING": {"EPOCHS": 1, "BATCH_SIZE": batch, "TEST_BATCH_SIZE": batch,
-                     "AMP": "auto", "DETERMINISTIC": False},
-        "OPTIMIZER": {"WARMUP_EPOCHS": 0},
-        "LOGGING": {"LOG_EVERY": log_every, "TENSORBOARD": False, "PROGRESS_BAR": "off"},
-    }
+    real_create = train_mod.create_loaders
+
+    def resident_loaders(*args, **kwargs):
+        tr, va, n = real_create(*args, **kwargs)
+        return DeviceResident(tr, device), va, n
+
     with tempfile.TemporaryDirectory(prefix="resnest_gpu_suite_recipe_") as tmp:
         cfg_file = Path(tmp) / "recipe.yaml"
         cfg_file.write_text(yaml.safe_dump(recipe))
@@ -273,8 +426,13 @@ def part_recipe(ctx: dict) -> dict:
         threads = torch.get_num_threads()
         t0 = time.perf_counter()
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli.main(["--config-file", str(cfg_file), "--outdir", str(outdir)])
+        if device_resident:
+            train_mod.create_loaders = resident_loaders
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                rc = cli.main(["--config-file", str(cfg_file), "--outdir", str(outdir)])
+        finally:
+            train_mod.create_loaders = real_create
         wall = time.perf_counter() - t0
         torch.set_num_threads(threads)  # the run may set its own
         log_file = outdir / "log.txt"
@@ -289,19 +447,79 @@ def part_recipe(ctx: dict) -> dict:
                 h.close()
     if rc != 0:
         raise RuntimeError(f"resnest-train exited {rc}: {(err.getvalue() or log)[-500:]}")
-    parsed = parse_train_log(log)
+    parsed = parse_train_log(log, warm_windows)
     if parsed["batch_lines"] == 0 or parsed["epoch_lines"] == 0:
         raise RuntimeError("no 'Batch: ...img/s' / 'Epoch: ..., Time cost' line in the log")
     resolved = [line.strip() for line in log.splitlines()
-                if re.search(r"AMP|channels_last|CHANNELS_LAST|precision", line)][:4]
+                if re.search(r"AMP|channels_last|CHANNELS_LAST|precision|Precision|prefetch",
+                             line)][:4]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return dict(model=model, img_size=size, batch=batch, steps=steps, dataset="synthetic",
-                wall_s=wall, **parsed,
+    every = recipe["LOGGING"]["LOG_EVERY"]
+    timed = max(0, parsed["batch_lines"] - warm_windows) * every or parsed["batch_lines"] * every
+    return dict(wall_s=wall, **parsed, timed_steps=timed, img_per_s=parsed["steady_img_s"],
                 peak_gpu_mem_gib=peak / 2 ** 30 if peak is not None else None,
                 gpu_mem_before_run_gib=base / 2 ** 30 if base is not None else None,
                 peak_gpu_mem_note=None if peak is not None else "no CUDA device (smoke run)",
                 resolved_log_lines=resolved,
                 val_top1=(metrics or {}).get("top1") if isinstance(metrics, dict) else None)
+
+
+def part_recipe(ctx: dict) -> dict:
+    """The recipe end to end (``resnest-train``: engine, handlers, logging) at steady state:
+    (a) synthetic batches already on the device, against the bare step of part ``train`` (same
+    model, batch and precision): ``vs_bare_step``; (b) a generated JPEG folder through the fast
+    JPEG path with CPU decoding (``decode.cpu``; ``decode.gpu`` is a slot, not built)."""
+    cfg, device = ctx["cfg"], ctx["device"]
+    model, size, batch, steps = cfg["ours"], cfg["img_size"], cfg["recipe_batch"], cfg["recipe_steps"]
+    every, warm = cfg["recipe_log_every"], cfg["recipe_warm_windows"]
+    amp = "bf16" if ctx["bf16"] else "off"  # the bare step's precision, also on the CPU
+    recipe = {
+        "FORMAT": "resnest-engine/1", "SEED": 0,
+        "MODEL": {"NAME": model, "CHANNELS_LAST": True, "COMPILE": False},
+        "DATA": {"DATASET": "synthetic", "IMAGE_SIZE": size, "CROP_SIZE": size,
+                 "SYNTHETIC_SIZE": batch * steps, "SYNTHETIC_CLASSES": 10,
+                 "WORKERS": 0, "PREFETCH": False},
+        "TRAINING": {"EPOCHS": 1, "BATCH_SIZE": batch, "TEST_BATCH_SIZE": batch,
+                     "AMP": amp, "DETERMINISTIC": False},
+        "OPTIMIZER": {"WARMUP_EPOCHS": 0},
+        "LOGGING": {"LOG_EVERY": every, "TENSORBOARD": False, "PROGRESS_BAR": "off"},
+    }
+    synthetic = run_recipe(recipe, device, warm, device_resident=True)
+    bare = (((ctx.get("train_by_batch") or {}).get(str(batch)) or {})
+            .get(f"ours:{model}", {}).get("img_s"))
+    out = dict(model=model, img_size=size, batch=batch, steps=steps, amp=amp,
+               dataset="synthetic, already on the device", **synthetic,
+               bare_step_img_s=bare,
+               vs_bare_step=synthetic["img_per_s"] / bare if bare and synthetic["img_per_s"] else None)
+    # (b) JPEG files -> fast JPEG path (uint8 through the workers, normalised on the device).
+    decode: Dict[str, dict] = {"gpu": dict(status="not built", reason=(
+        "GPU JPEG decoding (DATA.DECODE gpu) is not in this tree yet"))}
+    if ctx["part_left"]() < 15:
+        decode["cpu"] = dict(status="skipped", reason=f"time budget: {ctx['part_left']():.0f} s left")
+    else:
+        try:
+            with tempfile.TemporaryDirectory(prefix="resnest_gpu_suite_jpegs_") as root:
+                # every class in both splits (the smoke run has fewer images than 10 classes)
+                dl_bench.make_jpeg_folder(root, cfg["recipe_jpeg_images"],
+                                          classes=min(10, cfg["recipe_jpeg_images"]))
+                per_epoch = cfg["recipe_jpeg_images"] // batch
+                epochs = -(-steps // per_epoch)
+                jpeg = json.loads(json.dumps(recipe))
+                jpeg["DATA"] = {"DATASET": "imagefolder", "ROOT": root, "FAST_JPEG": True,
+                                "CROP_SIZE": size, "WORKERS": cfg["recipe_workers"],
+                                "PREFETCH": "auto"}
+                jpeg["TRAINING"].update(EPOCHS=epochs, VAL_EVERY=epochs)
+                res = run_recipe(jpeg, device, warm)
+            decode["cpu"] = dict(status="ok", images=cfg["recipe_jpeg_images"], epochs=epochs,
+                                 workers=cfg["recipe_workers"], **res,
+                                 vs_device_resident=(res["img_per_s"] / synthetic["img_per_s"]
+                                                     if res["img_per_s"] and synthetic["img_per_s"]
+                                                     else None))
+        except Exception as e:  # recorded; part (a) stands
+            traceback.print_exc()
+            decode["cpu"] = dict(status="error", reason=f"{type(e).__name__}: {e}")
+    out["jpeg"] = dict(decode=decode)
+    return out
 
 
 PART_FUNCS = {"train": part_train, "infer": part_infer, "jpeg_pipeline": part_jpeg_pipeline,
@@ -349,17 +567,35 @@ def markdown(result: dict) -> str:
     lines += ["", "| part | what | img/s | vs reference | status |", "|---|---|---:|---:|---|"]
     for part in ("train", "train_compiled", "infer"):
         p = parts[part]
-        models = p.get("models") or {}
-        if not models:
+        groups = ({int(b): rows for b, rows in p["by_batch"].items()} if p.get("by_batch")
+                  else {p.get("batch"): p.get("models") or {}})
+        if not any(groups.values()):
             lines.append(f"| {part} | - | - | - | {p['status']}: {p['reason']} |")
-        for name, r in models.items():
-            what = f"{name}, batch {p['batch']} at {p['img_size']}"
+        for batch, models in groups.items():
+          for name, r in models.items():
+            what = f"{name}, batch {batch} at {p['img_size']}"
             if part == "train_compiled":
                 what += f", compile ({p['compile_backend']})"
+            if r.get("mfu") is not None:
+                what += f", MFU {100 * r['mfu']:.1f}%"
             ratio = r.get("ratio_vs_timm")
             status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
             lines.append(f"| {part} | {what} | {_fmt(r.get('img_s'))} | "
                          f"{_fmt(ratio, '.2f') + 'x timm' if ratio else '-'} | {status} |")
+    p = parts["train"]
+    if p.get("status") == "ok":
+        lines.append(f"| train | ours at batch {p.get('best_batch')}: MFU "
+                     f"{_fmt(None if p.get('mfu') is None else 100 * p['mfu'])}% of "
+                     f"{_fmt(p.get('peak_bf16_tflops'), '.0f')} bf16 TFLOP/s, "
+                     f"{_fmt(None if not p.get('flops_per_image') else p['flops_per_image'] / 1e9)}"
+                     f" GFLOP/image (fwd+bwd); {_fmt(p.get('vs_calibration'), '.2f')}x "
+                     f"{p['calibration']['model']} | {_fmt(p.get('img_per_s'))} | "
+                     f"{_fmt(p.get('vs_timm'), '.2f')}x timm | ok |")
+    p = parts["train_compiled"]
+    if p.get("fastest_mode"):
+        lines.append(f"| train_compiled | fastest mode: {p['fastest_mode']} "
+                     f"(`{p['recipe_setting']}`) | {_fmt(p.get('img_per_s'))} | "
+                     f"{_fmt(p.get('vs_eager'), '.2f')}x eager | ok |")
     p = parts["jpeg_pipeline"]
     if p["status"] == "ok":
         for name, r in p["pipelines"].items():
@@ -374,8 +610,20 @@ def markdown(result: dict) -> str:
         mem = (f"peak GPU memory {p['peak_gpu_mem_gib']:.2f} GiB" if p["peak_gpu_mem_gib"]
                is not None else "no GPU memory (CPU)")
         lines.append(f"| recipe | resnest-train {p['model']} at {p['img_size']}, batch "
-                     f"{p['batch']}, {p['steps']} steps (epoch {_fmt(p['epoch_img_s'])} img/s, "
-                     f"{_fmt(p['epoch_time_s'])} s); {mem} | {_fmt(p['steady_img_s'])} | - | ok |")
+                     f"{p['batch']}, {p['steps']} steps, data on the device, steady state over "
+                     f"{p['timed_steps']} steps (epoch {_fmt(p['epoch_img_s'])} img/s, "
+                     f"{_fmt(p['epoch_time_s'])} s); {mem} | {_fmt(p['steady_img_s'])} | "
+                     f"{_fmt(p.get('vs_bare_step'), '.2f')}x bare step | ok |")
+        for kind, d in p["jpeg"]["decode"].items():
+            if d.get("status") == "ok":
+                lines.append(f"| recipe | JPEG folder ({d['images']} JPEGs, fast path, DECODE "
+                             f"{kind}, {d['workers']} workers), steady state over "
+                             f"{d['timed_steps']} steps | {_fmt(d['img_per_s'])} | "
+                             f"{_fmt(d.get('vs_device_resident'), '.2f')}x data on the device "
+                             f"| ok |")
+            else:
+                lines.append(f"| recipe | JPEG folder, DECODE {kind} | - | - | "
+                             f"{d['status']}: {d.get('reason')} |")
     else:
         lines.append(f"| recipe | - | - | - | {p['status']}: {p['reason']} |")
     lines += ["", "| part | seconds | budget (s) |", "|---|---:|---:|"]
@@ -419,7 +667,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     bf16 = (torch.cuda.is_bf16_supported() if cuda else True)
     precision = "bf16 autocast" if bf16 else "fp32"
     budget = Budget(cfg["total_budget_s"])
-    ctx = dict(cfg=cfg, device=device, bf16=bf16, precision=precision)
+    device_name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    ctx = dict(cfg=cfg, device=device, bf16=bf16, precision=precision,
+               peak_tflops=bf16_peak_tflops(device_name) if cuda else None)
     ctx["models"] = build_pair(cfg, device)
     try:
         import timm
@@ -430,7 +680,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                f"CPU ({platform.processor() or platform.machine()})",
                device=str(device), torch=torch.__version__, cuda=torch.version.cuda,
                timm=timm_version, python=platform.python_version(),
-               threads=torch.get_num_threads())
+               threads=torch.get_num_threads(), peak_bf16_tflops=ctx["peak_tflops"],
+               peak_note=None if ctx["peak_tflops"] else "peak unknown: MFU is null")
     parts: Dict[str, dict] = {}
     for name in PARTS:
         if name not in wanted:
@@ -451,11 +702,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
                   total_s=time.perf_counter() - t_start)
     table = markdown(result)
     result = record.result("gpu_suite", (
-        f"{'SMOKE run, not a benchmark: ' if smoke_reason else ''}img/s of {cfg['ours']} vs timm "
-        f"{cfg['timm']} (train batch {cfg['train_batch']}, eager and compiled; inference batch "
-        f"{cfg['infer_batch']}; {precision}, channels_last, {cfg['img_size']} px), the JPEG "
-        f"pipeline vs torchvision ({cfg['jpeg_images']} JPEGs, {cfg['jpeg_workers']} workers) and "
-        f"a {cfg['recipe_steps']}-step resnest-train run, on {env['device_name']}"), result)
+        f"{'SMOKE run, not a benchmark: ' if smoke_reason else ''}steady-state img/s of "
+        f"{cfg['ours']} vs timm {cfg['timm']} and timm {cfg['calib']} (train batches "
+        f"{'/'.join(map(str, cfg['train_batches']))} eager, with MFU; torch.compile modes; "
+        f"inference batch {cfg['infer_batch']}; {precision}, channels_last, {cfg['img_size']} px), "
+        f"the JPEG pipeline vs torchvision ({cfg['jpeg_images']} JPEGs, {cfg['jpeg_workers']} "
+        f"workers) and {cfg['recipe_steps']}-step resnest-train runs (data on the device; JPEG "
+        f"folder, CPU decoding), on {env['device_name']}"), result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_suite.json").write_text(json.dumps(result, indent=2, default=str))

@@ -27,15 +27,37 @@ def test_gpu_suite_smoke(tmp_path):
     for name, part in result["parts"].items():
         assert part["status"] == "ok", (name, part.get("reason"))
         assert part["seconds"] > 0 and part["budget_s"] > 0
-    for name in ("train", "infer", "train_compiled"):
-        models = result["parts"][name]["models"]
-        assert set(models) == {"ours:resnest14", "timm:resnest14d"}
+    parts = result["parts"]
+    for name in PARTS[:-2] + ("recipe",):  # steady state: timed steps after warm-up, per part
+        if name != "jpeg_pipeline":
+            assert parts[name]["timed_steps"] >= 2 and parts[name]["img_per_s"] > 0, name
+    groups = [parts["infer"]["models"]] + list(parts["train"]["by_batch"].values())
+    assert set(parts["train"]["by_batch"]) == {"2", "4"}  # two batches (GPU: 128 and 256)
+    for models in groups:
+        # ours, timm's twin and timm's plain ResNet (the calibration)
+        assert set(models) == {"ours:resnest14", "timm:resnest14d", "timm:resnet18"}
         for row in models.values():
             # the reported throughput is the median of the timed trials
             assert row["status"] == "ok" and row["img_s_trials"] and min(row["img_s_trials"]) > 0
             assert row["img_s"] == statistics.median(row["img_s_trials"])
         ours, timm = models["ours:resnest14"], models["timm:resnest14d"]
         assert ours["ratio_vs_timm"] == pytest.approx(ours["img_s"] / timm["img_s"])
+    train = parts["train"]
+    best = train["by_batch"][str(train["best_batch"])]
+    assert train["img_per_s"] == best["ours:resnest14"]["img_s"]
+    assert train["vs_timm"] == pytest.approx(best["ours:resnest14"]["ratio_vs_timm"])
+    assert train["flops_per_image"] > 0
+    assert train["mfu"] is None and train["peak_bf16_tflops"] is None  # no known peak: null
+    from benchmarks.gpu_suite import bf16_peak_tflops, mfu
+    assert bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bf16_peak_tflops("NVIDIA L4") == 121.0 and bf16_peak_tflops("Some GPU") is None
+    assert mfu(1000.0, 1e10, 100.0) == pytest.approx(0.1)
+    compiled = parts["train_compiled"]
+    modes = {r["mode"]: r for r in compiled["models"].values()}
+    assert set(modes) == {"default", "max-autotune", "reduce-overhead"}
+    assert compiled["fastest_mode"] == max(modes, key=lambda m: modes[m]["img_s"])
+    assert compiled["recipe_setting"] == f"MODEL.COMPILE: {compiled['fastest_mode']}"
     jpeg = result["parts"]["jpeg_pipeline"]
     pipes = jpeg["pipelines"]
     assert len(pipes) == 2 and all(p["img_s"] == statistics.median(p["img_s_trials"]) > 0
@@ -46,7 +68,16 @@ def test_gpu_suite_smoke(tmp_path):
     recipe = result["parts"]["recipe"]
     assert recipe["batch_lines"] >= 1 and recipe["epoch_lines"] == 1
     assert recipe["steady_img_s"] > 0 and recipe["epoch_img_s"] > 0
+    assert recipe["img_per_s"] == recipe["steady_img_s"]
     assert recipe["peak_gpu_mem_gib"] is None and recipe["peak_gpu_mem_note"]
+    # the recipe over the bare step of part train: same model, batch and precision
+    bare = train["by_batch"][str(recipe["batch"])]["ours:resnest14"]["img_s"]
+    assert recipe["bare_step_img_s"] == bare and recipe["amp"] == "bf16"
+    assert recipe["vs_bare_step"] == pytest.approx(recipe["img_per_s"] / bare)
+    decode = recipe["jpeg"]["decode"]
+    assert decode["cpu"]["status"] == "ok", decode["cpu"].get("reason")
+    assert decode["cpu"]["img_per_s"] > 0 and decode["cpu"]["timed_steps"] >= 1
+    assert decode["gpu"]["status"] == "not built"
     table = (tmp_path / "gpu_suite.md").read_text()
     assert "| part | what | img/s | vs reference | status |" in table
     for name in PARTS:

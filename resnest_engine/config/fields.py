@@ -108,6 +108,25 @@ def normalize_auto_bool(key: str, value: Any) -> Any:
                       f"({type_name(value)})", key=key)
 
 
+#: ``MODEL.COMPILE``'s strings: torch.compile's modes (true means ``default``).
+COMPILE_MODES = ("default", "max-autotune", "reduce-overhead")
+
+
+def normalize_compile(key: str, value: Any) -> Any:
+    """false, true (torch.compile's default mode) or one of :data:`COMPILE_MODES`."""
+    if isinstance(value, bool) or value in COMPILE_MODES:
+        return value
+    raise ConfigError(f"{key}: expected false, true or one of {', '.join(COMPILE_MODES)}, got "
+                      f"{value!r} ({type_name(value)})", key=key)
+
+
+def compile_mode(value: Any) -> Any:
+    """torch.compile's ``mode`` for a ``MODEL.COMPILE`` value; None: do not compile."""
+    if value is False or value is None:
+        return None
+    return "default" if value is True else value
+
+
 def normalize_pretrained(key: str, value: Any) -> Any:
     """True (the published weights), a non-empty path, or None (false means None)."""
     if value is None or value is False:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .fields import (BETAS, EMA, NONEMPTY, PROB, PROB_OPEN, SCHEDULE_ALIASES, SEED_RANGE, above,
-                     at_least, normalize_auto_bool, normalize_pretrained, normalize_rand_aug,
+                     at_least, normalize_auto_bool, normalize_compile,
+                     normalize_pretrained, normalize_rand_aug,
                      spec, within)
 
 __all__ = ["FORMAT_KEY", "FORMAT_MARKER", "Config", "ModelConfig", "DataConfig",
@@ -56,7 +57,11 @@ class ModelConfig:
     CHANNELS_LAST: bool = spec(False, "Use the channels_last memory format: true, false, or auto "
                                "(on for CUDA and CPU; the log states the choice).",
                                normalize=normalize_auto_bool, allowed="true / false / auto")
-    COMPILE: bool = spec(False, "Wrap the model with torch.compile.")
+    COMPILE: bool = spec(False, "Wrap the model with torch.compile: false, true (its default "
+                         "mode), or a mode: default, max-autotune, reduce-overhead (CUDA "
+                         "graphs). benchmarks/gpu_suite.py reports the fastest on a GPU.",
+                         normalize=normalize_compile,
+                         allowed="true / false / default / max-autotune / reduce-overhead")
     SYNC_BN: bool = spec(False, "Convert BatchNorm to SyncBatchNorm in distributed runs.")
     GRAD_CHECKPOINTING: bool = spec(False, "Activation checkpointing (less memory, more "
                                     "compute).")
@@ -138,6 +143,11 @@ class DataConfig:
                       normalize=normalize_auto_bool, allowed="true / false / auto")
     CACHE_MB: int = spec(1024, "Memory budget of DATA.CACHE per process, in MB (10^6 bytes): "
                          "the train and val stores together.", at_least(1))
+    PREFETCH: bool = spec("auto", "Device prefetch of the training batches: on CUDA the next "
+                          "batch is copied from pinned memory on a side stream (and the uint8 "
+                          "batches normalised there) while the step runs. auto: on for CUDA; "
+                          "true on the CPU: a pass-through (the same batches); false: off.",
+                          normalize=normalize_auto_bool, allowed="true / false / auto")
     FAST_JPEG: bool = spec(False, "Faster (reduced-size) JPEG decoding; decoded pixels differ "
                            "slightly.")
     SYNTHETIC_SIZE: int = spec(1024, "Number of images of the synthetic dataset.", at_least(1))

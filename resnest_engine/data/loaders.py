@@ -107,6 +107,7 @@ def close_loader(loader: Any) -> None:
     explicitly when you drop them mid-process (tests, notebooks, repeated runs); for the loader
     a ``DeterministicEngine`` ran, pass ``engine.state.dataloader`` (it rebuilds the loader).
     """
+    loader = getattr(loader, "wrapped_loader", loader)  # a DevicePrefetcher: its loader's
     iterator = getattr(loader, "_iterator", None)
     if iterator is None:
         return

@@ -66,12 +66,35 @@ class SeededDeterministicEngine(DeterministicEngine):
         self.state.seed = self._pinned_seed
 
     def _setup_engine(self) -> None:
+        # A wrapper of a loader (``DevicePrefetcher``: ``wrapped_loader``) gets its loader's
+        # batch sampler swapped in place, as a bare loader does.
         dl = self.state.dataloader
-        if (isinstance(dl, DataLoader) and not isinstance(dl.dataset, IterableDataset)
-                and isinstance(dl.batch_sampler, BatchSampler)
-                and not isinstance(dl.batch_sampler, ReproducibleBatchSampler)):
-            self.state.dataloader = update_dataloader(dl, _EagerBatchSampler(dl.batch_sampler))
+        inner = getattr(dl, "wrapped_loader", None)
+        target = inner if inner is not None else dl
+        if (isinstance(target, DataLoader) and not isinstance(target.dataset, IterableDataset)
+                and isinstance(target.batch_sampler, BatchSampler)
+                and not isinstance(target.batch_sampler, ReproducibleBatchSampler)):
+            target = update_dataloader(target, _EagerBatchSampler(target.batch_sampler))
+            if inner is not None:
+                dl.wrapped_loader = target
+            else:
+                self.state.dataloader = target
         super()._setup_engine()
+
+    def _from_iteration(self, iteration: int):
+        # ignite starts a bare DataLoader at ``iteration`` through its batch sampler, but reads
+        # any other iterable from the epoch's start, discarding batches; a wrapper's loader is
+        # started the DataLoader way and the wrapper iterates it.
+        dl = self.state.dataloader
+        inner = getattr(dl, "wrapped_loader", None)
+        if not (isinstance(inner, DataLoader)
+                and isinstance(inner.batch_sampler, ReproducibleBatchSampler)):
+            return super()._from_iteration(iteration)
+        iteration %= len(inner.batch_sampler)
+        self._setup_seed()
+        if iteration > 0:
+            inner.batch_sampler.start_iteration = iteration
+        return iter(dl)
 
     def state_dict(self):
         sd = super().state_dict()

@@ -15,6 +15,7 @@ from ignite.engine import Engine
 from torch import nn
 
 from ..config import Config, config_to_dict, effective_lr
+from ..config.fields import compile_mode
 from ..config.options import option_values
 from ..data import DataOptions, MixupCutmix
 from ..engine import SoftTargetCrossEntropy, create_optimizer, create_trainer, param_groups
@@ -117,6 +118,12 @@ def build_loss(cfg: Config, num_classes: int) -> Tuple[nn.Module, Optional[Mixup
     return nn.CrossEntropyLoss(label_smoothing=d.LABEL_SMOOTHING), None
 
 
+def _compiled(model: nn.Module, value: Any) -> nn.Module:
+    """MODEL.COMPILE: the model, or ``torch.compile(model, mode=...)`` (true: mode default)."""
+    mode = compile_mode(value)
+    return model if mode is None else torch.compile(model, mode=mode)
+
+
 def build_trainer(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
                   loss_fn: nn.Module, mix: Optional[MixupCutmix], *, device: Any, amp: str,
                   channels_last: bool, grad_accum: int, prepare_batch: Any = None) -> Engine:
@@ -124,7 +131,7 @@ def build_trainer(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimize
     the resolved precision, layout and accumulation (a resume may change the latter)."""
     t = cfg.TRAINING
     return create_trainer(
-        torch.compile(model) if cfg.MODEL.COMPILE else model, optimizer, loss_fn, device=device,
+        _compiled(model, cfg.MODEL.COMPILE), optimizer, loss_fn, device=device,
         amp=amp, grad_accum=grad_accum, clip_grad=t.CLIP_GRAD, channels_last=channels_last,
         batch_transform=mix, prepare_batch=prepare_batch, deterministic=t.DETERMINISTIC,
         seed=cfg.SEED)

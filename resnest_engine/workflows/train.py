@@ -19,6 +19,7 @@ from ignite.utils import manual_seed
 from ..config import Config, config_warnings, dump_config, effective_lr
 from ..data import SamplerEpochs, close_loader, create_loaders
 from ..data.errors import DataError, worker_died
+from ..data.prefetch import DevicePrefetcher, resolve_prefetch
 from ..engine import create_evaluator
 from ..engine.precision import amp_warning, resolve_amp, resolve_channels_last
 from ..storage.files import atomic_write_text
@@ -109,6 +110,11 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     if rank == 0 and class_names is not None:
         atomic_write_text(RunDir(outdir).classes, json.dumps(list(class_names)) + "\n")
 
+    prefetch, prefetch_why = resolve_prefetch(cfg.DATA.PREFETCH, device)
+    logger.info("Device prefetch: %s (%s)", "on" if prefetch else "off", prefetch_why)
+    # The engine runs the wrapper; SamplerEpochs and the checkpoints see the loader through it.
+    train_feed = DevicePrefetcher(train_loader, device) if prefetch else train_loader
+
     # Model (a resume replaces the pretrained weights) and optimizer
     model = build_model(cfg, num_classes, pretrained=source is None)
     logger.info("Model %s: %.2fM parameters, %d classes", cfg.MODEL.NAME,
@@ -126,7 +132,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     grad_accum = source.grad_accum if source is not None else t.GRAD_ACCUM
     trainer = build_trainer(cfg, model, optimizer, loss_fn, mix, device=device, amp=amp,
                             channels_last=channels_last, grad_accum=grad_accum,
-                            prepare_batch=getattr(train_loader, "prepare_batch", None))
+                            prepare_batch=getattr(train_feed, "prepare_batch", None))
     if mix is not None:
         mix.attach(trainer, cfg.DATA.MIXUP_OFF_EPOCH)
     SamplerEpochs(train_loader).attach(trainer)
@@ -160,7 +166,7 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
 
     # Run
     try:
-        trainer.run(train_loader, max_epochs=t.EPOCHS)
+        trainer.run(train_feed, max_epochs=t.EPOCHS)
     except RuntimeError as e:  # torch's SIGCHLD handler raises it wherever the main thread is
         died = worker_died(e, cfg.DATA.WORKERS)
         if died is None:

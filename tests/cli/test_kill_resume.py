@@ -74,3 +74,19 @@ def test_resume_auto_falls_back_when_the_newest_point_is_corrupt(tmp_path, refer
     assert f"skipping {newest}" in r.stderr
     assert f"Resumed from {previous}" in (out / "log.txt").read_text()
     _same_result(ref, out)
+
+
+def test_sigkill_and_resume_with_device_prefetch_on_is_bitwise_identical(tmp_path, reference):
+    # DATA.PREFETCH true: the engine runs the DevicePrefetcher (a pass-through on the CPU); its
+    # mid-epoch resume must start the wrapped loader where the killed run stopped.
+    cfg, ref = reference
+    out = tmp_path / "run"
+    killed = run_cli("--config-file", cfg, "--outdir", out, "DATA.PREFETCH=true",
+                     env={**cli_env(), "RESNEST_ENGINE_KILL_AT_ITER": "5"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = run_main("--config-file", cfg, "--outdir", out, "--resume", "auto",
+                       "DATA.PREFETCH=true")
+    assert resumed.returncode == 0, resumed.stderr
+    log = (out / "log.txt").read_text()
+    assert "Resumed from" in log and log.count("Device prefetch: on (as set") == 2, log
+    _same_result(ref, out)
