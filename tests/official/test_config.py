@@ -224,7 +224,9 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
                 "DATA.CACHE": "auto", "DATA.CACHE_MB": 1024, "DATA.SPLIT_SEED": None,
                 "OPTIMIZER.FUSED": "auto",
                 # Parquet's column names: read only with DATA.DATASET parquet
-                "DATA.PARQUET_IMAGE_COLUMN": "image", "DATA.PARQUET_LABEL_COLUMN": "label"}
+                "DATA.PARQUET_IMAGE_COLUMN": "image", "DATA.PARQUET_LABEL_COLUMN": "label",
+                # the device prefetcher (on CUDA) yields the loader's batches bitwise
+                "DATA.PREFETCH": "auto"}
     for path in recipes:
         text = pathlib.Path(path).read_text()
         assert "\nFORMAT: resnest-engine/1" in text, path
