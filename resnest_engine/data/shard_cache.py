@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -42,6 +43,7 @@ __all__ = ["ShardCache", "default_cache_dir", "is_url", "local_path", "read_remo
 logger = logging.getLogger(__name__)
 
 CHUNK = 4 << 20
+_CACHED_NAME = re.compile(r"^[0-9a-f]{16}-")
 #: Network errors are retried this many times (so ``RETRIES + 1`` attempts) ...
 RETRIES = 4
 #: ... waiting ``BACKOFF_S * 2**attempt`` seconds in between (0.5, 1, 2, 4 s).
@@ -295,7 +297,7 @@ class ShardCache:
         except OSError:
             return out
         for entry in entries:
-            if entry.name.endswith((".lock", ".tmp")):
+            if entry.name.endswith((".lock", ".tmp")) or not _CACHED_NAME.match(entry.name):
                 continue
             try:
                 st = entry.stat()
