@@ -181,6 +181,7 @@ def test_a_full_cache_disk_is_one_line(shard_set, tmp_path):
     try:
         remote = build_dataset(DataOptions(dataset="shards", root=http.url, pca_lighting=0,
                                            cache_dir=str(disk.path / "cache")), "train")
+        remote.cache.ahead = 0  # no prefetch thread writing beside the read under test
         os.makedirs(remote.cache.dir)
         fill_disk(disk.path)
         with pytest.raises(DataError) as info:

@@ -222,7 +222,9 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
                 "LOGGING.MLFLOW": False, "LOGGING.MLFLOW_LOG_MODEL": False,
                 # issue 21: keys whose defaults keep every recipe's batches and updates bitwise
                 "DATA.CACHE": "auto", "DATA.CACHE_MB": 1024, "DATA.SPLIT_SEED": None,
-                "OPTIMIZER.FUSED": "auto"}
+                "OPTIMIZER.FUSED": "auto",
+                # issue 26: remote shard sets' local cache (unused by local data)
+                "DATA.CACHE_DIR": None, "DATA.SHARD_CACHE_GB": 100.0}
     for path in recipes:
         text = pathlib.Path(path).read_text()
         assert "\nFORMAT: resnest-engine/1" in text, path
