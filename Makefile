@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[demo,test,onnx,mlflow,report,parquet]'
+	$(PY) -m pip install --quiet -e '.[demo,test,onnx,mlflow,report,parquet,cloud]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -159,11 +159,16 @@ def _overrides_in_our_format(a: argparse.Namespace, loaded, world: int) -> List[
 def _check_data_paths(cfg) -> None:
     """Find missing dataset roots before any process is spawned (the config already checked
     the dataset name)."""
+    from ..data.shard_cache import is_url, local_path
     name = cfg.DATA.DATASET
     if name in ("imagefolder", "imagenet", "shards", "parquet", "cifar10", "cifar100"):
         root = cfg.DATA.ROOT
         if not root:
             raise DataError(f"DATA.ROOT: dataset {name!r} needs a root directory")
+        if name == "shards" and is_url(root):  # fetched through fsspec: checked when opened
+            return
+        if name == "shards":
+            root = local_path(root)
         if not Path(root).is_dir() and not (name.startswith("cifar") and cfg.DATA.DOWNLOAD):
             raise DataError(f"DATA.ROOT: directory not found: {root}")
 

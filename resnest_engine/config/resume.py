@@ -29,11 +29,12 @@ def diff_configs(a: Config, b: Config) -> List[Tuple[str, Any, Any]]:
 #: updated. (ROOT: same data elsewhere; WORKERS: every augmentation draw is keyed to (seed,
 #: epoch, index) in resnest_engine.data, whatever process runs it; SKIP_CORRUPT: without it the
 #: run would stop at the bad file; CACHE, CACHE_MB: cached batches are bitwise the per-sample
-#: path's; PRETRAINED: the checkpoint's weights replace it; checkpoint/log cadence and eval
+#: path's; CACHE_DIR, SHARD_CACHE_GB: where and how many verified shards are kept locally;
+#: PRETRAINED: the checkpoint's weights replace it; checkpoint/log cadence and eval
 #: batch: no effect on training.)
 RESUME_SAFE_KEYS = frozenset(
     ["DATA.ROOT", "DATA.DOWNLOAD", "DATA.WORKERS", "DATA.SKIP_CORRUPT", "DATA.CACHE",
-     "DATA.CACHE_MB", "MODEL.PRETRAINED",
+     "DATA.CACHE_MB", "DATA.CACHE_DIR", "DATA.SHARD_CACHE_GB", "MODEL.PRETRAINED",
      "TRAINING.TEST_BATCH_SIZE", "TRAINING.DIST_TIMEOUT", "TRAINING.CKPT_EVERY",
      "TRAINING.CKPT_EVERY_ITERS", "TRAINING.KEEP_CHECKPOINTS", "TRAINING.KEEP_BEST",
      "TRAINING.NAN_CHECK_EVERY"]

@@ -169,6 +169,9 @@ def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, see
     if len(sampler) < local_batch:
         raise DataError(f"the train split has {len(dataset)} samples, fewer than one global batch "
                         f"({local_batch} x {sampler.num_replicas} processes)")
+    follow = getattr(dataset, "follow", None)
+    if follow is not None:  # e.g. remote shards: fetched in the order this sampler reads them
+        follow(sampler)
     data, kwargs = _loader_data(dataset, opts, True, seed, cache)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
                        classes=getattr(dataset, "classes", None), **kwargs)

@@ -83,6 +83,9 @@ class SeededDataset(Dataset):
             repeat = int(key[2]) if len(key) > 2 else 0
         else:
             epoch, index, repeat = 0, int(key), 0
+        reading = getattr(self.source, "reading", None)
+        if reading is not None:  # e.g. remote shards: fetch what the sampler needs next
+            reading(epoch, index)
         with torch.random.fork_rng(devices=[]):
             # CPU generator only: torch.manual_seed would also reseed (and clobber) CUDA RNGs.
             torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index, repeat))

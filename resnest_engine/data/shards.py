@@ -12,13 +12,20 @@ access, so the order and the draws stay those of our own samplers (the default g
 shards written from an image folder is bitwise the folder's run). Each process opens its own
 file handles, lazily, on its first read (DataLoader workers included); ``pread`` keeps no file
 position, so the cache's decoding threads share them safely.
+
+A ``root`` that is a URL (``s3://``, ``gs://``, ``http(s)://``, any fsspec protocol) reads the
+index through fsspec and the shards from a local :class:`~resnest_engine.data.shard_cache.ShardCache`
+that fetches each one whole, verified, ahead of need: in the order the train sampler will read
+them when the loader tells the split its sampler (:meth:`ShardSplit.follow`), else in index order.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
 import tarfile
+import threading
 from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,6 +35,7 @@ from torch.utils.data import Dataset
 from .datasets import IMG_EXTENSIONS, SPLITS, register_dataset
 from .errors import DataError
 from .options import DataOptions
+from .shard_cache import ShardCache, default_cache_dir, is_url, local_path, read_remote_json
 
 __all__ = ["INDEX_FORMAT", "INDEX_NAME", "IMAGE_EXTS", "LABEL_EXTS", "ShardSplit", "group_samples",
            "member_key", "read_index", "scan_tar"]
@@ -88,7 +96,20 @@ def group_samples(members: Sequence[Sequence[Any]], where: str
 
 
 def read_index(split_dir: str) -> dict:
-    """The parsed ``index.json`` of one split of a shard set (checked for its format)."""
+    """The parsed ``index.json`` of one split of a shard set (checked for its format); a URL
+    is read through fsspec."""
+    if is_url(split_dir):
+        path = f"{split_dir.rstrip('/')}/{INDEX_NAME}"
+        try:
+            index = read_remote_json(path)
+        except DataError as e:
+            if "FileNotFoundError" in str(e):
+                raise DataError(f"{path} not found: {split_dir} is not a complete shard set "
+                                f"(write one with resnest-shards and upload it)") from None
+            raise
+        if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+            raise DataError(f"{path} is not a shard index of format {INDEX_FORMAT}")
+        return index
     path = os.path.join(split_dir, INDEX_NAME)
     if not os.path.isdir(split_dir):
         raise DataError(f"missing split folder {split_dir} (a shard set holds train/ and val/, "
@@ -120,10 +141,17 @@ class ShardSplit(Dataset):
     shard and the member (or, with ``skip_corrupt``, replaced by the next sample with a warning).
     """
 
+    #: Remote sets: open shard files kept per process (least recently used closed first).
+    MAX_OPEN = 64
+    #: Remote sets: how many samples of the sampler's order are looked ahead to fetch shards.
+    LOOKAHEAD = 2048
+
     def __init__(self, root: str, split: str, in_chans: int = 3,
-                 classes: Optional[Sequence[str]] = None, skip_corrupt: bool = False) -> None:
+                 classes: Optional[Sequence[str]] = None, skip_corrupt: bool = False,
+                 cache_dir: Optional[str] = None, cache_bytes: int = 0) -> None:
         self.root, self.split = root, split
-        self.split_dir = os.path.join(root, split)
+        remote = is_url(root)
+        self.split_dir = f"{root.rstrip('/')}/{split}" if remote else os.path.join(root, split)
         self.mode = "L" if in_chans == 1 else "RGB"
         self.skip_corrupt = skip_corrupt
         self.skipped_at_load = 0
@@ -136,9 +164,12 @@ class ShardSplit(Dataset):
         self.shards: List[str] = []
         shard_of, offsets, sizes, names, targets = [], [], [], [], []
         for s, shard in enumerate(index.get("shards") or []):
-            path = os.path.join(self.split_dir, str(shard["name"]))
             members = shard["members"]
-            self._check_size(path, int(shard["bytes"]), members)
+            if remote:  # size and SHA-256 are checked when the shard is fetched
+                path = f"{self.split_dir}/{shard['name']}"
+            else:
+                path = os.path.join(self.split_dir, str(shard["name"]))
+                self._check_size(path, int(shard["bytes"]), members)
             samples = group_samples(members, path)
             labels = shard.get("labels")
             if labels is None or len(labels) != len(samples):
@@ -168,6 +199,53 @@ class ShardSplit(Dataset):
         self.targets = targets
         self._fds: Dict[int, int] = {}
         self._pid = os.getpid()
+        self.cache: Optional[ShardCache] = None
+        if remote:
+            where = os.path.join(cache_dir or default_cache_dir(root), split)
+            self.cache = ShardCache(self.split_dir, index.get("shards") or [], where, cache_bytes)
+        self._sampler: Any = None
+        self._orders: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._hinted = False
+        self._lock = threading.Lock()
+
+    def follow(self, sampler: Any) -> None:
+        """Fetch remote shards in the order ``sampler`` (a ``TrainSampler``, whose order is a
+        pure function of its seed and epoch) will ask for them; the loader's ``SeededDataset``
+        tells the split which ``(epoch, index)`` is being read (:meth:`reading`)."""
+        if self.cache is not None:
+            self._sampler = copy.copy(sampler)
+            self._orders = {}
+
+    def _order(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(position of each index in this rank's epoch order, shard of each position)``."""
+        got = self._orders.get(epoch)
+        if got is None:
+            sampler = copy.copy(self._sampler)
+            sampler.set_epoch(epoch)
+            indices = np.fromiter((k[1] for k in sampler), dtype=np.int64)
+            position = np.full(len(self), -1, dtype=np.int64)
+            position[indices] = np.arange(len(indices))
+            got = self._orders[epoch] = (position, self._shard[indices])
+            for old in [e for e in self._orders if e < epoch - 1]:
+                del self._orders[old]
+        return got
+
+    def reading(self, epoch: int, index: int) -> None:
+        """Sample ``index`` of epoch ``epoch`` is about to be read: fetch the shards the sampler
+        needs next (remote sets; a no-op otherwise)."""
+        if self.cache is None or self._sampler is None:
+            return
+        position, shards = self._order(epoch)
+        p = int(position[index])
+        if p < 0:
+            return
+        window = shards[p:p + self.LOOKAHEAD]
+        if p + self.LOOKAHEAD > len(shards):  # the next epoch's first shards follow
+            _, following = self._order(epoch + 1)
+            window = np.concatenate([window, following[:p + self.LOOKAHEAD - len(shards)]])
+        _, first = np.unique(window, return_index=True)
+        self._hinted = True
+        self.cache.want(window[np.sort(first)].tolist())
 
     @staticmethod
     def _check_size(path: str, expected: int, members: Sequence[Sequence[Any]]) -> None:
@@ -189,11 +267,20 @@ class ShardSplit(Dataset):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_fds"] = {}
+        state["_orders"] = {}
+        state.pop("_lock", None)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: the parent's descriptors are not ours to use
             self._fds, self._pid = {}, os.getpid()
+            self._lock = threading.Lock()
+        if self.cache is not None:
+            return self._cached_fd(shard)
         fd = self._fds.get(shard)
         if fd is None:
             try:
@@ -202,6 +289,20 @@ class ShardSplit(Dataset):
                 raise DataError(f"cannot open shard {self.shards[shard]}: "
                                 f"{os.strerror(e.errno) if e.errno else e}") from None
             fd = self._fds.setdefault(shard, fd)
+        return fd
+
+    def _cached_fd(self, shard: int) -> int:
+        """A remote set's shard, opened from the cache (called holding ``self._lock``)."""
+        cache = self.cache
+        fd = self._fds.pop(shard, None)
+        if fd is None:
+            if not self._hinted:  # no sampler order (eval, the decode-once cache): index order
+                n = len(self.shards)
+                cache.want([(shard + k) % n for k in range(1, cache.ahead + 1)])
+            if not cache.cached(shard) or len(self._fds) >= self.MAX_OPEN:
+                self.close()  # a fetch may have to evict: hold no shard of our own open
+            fd = cache.open(shard)
+        self._fds[shard] = fd  # last = most recently used
         return fd
 
     def close(self) -> None:
@@ -220,7 +321,11 @@ class ShardSplit(Dataset):
     def read_bytes(self, index: int) -> bytes:
         """The image member's bytes of sample ``index`` (the original file's bytes)."""
         shard, offset, size = int(self._shard[index]), int(self._offset[index]), int(self._size[index])
-        data = os.pread(self._fd(shard), size, offset)
+        if self.cache is not None:  # descriptors come and go: no read may race a close
+            with self._lock:
+                data = os.pread(self._fd(shard), size, offset)
+        else:
+            data = os.pread(self._fd(shard), size, offset)
         if len(data) != size:
             raise DataError(f"shard {self.shards[shard]} is truncated: member "
                             f"{self.members[index]} needs bytes {offset}-{offset + size}, the file "
@@ -258,12 +363,18 @@ class ShardSplit(Dataset):
 @register_dataset("shards")
 def _shards(opts: DataOptions, split: str, classes: Optional[Sequence[str]] = None) -> ShardSplit:
     if not opts.root:
-        raise DataError("data.dataset=shards needs data.root: the folder of a shard set "
+        raise DataError("data.dataset=shards needs data.root: the folder or URL of a shard set "
                         "(train/ and val/, each with *.tar shards and index.json)")
-    root = os.path.expanduser(opts.root)
-    if not os.path.isdir(root):
-        raise DataError(f"data.root {root} is not a folder")
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    extra: Dict[str, Any] = {}
+    if is_url(opts.root):
+        root = str(opts.root)
+        extra = dict(cache_dir=os.path.expanduser(opts.cache_dir) if opts.cache_dir else None,
+                     cache_bytes=int(opts.shard_cache_gb * 1e9))
+    else:
+        root = local_path(opts.root)
+        if not os.path.isdir(root):
+            raise DataError(f"data.root {root} is not a folder")
     return ShardSplit(root, split, in_chans=opts.in_chans, classes=classes,
-                      skip_corrupt=opts.skip_corrupt)
+                      skip_corrupt=opts.skip_corrupt, **extra)

@@ -226,7 +226,9 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
                 # Parquet's column names: read only with DATA.DATASET parquet
                 "DATA.PARQUET_IMAGE_COLUMN": "image", "DATA.PARQUET_LABEL_COLUMN": "label",
                 # the device prefetcher (on CUDA) yields the loader's batches bitwise
-                "DATA.PREFETCH": "auto"}
+                "DATA.PREFETCH": "auto",
+                # remote shard sets' local cache (unused by local data)
+                "DATA.CACHE_DIR": None, "DATA.SHARD_CACHE_GB": 100.0}
     for path in recipes:
         text = pathlib.Path(path).read_text()
         assert "\nFORMAT: resnest-engine/1" in text, path

@@ -1,0 +1,50 @@
+"""Training from a shard set in S3 (moto's server on 127.0.0.1) is bitwise training on the folder
+the shards were written from, also with a cache budget under two shards (issue 26)."""
+import json
+
+import pytest
+import torch
+
+from resnest_engine.cli.shards import main
+from tests.support.cli import run_main
+from tests.support.real_files import write_digits
+from tests.support.remote import S3Server, set_env
+
+
+@pytest.mark.slow  # three short training runs
+def test_training_from_s3_is_bitwise_training_on_the_folder(tmp_path, monkeypatch):
+    src = tmp_path / "digits"
+    write_digits(src, 20, 5)  # 200 train, 50 val
+    shards = tmp_path / "set"
+    assert main([str(src), str(shards), "--shard-size", "64", "--no-progress"]) == 0
+    server = S3Server()
+    set_env(monkeypatch, server.env)
+    try:
+        url = server.upload(shards, "bucket", "shards")
+        largest = max(s["bytes"] for s in
+                      json.loads((shards / "train" / "index.json").read_text())["shards"])
+        common = ["--config-file", "recipes/digits.yaml", "TRAINING.EPOCHS=1",
+                  "OPTIMIZER.WARMUP_EPOCHS=0", "TRAINING.BATCH_SIZE=32",
+                  "TRAINING.TEST_BATCH_SIZE=50", "TRAINING.VAL_EVERY=1", "TRAINING.CKPT_EVERY=1",
+                  "LOGGING.TENSORBOARD=false"]
+        runs = {"folder": ["DATA.DATASET=imagefolder", f"DATA.ROOT={src}"],
+                # through DataLoader workers, each fetching ahead into the shared cache
+                "s3": ["DATA.DATASET=shards", f"DATA.ROOT={url}", "DATA.WORKERS=2",
+                       "DATA.CACHE=false", f"DATA.CACHE_DIR={tmp_path / 'cache'}"],
+                # a budget under two shards: shards are evicted and fetched again
+                "s3-small": ["DATA.DATASET=shards", f"DATA.ROOT={url}", "DATA.WORKERS=0",
+                             "DATA.CACHE=false", f"DATA.CACHE_DIR={tmp_path / 'small'}",
+                             f"DATA.SHARD_CACHE_GB={1.5 * largest / 1e9}"]}
+        weights = {}
+        for name, extra in runs.items():
+            r = run_main(*common[:2], "--outdir", tmp_path / f"run-{name}", *common[2:], *extra)
+            assert r.returncode == 0, r.stderr
+            weights[name] = torch.load(tmp_path / f"run-{name}" / "model_weights.pt",
+                                       weights_only=True)
+    finally:
+        server.stop()
+    assert len(list((tmp_path / "small" / "train").glob("*.tar"))) == 1
+    for name in ("s3", "s3-small"):
+        assert weights["folder"].keys() == weights[name].keys()
+        for key, value in weights["folder"].items():
+            assert torch.equal(value, weights[name][key]), (name, key)
