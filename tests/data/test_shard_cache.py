@@ -110,7 +110,10 @@ def test_a_budget_under_two_shards_evicts_and_reads_everything(shard_set, tmp_pa
         _same_samples(remote, local, order)
         remote.close()
         cached = [n for n in os.listdir(remote.cache.dir) if n.endswith(".tar")]
-        assert len(cached) == 1
+        # The budget holds one shard. A shard open in a reader is never evicted, so when the
+        # prefetch thread or the reader fetched the next one while the last was still open, two
+        # stay (the documented best effort): which of the two happens depends on timing.
+        assert 1 <= len(cached) <= 2, cached
         assert sum(remote.cache.fetches.values()) > len(index["shards"])  # refetched after eviction
     finally:
         http.stop()
