@@ -151,6 +151,13 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
         code = report_error(e, show=exit_status(e) == ExitCode.FAILED or idist.get_rank() == 0)
         if code is None:
             raise
+    # ignite's spawn wrapper destroys the process group only when this function returns, and
+    # sys.exit below skips that: a spawned process then exited with its gloo group alive, and
+    # once in a few loaded test runs one aborted in C++ at exit ("terminate called without an
+    # active exception", exit -6). Finalize here, on every launch path (after it, the world
+    # size is 1 and the callers' own finalize is a no-op).
+    if idist.get_world_size() > 1:
+        idist.finalize()
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
