@@ -16,18 +16,15 @@ so a Parquet split written from an image folder in its order gives the folder's 
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import threading
-import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
 from .datasets import SPLITS, register_dataset
+from .encoded_split import EncodedImageSplit
 from .errors import DataError
 from .options import DataOptions
 
@@ -84,7 +81,7 @@ def hub_class_names(metadata: Optional[dict], column: str) -> Optional[List[str]
     return [str(n) for n in names] if isinstance(names, list) and names else None
 
 
-class ParquetSplit(Dataset):
+class ParquetSplit(EncodedImageSplit):
     """One split stored as Parquet files: sample *i* is ``(PIL image, label)``, rows in file
     order (files sorted by name), decoded exactly as
     :class:`~resnest_engine.data.datasets.ImageFolderSplit` decodes the bytes' file.
@@ -304,32 +301,9 @@ class ParquetSplit(Dataset):
                             f"{self.image_column!r} is null)")
         return value
 
-    def load(self, index: int) -> Image.Image:
-        with Image.open(io.BytesIO(self.read_bytes(index))) as im:
-            return im.convert(self.mode)  # as ImageFolderSplit.load: convert() decodes fully
-
-    def unreadable(self, index: int, exc: BaseException) -> int:
-        if isinstance(exc, DataError):
-            raise exc
+    def where(self, index: int) -> str:
         path, _, row = self.locate(index)
-        where = f"row {row} of Parquet file {path}"
-        if not self.skip_corrupt:
-            raise DataError(f"cannot read image {where}: {type(exc).__name__}: {exc} "
-                            f"(set DATA.SKIP_CORRUPT: true to skip such samples)") from exc
-        self.skipped_at_load += 1
-        replacement = (index + 1) % len(self)
-        warnings.warn(f"skipping unreadable image {where} ({type(exc).__name__}: {exc}); using "
-                      f"sample {replacement} instead ({self.skipped_at_load} skipped in this "
-                      f"process)", stacklevel=2)
-        return replacement
-
-    def __getitem__(self, index: int) -> Tuple[Image.Image, int]:
-        for _ in range(min(len(self), 100)):
-            try:
-                return self.load(index), self.targets[index]
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-                index = self.unreadable(index, e)
-        raise DataError(f"no readable image found near sample {index}")
+        return f"row {row} of Parquet file {path}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,7 +21,6 @@ them when the loader tells the split its sampler (:meth:`ShardSplit.follow`), el
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import tarfile
@@ -29,10 +28,9 @@ import threading
 from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
 from .datasets import IMG_EXTENSIONS, SPLITS, register_dataset
+from .encoded_split import EncodedImageSplit
 from .errors import DataError
 from .options import DataOptions
 from .shard_cache import ShardCache, default_cache_dir, is_url, local_path, read_remote_json
@@ -131,7 +129,7 @@ def _image_exts(exts: Iterable[str]) -> str:
     return next(e for e in exts if e in IMAGE_EXTS)
 
 
-class ShardSplit(Dataset):
+class ShardSplit(EncodedImageSplit):
     """One split of a shard set: sample *i* is ``(PIL image, label)``, decoded exactly as
     :class:`~resnest_engine.data.datasets.ImageFolderSplit` decodes the file the bytes came from.
 
@@ -332,32 +330,8 @@ class ShardSplit(Dataset):
                             f"ends first")
         return data
 
-    def load(self, index: int) -> Image.Image:
-        with Image.open(io.BytesIO(self.read_bytes(index))) as im:
-            return im.convert(self.mode)  # as ImageFolderSplit.load: convert() decodes fully
-
-    def unreadable(self, index: int, exc: BaseException) -> int:
-        where = f"member {self.members[index]} of shard {self.shards[int(self._shard[index])]}"
-        if not self.skip_corrupt or isinstance(exc, DataError):
-            if isinstance(exc, DataError):
-                raise exc
-            raise DataError(f"cannot read image {where}: {type(exc).__name__}: {exc} "
-                            f"(set DATA.SKIP_CORRUPT: true to skip such samples)") from exc
-        import warnings
-        self.skipped_at_load += 1
-        replacement = (index + 1) % len(self)
-        warnings.warn(f"skipping unreadable image {where} ({type(exc).__name__}: {exc}); using "
-                      f"sample {replacement} instead ({self.skipped_at_load} skipped in this "
-                      f"process)", stacklevel=2)
-        return replacement
-
-    def __getitem__(self, index: int) -> Tuple[Image.Image, int]:
-        for _ in range(min(len(self), 100)):
-            try:
-                return self.load(index), self.targets[index]
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-                index = self.unreadable(index, e)
-        raise DataError(f"no readable image found near member {self.members[index]}")
+    def where(self, index: int) -> str:
+        return f"member {self.members[index]} of shard {self.shards[int(self._shard[index])]}"
 
 
 @register_dataset("shards")
