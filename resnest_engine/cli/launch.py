@@ -152,15 +152,29 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
         if code is None:
             raise
     # ignite's spawn wrapper destroys the process group only when this function returns, and
-    # sys.exit below skips that: a spawned process then exited with its gloo group alive, and
-    # once in a few loaded test runs one aborted in C++ at exit ("terminate called without an
-    # active exception", exit -6). Finalize here, on every launch path (after it, the world
-    # size is 1 and the callers' own finalize is a no-op).
-    if idist.get_world_size() > 1:
+    # the exit below skips that: finalize here, on every launch path (after it, the world size
+    # is 1 and the callers' own finalize is a no-op).
+    distributed = idist.get_world_size() > 1
+    if distributed:
         idist.finalize()
     sys.stdout.flush()
     sys.stderr.flush()
+    if distributed and multiprocessing.parent_process() is not None:
+        exit_distributed_process(code)
     sys.exit(code)
+
+
+def exit_distributed_process(code: int) -> None:
+    """End a process of a multi-process run once its files are written and its group destroyed,
+    without the interpreter's teardown. In loaded test runs a DDP process that had finished its
+    work aborted now and then in that teardown, inside C++ ("terminate called without an active
+    exception", status -6), and the launch reported a finished run as failed. Everything the run
+    writes is closed or waited for by then (the background checkpoint writer at the run's end);
+    the log handlers are flushed and closed here."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
 
 
 def launch_training(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[Path],
@@ -176,9 +190,12 @@ def launch_training(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[P
         # the last 4 digits of SLURM_JOB_ID). The rendezvous waits for every rank, so no rank
         # writes the run directory before all have done their checks of it.
         idist.initialize(backend, timeout=timeout)
+        distributed = idist.get_world_size() > 1
         try:
             _worker(idist.get_local_rank(), *args)
         except SystemExit as e:
+            if distributed:  # a torchrun/srun rank: a process of its own (see exit_distributed_process)
+                exit_distributed_process(int(e.code or 0))
             return int(e.code or 0)
         finally:
             if idist.get_world_size() > 1:
