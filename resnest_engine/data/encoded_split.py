@@ -17,7 +17,17 @@ __all__ = ["EncodedImageSplit"]
 class EncodedImageSplit(Dataset):
     """Base of the container datasets. A subclass sets ``mode`` (PIL mode), ``targets``,
     ``skip_corrupt`` and ``skipped_at_load = 0``, and defines ``read_bytes(index)`` (the
-    sample's encoded bytes) and ``where(index)`` (where the sample is, for messages)."""
+    sample's encoded bytes), ``where(index)`` (where the sample is, for messages) and
+    ``close()`` (this process's open containers; also called when the split is collected)."""
+
+    def close(self) -> None:
+        """Close this process's open containers."""
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def read_bytes(self, index: int) -> bytes:
         raise NotImplementedError

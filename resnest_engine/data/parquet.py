@@ -251,12 +251,6 @@ class ParquetSplit(EncodedImageSplit):
         for pf in readers.values():
             self._close_one(pf)
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
         return len(self.targets)

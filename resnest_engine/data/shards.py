@@ -310,12 +310,6 @@ class ShardSplit(EncodedImageSplit):
             for fd in fds.values():
                 os.close(fd)
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
     def read_bytes(self, index: int) -> bytes:
         """The image member's bytes of sample ``index`` (the original file's bytes)."""
         shard, offset, size = int(self._shard[index]), int(self._offset[index]), int(self._size[index])
