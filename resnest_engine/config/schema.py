@@ -139,6 +139,16 @@ class DataConfig:
                                  "shards of a split may take in CACHE_DIR, in GB (10^9 bytes); "
                                  "least recently used shards not in use are evicted first "
                                  "(0 = no limit).", at_least(0))
+    SHUFFLE: str = spec("auto", "Training order, a pure function of (SEED, epoch). global: one "
+                        "permutation of all samples, split over the processes (the image "
+                        "folder's order: a run on shards written from a folder is bitwise the "
+                        "run on the folder); window (DATASET shards or parquet): the shards "
+                        "(Parquet row groups) permuted, the samples permuted within each "
+                        "window of SHUFFLE_WINDOW of them, each process reading one contiguous "
+                        "part, so it streams a few shards at a time. auto: window for a URL "
+                        "ROOT, else global.", choices=("auto", "global", "window"))
+    SHUFFLE_WINDOW: int = spec(4, "SHUFFLE window: how many shards (Parquet row groups) have "
+                               "their samples shuffled together.", at_least(1))
     WORKERS: int = spec(4, "DataLoader workers PER PROCESS.", at_least(0))
     SKIP_CORRUPT: bool = spec(False, "Skip unreadable images instead of failing.")
     CACHE: bool = spec("auto", "Small-image preset: decode each split once into a uint8 store "

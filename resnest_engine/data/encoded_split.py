@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Tuple
+from typing import List, Tuple
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -22,6 +22,17 @@ class EncodedImageSplit(Dataset):
 
     def close(self) -> None:
         """Close this process's open containers."""
+
+    def block_sizes(self) -> List[int]:
+        """The sample counts of the split's consecutive blocks (shards, row groups) in index
+        order: what the window order (``DATA.SHUFFLE: window``) permutes."""
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        """A SHA-256 of what the samples are (not where they are stored): a run records it and a
+        resume against another set is refused."""
+        raise NotImplementedError
 
     def __del__(self) -> None:
         try:

@@ -33,13 +33,14 @@ from .errors import DataError, worker_died
 from .jpeg import FastJpegSample, fast_collate, identity_batch_transform, make_device_transform
 from .options import DataOptions, validate_options
 from .reproducible import SeededDataset, TransformedSample
-from .samplers import EvalShardSampler, TrainSampler
+from .samplers import EvalShardSampler, TrainSampler, WindowSampler
+from .shard_cache import is_url
 from .transforms import build_eval_transform, build_train_transform
 
 logger = logging.getLogger("resnest_engine")
 
 __all__ = ["ImageLoader", "create_loaders", "create_eval_loader", "make_train_loader", "make_eval_loader",
-           "SamplerEpochs", "find_epoch_sampler", "close_loader"]
+           "SamplerEpochs", "find_epoch_sampler", "close_loader", "train_order"]
 
 
 class ImageLoader(DataLoader):
@@ -51,9 +52,11 @@ class ImageLoader(DataLoader):
     """
 
     def __init__(self, *args: Any, batch_transform: Optional[Callable] = None,
-                 classes: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
+                 classes: Optional[Sequence[str]] = None, data_fingerprint: Optional[str] = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.classes = list(classes) if classes is not None else None
+        self.data_fingerprint = data_fingerprint
         self.batch_transform = batch_transform if batch_transform is not None else identity_batch_transform
 
     def prepare_batch(self, batch: Sequence[Any], device: Optional[Any] = None,
@@ -159,13 +162,32 @@ def _loader_data(dataset: Dataset, opts: DataOptions, train: bool, seed: int,
     return SeededDataset(_sample_fn(dataset, opts, train), len(dataset), seed), kwargs
 
 
+def train_order(dataset: Dataset, opts: DataOptions) -> str:
+    """``DATA.SHUFFLE`` resolved for ``dataset``: ``global`` or ``window`` (auto: window for a
+    blocked dataset, shards or Parquet, under a URL ROOT)."""
+    blocked = callable(getattr(dataset, "block_sizes", None))
+    order = opts.shuffle
+    if order == "auto":
+        order = "window" if blocked and opts.root and is_url(str(opts.root)) else "global"
+    if order == "window" and not blocked:
+        raise DataError(f"data.shuffle=window needs a dataset stored in shards or row groups "
+                        f"(data.dataset shards or parquet), not data.dataset={opts.dataset}")
+    return order
+
+
 def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, seed: int,
                       num_replicas: Optional[int] = None, rank: Optional[int] = None,
                       cache: Optional[CachePlan] = None) -> ImageLoader:
-    """The train loader of one process over an untransformed ``dataset``. ``cache``: the
-    ``plan_cache`` decision (None: planned for this split alone)."""
-    sampler = TrainSampler(len(dataset), num_replicas=num_replicas, rank=rank, seed=seed,
-                           aug_repeats=opts.aug_repeats)
+    """The train loader of one process over an untransformed ``dataset``, in the order of
+    ``DATA.SHUFFLE`` (:func:`train_order`). ``cache``: the ``plan_cache`` decision (None:
+    planned for this split alone)."""
+    if train_order(dataset, opts) == "window":
+        sampler: TrainSampler = WindowSampler(
+            dataset.block_sizes(), opts.shuffle_window, num_replicas=num_replicas, rank=rank,
+            seed=seed, aug_repeats=opts.aug_repeats)
+    else:
+        sampler = TrainSampler(len(dataset), num_replicas=num_replicas, rank=rank, seed=seed,
+                               aug_repeats=opts.aug_repeats)
     if len(sampler) < local_batch:
         raise DataError(f"the train split has {len(dataset)} samples, fewer than one global batch "
                         f"({local_batch} x {sampler.num_replicas} processes)")
@@ -174,14 +196,17 @@ def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, see
         follow(sampler)
     data, kwargs = _loader_data(dataset, opts, True, seed, cache)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
-                       classes=getattr(dataset, "classes", None), **kwargs)
+                       classes=getattr(dataset, "classes", None),
+                       data_fingerprint=getattr(dataset, "fingerprint", None), **kwargs)
 
 
 def make_eval_loader(dataset: Dataset, opts: DataOptions, local_batch: int,
                      num_replicas: Optional[int] = None, rank: Optional[int] = None,
                      cache: Optional[CachePlan] = None) -> ImageLoader:
-    """The eval loader of one process: this rank's unpadded shard, in order, last batch kept."""
-    sampler = EvalShardSampler(len(dataset), num_replicas=num_replicas, rank=rank)
+    """The eval loader of one process: this rank's unpadded shard, in order, last batch kept
+    (one contiguous range of the blocks under the window order, strided otherwise)."""
+    sampler = EvalShardSampler(len(dataset), num_replicas=num_replicas, rank=rank,
+                               contiguous=train_order(dataset, opts) == "window")
     data, kwargs = _loader_data(dataset, opts, False, 0, cache)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=False,
                        classes=getattr(dataset, "classes", None), **kwargs)
@@ -213,6 +238,10 @@ def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
     plan = plan_cache(opts, [len(train_set), len(val_set)])
     if not plan.use:
         logger.info("Data cache: not used (%s)", plan.reason)
+    if train_order(train_set, opts) == "window":
+        logger.info("Train order: window (blocks of the %d in the train split permuted, samples "
+                    "shuffled within %d at a time, each process reading a contiguous part)",
+                    len(train_set.block_sizes()), opts.shuffle_window)
     train = make_train_loader(train_set, opts, batch_size // world, seed, world, rank, plan)
     val = make_eval_loader(val_set, opts, test_batch_size // world, world, rank, plan)
     val.classes = train.classes  # index -> name (the train split's), stored with the run

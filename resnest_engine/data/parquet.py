@@ -16,6 +16,7 @@ so a Parquet split written from an image folder in its order gives the folder's 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import threading
@@ -112,7 +113,7 @@ class ParquetSplit(EncodedImageSplit):
         self.skipped_at_load = 0
         self.filesystem = filesystem
         group_file, group_index, group_rows, self._bytes_field = [], [], [], {}
-        labels, names = [], None
+        labels, names, shape = [], None, []
         for f, path in enumerate(self.files):
             pf = self._open(path)
             try:
@@ -124,6 +125,8 @@ class ParquetSplit(EncodedImageSplit):
                     group_file.append(f)
                     group_index.append(g)
                     group_rows.append(md.row_group(g).num_rows)
+                    shape.append([os.path.basename(path), md.row_group(g).num_rows,
+                                  md.row_group(g).total_byte_size])
                 own = hub_class_names(schema.metadata, label_column)
                 if own is not None:
                     if names is not None and own != names:
@@ -161,6 +164,11 @@ class ParquetSplit(EncodedImageSplit):
         self._group_file = np.asarray(group_file, dtype=np.int32)
         self._group_index = np.asarray(group_index, dtype=np.int32)
         self._group_start = np.concatenate([[0], np.cumsum(group_rows, dtype=np.int64)])
+        # Parquet holds no checksum of its own: the file names, each row group's row count and
+        # byte size, the labels and the classes stand for the content.
+        digest = hashlib.sha256(json.dumps([self.classes, shape]).encode())
+        digest.update(targets.astype("<i8").tobytes())
+        self._fingerprint = digest.hexdigest()
         self._init_process_state()
 
     # ------------------------------------------------------------------ opening and checks
@@ -298,6 +306,13 @@ class ParquetSplit(EncodedImageSplit):
     def where(self, index: int) -> str:
         path, _, row = self.locate(index)
         return f"row {row} of Parquet file {path}"
+
+    def block_sizes(self) -> List[int]:
+        return np.diff(self._group_start).tolist()
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ them when the loader tells the split its sampler (:meth:`ShardSplit.follow`), el
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import tarfile
@@ -195,6 +196,11 @@ class ShardSplit(EncodedImageSplit):
         self._size = np.asarray(sizes, dtype=np.int64)
         self.members = names
         self.targets = targets
+        # The shards' names, SHA-256 and sample counts and the classes: the same set local or
+        # uploaded anywhere has one fingerprint.
+        self._fingerprint = hashlib.sha256(json.dumps(
+            [self.classes, [[s.get("name"), s.get("sha256"), len(s.get("labels") or [])]
+                            for s in index.get("shards") or []]]).encode()).hexdigest()
         self._fds: Dict[int, int] = {}
         self._pid = os.getpid()
         self.cache: Optional[ShardCache] = None
@@ -326,6 +332,13 @@ class ShardSplit(EncodedImageSplit):
 
     def where(self, index: int) -> str:
         return f"member {self.members[index]} of shard {self.shards[int(self._shard[index])]}"
+
+    def block_sizes(self) -> List[int]:
+        return np.bincount(self._shard, minlength=len(self.shards)).tolist()
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
 
 @register_dataset("shards")

@@ -146,6 +146,17 @@ class CheckpointResume:
     def check_architecture(self, model: nn.Module) -> None:
         check_architecture(self.ckpt, model.state_dict(), self.path)
 
+    def check_data(self, fingerprint: Optional[str]) -> None:
+        """Refuse (one line) a train split whose content fingerprint (shards, Parquet) differs
+        from the one the checkpoint's run trained on: the same indices would be other images.
+        The same set elsewhere (a local copy, another bucket) has the same fingerprint."""
+        saved = self.meta.get("data_fingerprint")
+        if saved and fingerprint and saved != fingerprint:
+            raise CheckpointError(
+                f"{self.path} was trained on another data set: its train split's fingerprint is "
+                f"{saved[:12]}..., DATA.ROOT's is {fingerprint[:12]}...; resume with the shards "
+                f"or Parquet files it was trained on")
+
     def load(self, handlers: StandardHandlers, trainer: Engine, **_: Any) -> str:
         """Load every state into ``handlers.to_save``; the rotation state of the resume (or best)
         checkpointer continues from the file's own."""
@@ -184,6 +195,9 @@ class OfficialResume:
     def check_architecture(self, model: nn.Module) -> None:
         check_architecture({"model": strip_prefixes(self.ckpt["state_dict"]), "meta": {}},
                            model.state_dict(), self.path)
+
+    def check_data(self, fingerprint: Optional[str]) -> None:
+        """An official checkpoint records no data fingerprint: nothing to check."""
 
     def load(self, handlers: StandardHandlers, trainer: Engine, *, model: nn.Module,
              optimizer: torch.optim.Optimizer, epoch_length: int, max_epochs: int) -> str:

@@ -119,8 +119,10 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     model = build_model(cfg, num_classes, pretrained=source is None)
     logger.info("Model %s: %.2fM parameters, %d classes", cfg.MODEL.NAME,
                 sum(p.numel() for p in model.parameters()) / 1e6, num_classes)
+    fingerprint = getattr(train_loader, "data_fingerprint", None)
     if source is not None:
         source.check_architecture(model)
+        source.check_data(fingerprint)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = idist.auto_model(model, sync_bn=cfg.MODEL.SYNC_BN)
@@ -142,8 +144,9 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     evaluator = create_evaluator(raw_model, device=device, amp=amp, channels_last=channels_last,
                                  prepare_batch=getattr(val_loader, "prepare_batch", None))
     epoch_length = len(train_loader)
+    meta = checkpoint_meta(cfg, raw_model, grad_accum, class_names, fingerprint)
     handlers = build_handlers(cfg, trainer, model, optimizer, evaluator, val_loader, epoch_length,
-                              str(outdir), checkpoint_meta(cfg, raw_model, grad_accum, class_names),
+                              str(outdir), meta,
                               mlflow_run_id=source.meta.get(MLFLOW_RUN_ID) if source else None)
     if handlers.ema is not None and channels_last:
         handlers.ema.ema_model.to(memory_format=torch.channels_last)

@@ -6,7 +6,7 @@ from torch.utils.data import BatchSampler
 
 from resnest_engine.data import DataError
 from resnest_engine.data.reproducible import SampleKey
-from resnest_engine.data.samplers import EvalShardSampler, TrainSampler
+from resnest_engine.data.samplers import EvalShardSampler, TrainSampler, WindowSampler
 
 
 def _epoch_batches(n, world, local_batch, epoch, seed=3, aug_repeats=0):
@@ -92,3 +92,97 @@ def test_invalid_world():
 def test_defaults_come_from_idist():
     s = TrainSampler(10)
     assert (s.num_replicas, s.rank) == (1, 0)
+
+
+# --------------------------------------------------------------------------- the two train orders
+# 23 blocks of uneven sizes (shards of 13-40 samples, as a converter's last shard is short).
+BLOCKS = [40, 37, 13, 40, 40, 29, 40, 40, 33, 40, 18, 40, 40, 40, 25, 40, 40, 31, 40, 40, 22, 40, 9]
+N = sum(BLOCKS)
+
+
+def _sampler(order, world, rank, seed=5, **kw):
+    if order == "window":
+        return WindowSampler(BLOCKS, 4, num_replicas=world, rank=rank, seed=seed, **kw)
+    return TrainSampler(N, num_replicas=world, rank=rank, seed=seed, **kw)
+
+
+def _rank_batches(order, world, local_batch, epoch):
+    out = []
+    for rank in range(world):
+        s = _sampler(order, world, rank)
+        s.set_epoch(epoch)
+        out.append([[k.index for k in b] for b in BatchSampler(s, local_batch, drop_last=True)])
+    return out
+
+
+@pytest.mark.parametrize("order", ["global", "window"])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_every_sample_once_per_epoch_and_equal_steps(order, world):
+    local_batch = 16
+    dropped = []
+    for epoch in range(3):
+        per_rank = _rank_batches(order, world, local_batch, epoch)
+        assert len({len(b) for b in per_rank}) == 1  # every rank runs the same number of steps
+        seen = Counter(i for batches in per_rank for b in batches for i in b)
+        assert max(seen.values()) == 1 and set(seen) <= set(range(N))
+        # The stated remainder: n mod W, plus W x (per-rank count mod batch): under one global batch
+        per = N // world
+        assert N - len(seen) == N % world + world * (per % local_batch) < world * local_batch
+        dropped.append(set(range(N)) - set(seen))
+    assert dropped[0] != dropped[1] != dropped[2]  # other samples left out every epoch
+
+
+@pytest.mark.parametrize("order", ["global", "window"])
+def test_the_epochs_sequence_does_not_depend_on_the_world_size(order):
+    # What a 2 -> 1 (or any) process resume relies on: the epoch's sequence is one, split
+    # differently. Global: strided; window: contiguous parts.
+    one = [k.index for k in _sampler(order, 1, 0)]
+    for world in (2, 3):
+        parts = [[k.index for k in _sampler(order, world, r)] for r in range(world)]
+        per = N // world
+        if order == "global":
+            merged = [parts[p % world][p // world] for p in range(per * world)]
+        else:
+            merged = [i for part in parts for i in part]
+        assert merged == one[:per * world]
+
+
+def test_window_keeps_each_rank_on_a_few_blocks_at_a_time():
+    starts = [sum(BLOCKS[:b]) for b in range(len(BLOCKS) + 1)]
+    block_of = {i: b for b in range(len(BLOCKS)) for i in range(starts[b], starts[b + 1])}
+    seq = [k.index for k in _sampler("window", 1, 0)]
+    # cut the sequence where each window's samples end: exactly its blocks, shuffled
+    s = _sampler("window", 1, 0)
+    perm_blocks = torch.randperm(len(BLOCKS), generator=s._generator()).tolist()
+    pos = 0
+    for w in range(0, len(perm_blocks), 4):
+        group = perm_blocks[w:w + 4]
+        size = sum(BLOCKS[b] for b in group)
+        chunk = seq[pos:pos + size]
+        assert {block_of[i] for i in chunk} == set(group)  # exactly the window's blocks
+        assert chunk != sorted(chunk)  # shuffled within the window
+        pos += size
+    assert pos == N
+    # Three ranks each read a contiguous part: only the windows at the parts' two borders are
+    # read by two ranks, so all ranks together fetch at most B + (W - 1) x 4 blocks, where the
+    # global order has every rank read (nearly) every block
+    touched = [len({block_of[k.index] for k in _sampler("window", 3, r)}) for r in range(3)]
+    assert sum(touched) <= len(BLOCKS) + 2 * 4
+    spread = [len({block_of[k.index] for k in _sampler("global", 3, r)}) for r in range(3)]
+    assert min(spread) >= len(BLOCKS) - 1
+
+
+def test_window_order_is_seeded_by_seed_and_epoch():
+    a, b, c = _sampler("window", 2, 1, seed=1), _sampler("window", 2, 1, seed=1), \
+        _sampler("window", 2, 1, seed=2)
+    assert list(a) == list(b) and [k.index for k in a] != [k.index for k in c]
+    b.set_epoch(1)
+    assert [k.index for k in a] != [k.index for k in b] and {k.epoch for k in b} == {1}
+
+
+def test_eval_contiguous_ranges_cover_every_index_once():
+    for n, world in [(103, 2), (10, 3), (2, 4)]:
+        parts = [list(EvalShardSampler(n, num_replicas=world, rank=r, contiguous=True))
+                 for r in range(world)]
+        assert [i for p in parts for i in p] == list(range(n))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1

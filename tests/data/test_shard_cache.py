@@ -67,6 +67,8 @@ def test_s3_and_http_roots_read_the_local_sets_samples(shard_set, tmp_path, s3):
             _same_samples(_dataset(url, split, tmp_path / "s3"), local)
             _same_samples(_dataset(http.url, split, tmp_path / "http"), local)
             _same_samples(_dataset(f"file://{shard_set}", split, tmp_path), local)
+            # one set, wherever it is stored: one fingerprint (what a resume checks)
+            assert _dataset(url, split, tmp_path / "s3").fingerprint == local.fingerprint
         cached = sorted(os.listdir(tmp_path / "s3" / "cache" / "train"))
         index = json.loads((shard_set / "train" / "index.json").read_text())
         assert [n for n in cached if n.endswith(".tar")] == sorted(
@@ -196,3 +198,24 @@ def test_a_full_cache_disk_is_one_line(shard_set, tmp_path):
     finally:
         disk.unmount()
         http.stop()
+
+
+def test_a_url_root_trains_in_the_window_order_a_folder_in_the_global_one(shard_set, tmp_path,
+                                                                        s3):
+    from resnest_engine.data.loaders import close_loader, create_loaders
+    from resnest_engine.data.samplers import TrainSampler, WindowSampler
+    url = s3.upload(shard_set, "bucket", "order")
+    common = dict(dataset="shards", pca_lighting=0, workers=0, cache=False, crop_size=32,
+                  cache_dir=str(tmp_path / "cache"))
+    for root, shuffle, kind, contiguous in [(url, "auto", WindowSampler, True),
+                                            (str(shard_set), "auto", TrainSampler, False),
+                                            (str(shard_set), "window", WindowSampler, True),
+                                            (url, "global", TrainSampler, False)]:
+        train, val, _ = create_loaders(DataOptions(root=root, shuffle=shuffle, **common), 2, 2, 0)
+        assert type(train.sampler) is kind and val.sampler.contiguous is contiguous, (root, shuffle)
+        if kind is WindowSampler:
+            assert train.sampler.block_sizes == [3, 3, 1] and train.sampler.window == 4
+        close_loader(train)
+    with pytest.raises(DataError, match="data.shuffle=window needs a dataset stored in shards"):
+        create_loaders(DataOptions(dataset="synthetic", shuffle="window", pca_lighting=0,
+                                   workers=0, crop_size=32, synthetic_size=8), 2, 2, 0)
