@@ -29,7 +29,7 @@ is the median of its rounds. Goals (benchmarks/goals.py): shards >= 1.0x folder,
 Writes ``{"cases": [{"name", "img_per_s", "rounds_img_per_s", ...}], "conversion": {...}, ...}``
 with the machine to ``benchmarks/results/data_at_scale.json`` (``--json PATH``: elsewhere).
 
-    python benchmarks/data_at_scale.py                       # about 4 minutes on 2 cores
+    python benchmarks/data_at_scale.py                       # about 4-5 minutes on 2 cores
     python benchmarks/data_at_scale.py --smoke --json /tmp/d.json   # seconds: the shape only
 """
 from __future__ import annotations
@@ -272,7 +272,8 @@ def run_case(name: str, roots: Dict[str, str], args, scratch: Path, round_: int)
 
 def main(argv: Optional[List[str]] = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=3000, help="train images (default 3000)")
+    p.add_argument("--images", type=int, default=2500,
+                   help="train images (default 2500: about 4-5 minutes in all on 2 cores)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
     p.add_argument("--crop", type=int, default=224, help="train crop side (default 224)")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
