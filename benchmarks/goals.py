@@ -58,6 +58,12 @@ def _stress_shown(results, stems):
     return f"{ident}/{runs} runs"
 
 
+def _case_ratio(results, stem, case, of):
+    """img/s of ``case`` / img/s of ``of`` in a file with ``cases: [{name, img_per_s}]``."""
+    speed = {c["name"]: c["img_per_s"] for c in results[stem]["cases"]}
+    return speed[case] / speed[of]
+
+
 @dataclass(frozen=True)
 class Goal:
     what: str  # docs/benchmarks.md's goals table
@@ -71,6 +77,9 @@ class Goal:
     fmt: Callable[[float], str]
     readme: bool = True
     shown: Optional[Callable[[Dict[str, dict]], str]] = None  # the measured cell, if not fmt(value)
+    # True while the results file awaits its first measurement (on a quiet machine): the row
+    # says so instead of a number. Remove it when the file is committed (a test checks).
+    awaiting: bool = False
 
     @property
     def unit(self) -> str:
@@ -141,6 +150,22 @@ GOALS = (
     Goal("the same, state in host memory, 1 thread", "the same, 1 thread",
          ("checkpoint_stall",), "checkpoint-stall", "less blocking, smaller of the 2 cases", ">=",
          5.0, lambda r: _least_blocking(r, "checkpoint_stall"), times_less, readme=False),
+    Goal("tar shards on local disk vs the image folder they were written from: read + decode + "
+         "augment at 224 (the resnest50 ImageNet recipe's train transform), 2 workers, "
+         "ImageNet-sized JPEGs", "local tar shards vs the image folder", ("data_at_scale",),
+         "data-at-scale", "shards / folder, median img/s", ">=", 1.0,
+         lambda r: _case_ratio(r, "data_at_scale", "shards", "folder"), ratio, readme=False,
+         awaiting=True),
+    Goal("the same shards on a loopback S3 server, through the local shard cache from cold, "
+         "with prefetch, vs on local disk", "tar shards on S3 vs local", ("data_at_scale",),
+         "data-at-scale", "shards_s3 / shards, median img/s", ">=", 0.9,
+         lambda r: _case_ratio(r, "data_at_scale", "shards_s3", "shards"), ratio, readme=False,
+         awaiting=True),
+    Goal("the same images as Parquet in the Hugging Face Hub's layout vs local tar shards",
+         "Hub Parquet vs local tar shards", ("data_at_scale",), "data-at-scale",
+         "parquet / shards, median img/s", ">=", 0.9,
+         lambda r: _case_ratio(r, "data_at_scale", "parquet", "shards"), ratio, readme=False,
+         awaiting=True),
     Goal("runs SIGKILLed at random moments and resumed (`--resume auto`) end bitwise identical to "
          "an uninterrupted run", "resume after random SIGKILLs is bitwise identical",
          ("stress_resume", "stress_resume-seed1"), "resume-stress-test",

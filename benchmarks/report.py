@@ -88,7 +88,7 @@ def per_file(results, name: str, body: Callable[[dict], str]) -> str:
 def goal_cells(goal: Goal, results: Dict[str, dict]):
     """``(measured, met)`` cells of a goal's row."""
     if any(f not in results for f in goal.files):
-        return "no results file", "-"
+        return ("not measured yet" if goal.awaiting else "no results file"), "-"
     value = goal.value(results)
     shown = goal.shown(results) if goal.shown else goal.fmt(value)
     return shown, "yes" if goal.met(value) else "**no**"
@@ -99,7 +99,8 @@ def render_goals(results) -> str:
     for g in GOALS:
         measured, met = goal_cells(g, results)
         machine = machine_short(results[g.files[0]]["machine"]) if g.files[0] in results else "-"
-        rows.append([g.what, g.goal, measured, met, machine, ", ".join(link(f) for f in g.files)])
+        files = ", ".join(link(f) if f in results else f"`{f}.json` (none yet)" for f in g.files)
+        rows.append([g.what, g.goal, measured, met, machine, files])
     return table(["what", "goal", "measured", "met?", "machine, date", "results file"], rows)
 
 
@@ -181,6 +182,32 @@ def render_dataloader(results) -> str:
         ["file", "main threads", "workers", "ours (fast_jpeg) img/s", "torchvision img/s",
          "ours (default float path) img/s", "ours / torchvision (medians)",
          "median of per-trial ratios"], rows, right=6)
+
+
+#: Each case of data_at_scale against the one its goal compares it with.
+DATA_AT_SCALE_BASE = {"shards": "folder", "shards_s3": "shards", "parquet": "shards"}
+
+
+def render_data_at_scale(results) -> str:
+    def body(d):
+        speed = {c["name"]: c["img_per_s"] for c in d["cases"]}
+        rows = []
+        for c in d["cases"]:
+            base = DATA_AT_SCALE_BASE.get(c["name"])
+            vs = (f"{c['img_per_s'] / speed[base]:.3f}x `{base}`" if base in speed else "-")
+            rows.append([f"`{c['name']}`",
+                         ", ".join(num(v, ".1f") for v in c.get("rounds_img_per_s", [])),
+                         num(c["img_per_s"], ".1f"), vs])
+        text = table(["case", "img/s per round", "img/s (median)", "vs"], rows, right=2)
+        conv = d.get("conversion")
+        if conv:
+            text += (f"\n\n`{conv.get('command', 'resnest-shards')}`: "
+                     f"{num(conv.get('s_per_10k_images'), '.1f')} s per 10,000 images "
+                     f"({conv.get('images', '-')} images, train and val, in "
+                     f"{num(conv.get('seconds'), '.1f')} s; {conv.get('shards', '-')} shards "
+                     f"of {num(conv.get('shard_mb'), '.0f')} MB on average).")
+        return text
+    return per_file(results, "data_at_scale", body)
 
 
 def render_quickstart(results) -> str:
@@ -296,6 +323,7 @@ REGIONS: Dict[str, Dict[str, Callable[[Dict[str, dict]], str]]] = {
         "model_throughput": render_model_throughput,
         "engine_overhead": render_engine_overhead,
         "dataloader": render_dataloader,
+        "data_at_scale": render_data_at_scale,
         "quickstart": render_quickstart,
         "digits_accuracy": render_digits_accuracy,
         "checkpoint_stall": render_checkpoint_stall,

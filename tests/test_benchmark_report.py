@@ -113,7 +113,53 @@ def test_met_follows_the_goal_for_computed_numbers():
 def test_every_goal_reads_a_committed_results_file():
     stems = {p.stem for p in (REPO / "benchmarks" / "results").glob("*.json")}
     for g in GOALS:
-        assert set(g.files) <= stems, g.what
+        if not g.awaiting:
+            assert set(g.files) <= stems, g.what
+
+
+def test_a_goal_awaiting_its_measurement_has_a_script_and_no_file_yet():
+    """``awaiting`` marks a goal whose file is to be measured on a quiet machine; once the file
+    is committed the mark must go (the row would otherwise hide nothing, but mislead)."""
+    stems = {p.stem for p in (REPO / "benchmarks" / "results").glob("*.json")}
+    for g in (g for g in GOALS if g.awaiting):
+        assert not set(g.files) & stems, f"{g.what}: its file is committed; drop awaiting=True"
+        for f in g.files:
+            assert (REPO / "benchmarks" / f"{f.split('-')[0]}.py").is_file(), f
+
+
+def data_at_scale_file(folder, shards, shards_s3, parquet):
+    speeds = {"folder": folder, "shards": shards, "shards_s3": shards_s3, "parquet": parquet}
+    return {"benchmark": "data_at_scale", "measured": "img/s of the four forms",
+            "machine": {"cpu": "x", "cpu_count": 2, "date": "2026-12-07T00:00:00+00:00"},
+            "cases": [{"name": k, "img_per_s": v, "rounds_img_per_s": [v]}
+                      for k, v in speeds.items()],
+            "conversion": {"command": "resnest-shards SRC OUT --shard-size 1000",
+                           "images": 3020, "seconds": 6.04, "s_per_10k_images": 20.0,
+                           "shards": 4, "shard_mb": 90.0}}
+
+
+def test_data_at_scale_goals_and_table():
+    """Each goal is a ratio of two cases' img/s; the rows say "not measured yet" without the
+    file (and link to no file that is not there)."""
+    results = report.load_results(REPO / "benchmarks" / "results")
+    results.pop("data_at_scale", None)
+    goals = [g for g in GOALS if g.files == ("data_at_scale",)]
+    assert len(goals) == 3
+    for g in goals:
+        assert report.goal_cells(g, results) == ("not measured yet", "-")
+    rows = [line for line in report.render_goals(results).splitlines() if "data_at_scale" in line]
+    assert len(rows) == 3 and all("](../benchmarks/results/data_at_scale.json)" not in r
+                                  for r in rows)
+    assert "No results file for `data_at_scale`" in report.render_data_at_scale(results)
+
+    results["data_at_scale"] = data_at_scale_file(100.0, 100.0, 90.0, 89.99)
+    cells = [report.goal_cells(g, results) for g in goals]
+    assert cells == [("1.000x", "yes"), ("0.900x", "yes"), ("0.900x", "**no**")]
+    results["data_at_scale"] = data_at_scale_file(100.0, 99.9, 90.0, 95.0)
+    assert report.goal_cells(goals[0], results) == ("0.999x", "**no**")
+    text = report.render_data_at_scale(results)
+    assert "| `shards_s3` | 90.0 | 90.0 | 0.901x `shards` |" in text
+    assert "20.0 s per 10,000 images" in text
 
 
 def test_machine_info_and_the_results_file_shape(tmp_path, monkeypatch):
