@@ -29,10 +29,13 @@ def test_training_from_s3_is_bitwise_training_on_the_folder(tmp_path, monkeypatc
                   "LOGGING.TENSORBOARD=false"]
         runs = {"folder": ["DATA.DATASET=imagefolder", f"DATA.ROOT={src}"],
                 # through DataLoader workers, each fetching ahead into the shared cache
+                # DATA.SHUFFLE=global: the folder's order (a URL root's default is window)
                 "s3": ["DATA.DATASET=shards", f"DATA.ROOT={url}", "DATA.WORKERS=2",
+                       "DATA.SHUFFLE=global",
                        "DATA.CACHE=false", f"DATA.CACHE_DIR={tmp_path / 'cache'}"],
                 # a budget under two shards: shards are evicted and fetched again
                 "s3-small": ["DATA.DATASET=shards", f"DATA.ROOT={url}", "DATA.WORKERS=0",
+                             "DATA.SHUFFLE=global",
                              "DATA.CACHE=false", f"DATA.CACHE_DIR={tmp_path / 'small'}",
                              f"DATA.SHARD_CACHE_GB={1.5 * largest / 1e9}"]}
         weights = {}
