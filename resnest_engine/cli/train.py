@@ -165,9 +165,9 @@ def _check_data_paths(cfg) -> None:
         root = cfg.DATA.ROOT
         if not root:
             raise DataError(f"DATA.ROOT: dataset {name!r} needs a root directory")
-        if name == "shards" and is_url(root):  # fetched through fsspec: checked when opened
+        if name in ("shards", "parquet") and is_url(root):  # fsspec: checked when opened
             return
-        if name == "shards":
+        if name in ("shards", "parquet"):
             root = local_path(root)
         if not Path(root).is_dir() and not (name.startswith("cifar") and cfg.DATA.DOWNLOAD):
             raise DataError(f"DATA.ROOT: directory not found: {root}")

@@ -132,13 +132,14 @@ class DataConfig:
                                      "field (the Hub's Image feature).", NONEMPTY)
     PARQUET_LABEL_COLUMN: str = spec("label", "DATASET parquet: the integer column of the class "
                                      "indices (the Hub's ClassLabel feature).", NONEMPTY)
-    CACHE_DIR: Optional[str] = spec(None, "DATASET shards with a URL ROOT (s3://, gs://, "
-                                    "http(s)://): the local folder of fetched shards; null = "
+    CACHE_DIR: Optional[str] = spec(None, "DATASET shards or parquet with a URL ROOT (s3://, "
+                                    "gs://, http(s)://): the local folder of fetched shards or "
+                                    "Parquet files; null = "
                                     "~/.cache/resnest-engine/shards/<hash of ROOT>.", NONEMPTY)
-    SHARD_CACHE_GB: float = spec(100.0, "DATASET shards with a URL ROOT: the most the fetched "
-                                 "shards of a split may take in CACHE_DIR, in GB (10^9 bytes); "
-                                 "least recently used shards not in use are evicted first "
-                                 "(0 = no limit).", at_least(0))
+    SHARD_CACHE_GB: float = spec(100.0, "DATASET shards or parquet with a URL ROOT: the most the "
+                                 "fetched shards (or Parquet files) of a split may take in "
+                                 "CACHE_DIR, in GB (10^9 bytes); least recently used ones not "
+                                 "in use are evicted first (0 = no limit).", at_least(0))
     SHUFFLE: str = spec("auto", "Training order, a pure function of (SEED, epoch). global: one "
                         "permutation of all samples, split over the processes (the image "
                         "folder's order: a run on shards written from a folder is bitwise the "

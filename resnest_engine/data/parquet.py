@@ -12,9 +12,24 @@ column of its row group, keeping the last row group read per process. Each proce
 own pyarrow files, lazily, on its first read (DataLoader workers included; nothing open is
 pickled). The bytes are decoded exactly as :class:`~.datasets.ImageFolderSplit` decodes a file,
 so a Parquet split written from an image folder in its order gives the folder's samples.
+
+A ``DATA.ROOT`` that is a URL (``s3://``, ``gs://``, any fsspec protocol) is listed with fsspec's
+glob, with the same two layouts. An ``http(s)://`` server cannot list: its root holds
+``files.txt`` (:data:`MANIFEST_NAME`), the Parquet files' paths relative to the root, one a line.
+Opening the split reads only the footers and the label column, by range requests through
+fsspec; the image bytes are read from whole files fetched into the shard cache
+(:class:`~resnest_engine.data.shard_cache.ShardCache`: ``DATA.CACHE_DIR``,
+``DATA.SHARD_CACHE_GB``, retries, per-file locks, fetching ahead), not by range requests: a
+global order reads a row group per sample, so range reads would fetch about a row group of
+image bytes for every sample, every epoch, with a request's latency each, where the cache
+fetches each file once (and a later run on the same files none) and reads it at local-disk
+speed. There is no index with SHA-256s for Parquet files, so a fetched file is checked by its
+size, and its cached name carries its ETag (or modification time) from the listing, so a
+changed file is fetched again.
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
@@ -28,11 +43,17 @@ from .datasets import SPLITS, register_dataset
 from .encoded_split import EncodedImageSplit
 from .errors import DataError
 from .options import DataOptions
+from .shard_cache import (BACKOFF_S, RETRIES, ShardCache, _filesystem, _retrying,
+                          default_cache_dir, is_url, local_path)
 
-__all__ = ["HUB_SPLIT_NAMES", "ParquetSplit", "hub_class_names", "split_files"]
+__all__ = ["HUB_SPLIT_NAMES", "MANIFEST_NAME", "ParquetSplit", "hub_class_names",
+           "remote_split_files", "split_files"]
 
 #: The file-name prefixes of each split in the Hub's ``data/`` folder.
 HUB_SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val")}
+#: Under an http(s) root (a server cannot list a folder): the Parquet files' paths relative to
+#: the root, one a line (``data/train-00000-of-00004.parquet``, ...).
+MANIFEST_NAME = "files.txt"
 
 
 def _pa():
@@ -63,6 +84,88 @@ def split_files(root: str, split: str) -> List[str]:
     hub_names = " or ".join(f"data/{n}-*.parquet" for n in HUB_SPLIT_NAMES[split])
     raise DataError(f"no Parquet files for the {split} split under {root} (looked for "
                     f"{split}/*.parquet and {hub_names})")
+
+
+def _looked_for(split: str) -> str:
+    hub_names = " or ".join(f"data/{n}-*.parquet" for n in HUB_SPLIT_NAMES[split])
+    return f"{split}/*.parquet and {hub_names}"
+
+
+def _pick_split(names: Sequence[str], split: str) -> List[str]:
+    """Of ``names`` (paths relative to a root, ``/``-separated), the split's files by the two
+    layouts' patterns, sorted: ``<split>/*.parquet``, else ``data/<name>-*.parquet``."""
+    patterns = [f"{split}/*.parquet"] + [f"data/{n}-*.parquet" for n in HUB_SPLIT_NAMES[split]]
+    for pattern in patterns:
+        files = sorted(n for n in names if n.count("/") == 1 and fnmatch.fnmatchcase(n, pattern))
+        if files:
+            return files
+    return []
+
+
+def _tag(url: str, info: dict) -> str:
+    """16 hex digits naming a remote file's cached copy: its URL, size and version (ETag, else
+    the modification time), so that a changed file is fetched again."""
+    version = next((str(info[k]) for k in ("ETag", "etag", "md5Hash", "generation",
+                                           "LastModified", "last_modified", "mtime", "updated")
+                    if info.get(k) is not None), "")
+    return hashlib.sha256(f"{url}\n{info.get('size')}\n{version}".encode()).hexdigest()[:16]
+
+
+def _glob(fs: Any, pattern: str) -> dict:
+    """fsspec's glob with details; a missing bucket is nothing found (s3fs raises for some
+    patterns, returns nothing for others): the caller says which root is missing."""
+    try:
+        return fs.glob(pattern, detail=True)
+    except FileNotFoundError:
+        return {}
+
+
+def remote_split_files(root: str, split: str) -> List[Tuple[str, dict]]:
+    """``[(URL, fsspec info)]`` of the Parquet files of ``split`` under the URL ``root``, sorted
+    by name, by the layouts :func:`split_files` takes: listed with fsspec's glob, or, under an
+    http(s) root, from the root's ``files.txt``. Every error is one line naming the URL."""
+    root = str(root).rstrip("/")
+    fs, base = _filesystem(root)
+    base = base.rstrip("/")
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    listed: dict = {}
+    if {"http", "https"} & set(protocols):
+        manifest = f"{root}/{MANIFEST_NAME}"
+        try:
+            text = _retrying(manifest, "read", lambda: fs.cat_file(manifest), RETRIES, BACKOFF_S)
+        except DataError as e:
+            if "FileNotFoundError" not in str(e):
+                raise
+            raise DataError(f"data.root {root}: an http(s) server cannot list its files, so the "
+                            f"root needs {MANIFEST_NAME} naming the Parquet files, one path "
+                            f"relative to the root a line (e.g. data/train-00000-of-00001.parquet)"
+                            f"; {manifest} is not found") from None
+        names = [ln.strip().lstrip("/") for ln in text.decode("utf-8", "replace").splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+        for name in _pick_split(names, split):
+            url = f"{root}/{name}"
+            listed[name] = _retrying(url, "read", lambda: fs.info(url), RETRIES, BACKOFF_S)
+        if not listed:
+            raise DataError(f"{manifest} names no Parquet files for the {split} split (looked "
+                            f"for {_looked_for(split)})")
+    else:
+        for pattern in [f"{split}/*.parquet"] + [f"data/{n}-*.parquet"
+                                                  for n in HUB_SPLIT_NAMES[split]]:
+            found = _retrying(f"{root}/{pattern}", "list",
+                              lambda: _glob(fs, f"{base}/{pattern}"), RETRIES, BACKOFF_S)
+            listed = {path[len(base) + 1:]: info for path, info in found.items()
+                      if info.get("type", "file") == "file"}
+            if listed:
+                break
+        if not listed:
+            if not _retrying(root, "list", lambda: fs.exists(base), RETRIES, BACKOFF_S):
+                raise DataError(f"data.root {root} is not found (no such bucket, prefix or "
+                                f"folder)")
+            raise DataError(f"no Parquet files for the {split} split under {root} (looked for "
+                            f"{_looked_for(split)})")
+    folders = {name.rsplit("/", 1)[0] for name in listed}
+    assert len(folders) == 1, folders  # the patterns take one folder's files
+    return [(f"{root}/{name}", listed[name]) for name in sorted(listed)]
 
 
 def hub_class_names(metadata: Optional[dict], column: str) -> Optional[List[str]]:
@@ -96,13 +199,16 @@ class ParquetSplit(EncodedImageSplit):
     next sample is used instead).
 
     ``filesystem`` (an fsspec filesystem, e.g. ``fsspec.filesystem("file")``) opens the paths;
-    default: the local file system through pyarrow.
+    default: the local file system through pyarrow. ``cache`` (remote files, with
+    ``filesystem``): a :class:`~resnest_engine.data.shard_cache.ShardCache` whose entry *k* is
+    file *k*; the split is indexed through ``filesystem`` (footers and the label column only,
+    or the cached copy when there is one) and the image bytes are read from the cached files.
     """
 
     def __init__(self, files: Sequence[str], image_column: str = "image",
                  label_column: str = "label", in_chans: int = 3,
                  classes: Optional[Sequence[str]] = None, skip_corrupt: bool = False,
-                 filesystem: Any = None) -> None:
+                 filesystem: Any = None, cache: Optional[ShardCache] = None) -> None:
         pa, _ = _pa()
         if not files:
             raise DataError("a Parquet split needs at least one file")
@@ -112,10 +218,14 @@ class ParquetSplit(EncodedImageSplit):
         self.skip_corrupt = skip_corrupt
         self.skipped_at_load = 0
         self.filesystem = filesystem
+        self.cache = cache
+        if cache is not None and len(cache.names) != len(self.files):
+            raise ValueError("the cache needs one entry per file")
         group_file, group_index, group_rows, self._bytes_field = [], [], [], {}
         labels, names, shape = [], None, []
         for f, path in enumerate(self.files):
-            pf = self._open(path)
+            cached = cache is not None and cache.cached(f)
+            pf = self._open(cache.local(f) if cached else path, path)
             try:
                 schema = pf.schema_arrow
                 self._bytes_field[f] = self._check_image_type(schema, path)
@@ -169,18 +279,40 @@ class ParquetSplit(EncodedImageSplit):
         digest = hashlib.sha256(json.dumps([self.classes, shape]).encode())
         digest.update(targets.astype("<i8").tobytes())
         self._fingerprint = digest.hexdigest()
+        if cache is not None:
+            self.filesystem = None  # the image bytes come from the cache's local files
         self._init_process_state()
 
     # ------------------------------------------------------------------ opening and checks
-    def _open(self, path: str) -> Any:
+    def _open(self, path: str, name: Optional[str] = None) -> Any:
+        """``path`` as a ``pyarrow.parquet.ParquetFile`` (``name``: the file in messages)."""
         _, pq = _pa()
+        if name is None:
+            name = path
         try:
-            if self.filesystem is not None:
+            if self.filesystem is not None and path == name:
                 return pq.ParquetFile(self.filesystem.open(path, "rb"))
             return pq.ParquetFile(path)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
-            raise DataError(f"cannot read Parquet file {path}: {type(e).__name__}: "
+            raise DataError(f"cannot read Parquet file {name}: {type(e).__name__}: "
                             f"{_one_line(e)}") from None
+
+    def _open_cached(self, f: int) -> Any:
+        """Remote file ``f`` from the cache, fetched first when it is not there (called holding
+        ``self._lock``). The descriptor holds the cache's shared lock, so the file is not evicted
+        while this process has it open."""
+        cache = self.cache
+        if not cache.cached(f):
+            self._close_all()  # a fetch may have to evict: hold no file of our own open
+            cache.want([(f + k) % len(self.files) for k in range(1, cache.ahead + 1)])
+        handle = os.fdopen(cache.open(f), "rb")
+        self._handles[f] = handle
+        _, pq = _pa()
+        try:
+            return pq.ParquetFile(handle)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise DataError(f"cannot read Parquet file {self.files[f]} (cached as "
+                            f"{cache.local(f)}): {type(e).__name__}: {_one_line(e)}") from None
 
     @staticmethod
     def _close_one(pf: Any) -> None:
@@ -233,12 +365,13 @@ class ParquetSplit(EncodedImageSplit):
     def _init_process_state(self) -> None:
         self._pid = os.getpid()
         self._readers: dict = {}
+        self._handles: dict = {}  # remote files: the cached file objects the readers read
         self._cached: Tuple[int, Any] = (-1, None)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("_readers", "_cached", "_lock"):
+        for key in ("_readers", "_handles", "_cached", "_lock"):
             state.pop(key, None)
         return state
 
@@ -254,10 +387,18 @@ class ParquetSplit(EncodedImageSplit):
         """Close this process's Parquet files (they reopen on the next read)."""
         self._own_state()
         with self._lock:
-            readers, self._readers = self._readers, {}
-            self._cached = (-1, None)
+            self._close_all()
+        if self.cache is not None:
+            self.cache.stop()  # no fetching ahead for a split that is closed or collected
+
+    def _close_all(self) -> None:
+        readers, self._readers = self._readers, {}
+        handles, self._handles = self._handles, {}
+        self._cached = (-1, None)
         for pf in readers.values():
             self._close_one(pf)
+        for handle in handles.values():
+            handle.close()
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -278,7 +419,8 @@ class ParquetSplit(EncodedImageSplit):
         f, g = int(self._group_file[group]), int(self._group_index[group])
         pf = self._readers.get(f)
         if pf is None:
-            pf = self._readers[f] = self._open(self.files[f])
+            pf = self._open_cached(f) if self.cache is not None else self._open(self.files[f])
+            self._readers[f] = pf
         struct = self._bytes_field[f]
         column = f"{self.image_column}.bytes" if struct else self.image_column
         table = self._read(lambda: pf.read_row_group(g, columns=[column]), self.files[f],
@@ -323,14 +465,25 @@ def _one_line(exc: BaseException) -> str:
 def _parquet(opts: DataOptions, split: str, classes: Optional[Sequence[str]] = None
              ) -> ParquetSplit:
     if not opts.root:
-        raise DataError("data.dataset=parquet needs data.root: a folder holding train/*.parquet "
-                        "and val/*.parquet (or the Hub's data/train-*.parquet and "
-                        "data/validation-*.parquet)")
-    root = os.path.expanduser(opts.root)
-    if not os.path.isdir(root):
-        raise DataError(f"data.root {root} is not a folder")
+        raise DataError("data.dataset=parquet needs data.root: a folder or URL holding "
+                        "train/*.parquet and val/*.parquet (or the Hub's data/train-*.parquet "
+                        "and data/validation-*.parquet)")
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    return ParquetSplit(split_files(root, split), image_column=opts.parquet_image_column,
-                        label_column=opts.parquet_label_column, in_chans=opts.in_chans,
-                        classes=classes, skip_corrupt=opts.skip_corrupt)
+    common = dict(image_column=opts.parquet_image_column, label_column=opts.parquet_label_column,
+                  in_chans=opts.in_chans, classes=classes, skip_corrupt=opts.skip_corrupt)
+    if is_url(opts.root):
+        root = str(opts.root).rstrip("/")
+        files = remote_split_files(root, split)
+        folder = files[0][0].rsplit("/", 1)[0]
+        entries = [{"name": url.rsplit("/", 1)[1], "bytes": int(info["size"]), "sha256": None,
+                    "tag": _tag(url, info)} for url, info in files]
+        where = os.path.join(os.path.expanduser(opts.cache_dir) if opts.cache_dir
+                             else default_cache_dir(root), split)
+        cache = ShardCache(folder, entries, where, int(opts.shard_cache_gb * 1e9))
+        return ParquetSplit([url for url, _ in files], filesystem=_filesystem(root)[0],
+                            cache=cache, **common)
+    root = local_path(opts.root)
+    if not os.path.isdir(root):
+        raise DataError(f"data.root {root} is not a folder")
+    return ParquetSplit(split_files(root, split), **common)

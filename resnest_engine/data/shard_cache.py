@@ -19,7 +19,10 @@ shards in a local folder (``DATA.CACHE_DIR``), each one:
   budget.
 
 Cached names carry the SHA-256's first 16 hex digits, so a changed remote set never reuses a
-stale file. Errors are :class:`~resnest_engine.data.errors.DataError`, one line each.
+stale file. Files without an index (remote Parquet files, :mod:`.parquet`) have no SHA-256: an
+entry then gives ``sha256: None`` and a ``tag`` (16 hex digits of its URL, size and ETag or
+modification time, from the listing) that names the cached file, and a transfer is checked by
+its size only. Errors are :class:`~resnest_engine.data.errors.DataError`, one line each.
 """
 from __future__ import annotations
 
@@ -140,8 +143,9 @@ class _DiskFull(Exception):
 class ShardCache:
     """The local cache of one remote split's shards (see the module docstring).
 
-    ``shards``: the index's entries (``name``, ``bytes``, ``sha256``). ``budget_bytes``: the
-    most the complete shards of this split may take in ``cache_dir`` (0: no limit); a single
+    ``shards``: the index's entries (``name``, ``bytes``, ``sha256``; or ``sha256: None`` and
+    ``tag``, 16 hex digits naming the cached file, for a file checked by size).
+    ``budget_bytes``: the most the complete shards of this split may take in ``cache_dir`` (0: no limit); a single
     shard larger than the budget is still fetched (one at a time). Picklable: a DataLoader
     worker gets a copy without the filesystem, the locks or the thread, and makes its own.
     """
@@ -152,7 +156,10 @@ class ShardCache:
         self.url = str(url).rstrip("/")
         self.names = [str(s["name"]) for s in shards]
         self.sizes = [int(s["bytes"]) for s in shards]
-        self.digests = [str(s["sha256"]) for s in shards]
+        self.digests: List[Optional[str]] = [
+            None if s.get("sha256") is None else str(s["sha256"]) for s in shards]
+        self.tags = [d[:16] if d is not None else str(s["tag"])
+                     for d, s in zip(self.digests, shards)]
         self.dir = os.path.abspath(os.path.expanduser(cache_dir))
         self.budget = int(budget_bytes)
         self.retries = RETRIES if retries is None else int(retries)
@@ -190,7 +197,7 @@ class ShardCache:
 
     def local(self, shard: int) -> str:
         """Where shard ``shard`` lives once cached (it may not be there yet)."""
-        return os.path.join(self.dir, f"{self.digests[shard][:16]}-{self.names[shard]}")
+        return os.path.join(self.dir, f"{self.tags[shard]}-{self.names[shard]}")
 
     def cached(self, shard: int) -> bool:
         try:
@@ -227,18 +234,32 @@ class ShardCache:
     def _fetch(self, shard: int) -> None:
         url, want = self.shard_url(shard), self.digests[shard]
         for attempt in (1, 2):
-            got = _retrying(url, "fetch", lambda: self._transfer(shard), self.retries,
-                            self.backoff)
-            if got == want:
+            got, size = _retrying(url, "fetch", lambda: self._transfer(shard), self.retries,
+                                  self.backoff)
+            if self._verified(shard, got, size):
                 return
-            logger.warning("shard %s: SHA-256 %s, the index says %s; %s", url, got, want,
-                           "fetching it again" if attempt == 1 else "giving up")
+            if want is None:
+                logger.warning("%s: %d bytes, the listing said %d; %s", url, size,
+                               self.sizes[shard], "fetching it again" if attempt == 1 else
+                               "giving up")
+            else:
+                logger.warning("shard %s: SHA-256 %s, the index says %s; %s", url, got, want,
+                               "fetching it again" if attempt == 1 else "giving up")
+        if want is None:
+            raise DataError(f"{url} fails verification twice: {size} bytes, the listing said "
+                            f"{self.sizes[shard]} (the file changed while it was read; start "
+                            f"again)")
         raise DataError(f"shard {url} fails verification twice: SHA-256 {got}, the index says "
                         f"{want} (the stored copy differs from the one indexed; replace it or "
                         f"rewrite the index)")
 
-    def _transfer(self, shard: int) -> str:
-        """One transfer of ``shard`` into the cache: its SHA-256; renamed into place when right."""
+    def _verified(self, shard: int, digest: str, size: int) -> bool:
+        want = self.digests[shard]
+        return size == self.sizes[shard] and (want is None or digest == want)
+
+    def _transfer(self, shard: int) -> Tuple[str, int]:
+        """One transfer of ``shard`` into the cache: its ``(SHA-256, size)``; renamed into place
+        when right."""
         fs, root = self._filesystem()
         url = self.shard_url(shard)
         rpath = f"{root.rstrip('/')}/{self.names[shard]}"
@@ -266,9 +287,9 @@ class ShardCache:
                 except OSError as e:
                     raise _DiskFull(e) from None
             got = digest.hexdigest()
-            if size == self.sizes[shard] and got == self.digests[shard]:
+            if self._verified(shard, got, size):
                 os.replace(tmp, final)
-            return got
+            return got, size
         except _DiskFull as e:
             self._disk_full(shard, e.args[0])
             raise AssertionError("unreachable")
@@ -374,13 +395,23 @@ class ShardCache:
         self._check_process()
         wanted = list(shards)[: self.ahead]
         with self._lock:
-            if wanted == self._wanted:
+            if wanted == self._wanted and self._thread is not None:
                 return
             self._wanted = wanted
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._prefetch, name="shard-prefetch",
-                                            daemon=True)
-            self._thread.start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._prefetch, name="shard-prefetch",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop fetching ahead: the thread ends once its current fetch is done (a later
+        :meth:`want` starts one again). Without it, the thread would keep checking the cache
+        folder, and fetch what went missing, for the life of the process."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            self._wanted = []
         self._wake.set()
 
     def _prefetch(self) -> None:
@@ -389,6 +420,9 @@ class ShardCache:
             self._wake.clear()
             with self._lock:
                 wanted = list(self._wanted)
+                if not wanted:  # stopped; decided under the lock that want() takes
+                    self._thread = None
+                    return
             for k, shard in enumerate(wanted):
                 if shard in self._failed or self.cached(shard):
                     continue

@@ -20,6 +20,23 @@ def test_a_root_without_parquet_files_is_one_line(tmp_path):
     assert_user_error(r, "no Parquet files for the train split under", "data/train-*.parquet")
 
 
+def test_a_url_root_is_listed_when_opened_and_a_missing_bucket_is_one_line(tmp_path,
+                                                                             monkeypatch):
+    """A URL ROOT is not a local folder to check before the run: it is listed when the split
+    is opened (moto's S3 server on 127.0.0.1), and a missing bucket is one line naming it."""
+    from tests.support.remote import S3Server, set_env
+    server = S3Server()
+    set_env(monkeypatch, server.env)
+    try:
+        r = run_main(*COMMON[:2], "--outdir", tmp_path / "run", *COMMON[2:],
+                     "DATA.DATASET=parquet", "DATA.ROOT=s3://nobucket/hub", "DATA.WORKERS=0",
+                     f"DATA.CACHE_DIR={tmp_path / 'cache'}")
+    finally:
+        server.stop()
+    assert_user_error(r, "data.root s3://nobucket/hub is not found (no such bucket, prefix or "
+                         "folder)")
+
+
 @pytest.mark.slow  # two short training runs
 def test_training_on_parquet_is_bitwise_training_on_the_folder(tmp_path):
     src = tmp_path / "digits"

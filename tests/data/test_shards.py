@@ -1,4 +1,5 @@
-"""Tar shards: resnest-shards' conversion (round trip, refusal, rerun, --index-only) and
+"""Tar shards: resnest-shards' conversion (round trip, refusal, rerun; --index-only is in
+test_shards_webdataset.py, on shards webdataset writes) and
 DATA.DATASET: shards (the folder's samples, bitwise; damaged shards as one-line errors)."""
 import hashlib
 import io
@@ -13,7 +14,7 @@ import torch
 from resnest_engine.data import DataError, DataOptions, build_dataset
 from resnest_engine.data.datasets import ImageFolderSplit
 from resnest_engine.data.loaders import close_loader, create_loaders
-from resnest_engine.workflows.shards import index_shards, write_shards
+from resnest_engine.workflows.shards import write_shards
 from tests.support.data import make_folder
 
 
@@ -148,44 +149,6 @@ def test_source_errors_are_one_line(tmp_path):
     (tmp_path / "flat" / "val").mkdir()
     with pytest.raises(DataError, match=r"has no class sub-folders"):
         write_shards(str(tmp_path / "flat"), str(tmp_path / "o2"), progress=False)
-
-
-def _wds_shard(path, samples, label_ext="cls"):
-    """A shard as webdataset's ShardWriter lays it out: members grouped by key, written with
-    Python's tarfile (as webdataset's TarWriter does)."""
-    with tarfile.open(path, "w") as tar:
-        for key, image, label in samples:
-            for name, data in ((f"{key}.jpg", image), (f"{key}.{label_ext}", str(label).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-
-
-def test_index_only_reads_webdataset_shards(tmp_path):
-    make_folder(tmp_path / "img", {"train": {"a": 4}}, ext=".jpg")
-    files = sorted((tmp_path / "img" / "train" / "a").iterdir())
-    blobs = [f.read_bytes() for f in files]
-    split = tmp_path / "set" / "train"
-    split.mkdir(parents=True)
-    _wds_shard(split / "train-000000.tar", [("s/x_0", blobs[0], 2), ("s/x_1", blobs[1], 0)])
-    _wds_shard(split / "train-000001.tar", [("s/x_2", blobs[2], "b"), ("s/x_3", blobs[3], "c")],
-               label_ext="txt")
-    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
-    from resnest_engine.workflows.shards import read_classes
-    index = index_shards(str(split), read_classes(str(tmp_path / "classes.txt")), progress=False)
-    assert index["classes"] == ["a", "b", "c"] and index["samples"] == 4
-    assert [s["labels"] for s in index["shards"]] == [[2, 0], [1, 2]]
-    assert index["shards"][0]["sha256"] == hashlib.sha256(
-        (split / "train-000000.tar").read_bytes()).hexdigest()
-    ds = build_dataset(DataOptions(dataset="shards", root=str(tmp_path / "set")), "train")
-    assert ds.targets == [2, 0, 1, 2] and ds.members[0] == "s/x_0.jpg"
-    from PIL import Image
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            assert np.array_equal(np.asarray(ds[i][0]), np.asarray(im.convert("RGB")))
-    with pytest.raises(DataError, match=r"train-000001.tar: member s/x_2.txt: label 'b' is "
-                                        r"neither .* \(give the names with --classes\)"):
-        index_shards(str(split), progress=False)
 
 
 def test_a_truncated_or_corrupt_shard_is_one_line_naming_shard_and_member(converted):

@@ -5,6 +5,7 @@ import functools
 import http.server
 import os
 import threading
+import urllib.request
 from pathlib import Path
 
 from tests.support.cli import free_port
@@ -22,6 +23,10 @@ class S3Server:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        # moto's backends live in the process, not in the server: a server started by a later
+        # test would otherwise find the buckets and objects an earlier test uploaded.
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset",
+                                                      method="POST"), timeout=30).close()
         self.env = dict(S3_ENV, AWS_ENDPOINT_URL=self.endpoint)
 
     def client(self):
