@@ -228,7 +228,9 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
                 # the device prefetcher (on CUDA) yields the loader's batches bitwise
                 "DATA.PREFETCH": "auto",
                 # remote shard sets' local cache (unused by local data)
-                "DATA.CACHE_DIR": None, "DATA.SHARD_CACHE_GB": 100.0}
+                "DATA.CACHE_DIR": None, "DATA.SHARD_CACHE_GB": 100.0,
+                # issue 27: JPEGs decoded in the workers unless a recipe asks for the device
+                "DATA.DECODE": "cpu"}
     for path in recipes:
         text = pathlib.Path(path).read_text()
         assert "\nFORMAT: resnest-engine/1" in text, path
