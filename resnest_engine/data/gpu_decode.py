@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import io
-import logging
 import warnings
 from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Tuple
@@ -50,7 +49,6 @@ try:  # deprecated since torchvision 0.29 in favour of torchcodec; still the bat
 except ImportError:  # pragma: no cover - a torchvision without its image extension
     decode_jpeg = encode_jpeg = None
 
-logger = logging.getLogger("resnest_engine")
 
 __all__ = ["EncodedJpegSample", "encoded_collate", "DecodeBatchTransform", "resolve_decode",
            "nvjpeg_available", "crop_and_resize", "COLUMNS", "ENCODED_DATASET_NAMES"]
