@@ -77,7 +77,12 @@ def test_gpu_suite_smoke(tmp_path):
     decode = recipe["jpeg"]["decode"]
     assert decode["cpu"]["status"] == "ok", decode["cpu"].get("reason")
     assert decode["cpu"]["img_per_s"] > 0 and decode["cpu"]["timed_steps"] >= 1
-    assert decode["gpu"]["status"] == "not built"
+    # DATA.DECODE gpu: on the CPU the same device-decode code with libjpeg-turbo on both sides
+    gpu = decode["gpu"]
+    assert gpu["status"] == "ok", gpu.get("reason")
+    assert gpu["img_per_s"] > 0 and gpu["timed_steps"] >= 1
+    assert gpu["vs_decode_cpu"] == pytest.approx(gpu["img_per_s"] / decode["cpu"]["img_per_s"])
+    assert gpu["decoder_images"] >= 8 and gpu["decoder_max_abs_diff_levels"] == 0
     table = (tmp_path / "gpu_suite.md").read_text()
     assert "| part | what | img/s | vs reference | status |" in table
     for name in PARTS:

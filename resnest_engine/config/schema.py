@@ -168,6 +168,12 @@ class DataConfig:
                           normalize=normalize_auto_bool, allowed="true / false / auto")
     FAST_JPEG: bool = spec(False, "Faster (reduced-size) JPEG decoding; decoded pixels differ "
                            "slightly.")
+    DECODE: str = spec("cpu", "Where JPEGs are decoded (image folders, shards, parquet). cpu: "
+                       "in the DataLoader workers; gpu: the workers read the bytes and draw the "
+                       "crops, the device decodes each batch (torchvision's nvjpeg on CUDA), "
+                       "crops and resizes; auto: gpu on CUDA with nvjpeg, else cpu (the log "
+                       "says which). docs/data.md: limits and pixel differences.",
+                       choices=("cpu", "gpu", "auto"))
     SYNTHETIC_SIZE: int = spec(1024, "Number of images of the synthetic dataset.", at_least(1))
     SYNTHETIC_CLASSES: int = spec(10, "Number of classes of the synthetic dataset.", at_least(1))
 

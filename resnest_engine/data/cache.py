@@ -59,6 +59,8 @@ def _unbatchable(opts: DataOptions) -> Optional[str]:
                 "batched")
     if opts.fast_jpeg:
         return "DATA.FAST_JPEG is on"
+    if opts.decode != "cpu":
+        return f"DATA.DECODE is {opts.decode}"
     per_sample = [("DATA.RAND_AUG", opts.rand_aug is not None), ("DATA.AUTO_AUG", opts.auto_aug),
                   ("DATA.TRIVIAL_AUG", opts.trivial_aug),
                   ("DATA.COLOR_JITTER", opts.color_jitter > 0),

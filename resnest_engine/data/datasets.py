@@ -207,6 +207,14 @@ class ImageFolderSplit(Dataset):
                       f"this process)", stacklevel=2)
         return replacement
 
+    def read_bytes(self, index: int) -> bytes:
+        """The encoded bytes of sample ``index`` (as the container splits give theirs)."""
+        with open(self.samples[index][0], "rb") as f:
+            return f.read()
+
+    def where(self, index: int) -> str:
+        return f"file {self.samples[index][0]}"
+
     def load(self, path: str) -> Image.Image:
         with Image.open(path) as im:
             return im.convert(self.mode)  # convert() decodes fully: truncation fails here

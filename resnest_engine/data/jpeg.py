@@ -43,12 +43,13 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .datasets import ImageFolderSplit
+from .encoded_split import EncodedImageSplit
 from .errors import DataError
 from .options import DataOptions, channel_stats
 from .transforms import (ecenter_crop_box, erandom_crop_box, eval_resize_size,
                          interpolation_mode, lighting_offset, train_photometric)
 
-__all__ = ["FastJpegSample", "fast_collate", "normalize_batch", "BatchTransform",
+__all__ = ["FastJpegSample", "ENCODED_DATASETS", "fast_collate", "normalize_batch", "BatchTransform",
            "make_device_transform", "identity_batch_transform", "NUM_PARAMS"]
 
 NUM_PARAMS = 7  # 3 lighting alphas + erase box (top, left, height, width)
@@ -66,11 +67,17 @@ def _to_chw(pil: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-class FastJpegSample:
-    """``index -> (uint8 CHW image, label[, params])`` for an ``ImageFolderSplit``, decoded the
-    fast way. Picklable; all random draws come from torch's global RNG, keyed by the caller."""
+#: The datasets whose samples are encoded image files: ``read_bytes(index)``, ``where(index)``,
+#: ``unreadable(index, exc)`` (the corrupt-sample rule) and ``targets``.
+ENCODED_DATASETS = (ImageFolderSplit, EncodedImageSplit)
 
-    def __init__(self, dataset: ImageFolderSplit, opts: DataOptions, train: bool) -> None:
+
+class FastJpegSample:
+    """``index -> (uint8 CHW image, label[, params])`` for a dataset of encoded image files (an
+    image folder, tar shards, Parquet: ``ENCODED_DATASETS``), decoded the fast way. Picklable;
+    all random draws come from torch's global RNG, keyed by the caller."""
+
+    def __init__(self, dataset: Any, opts: DataOptions, train: bool) -> None:
         self.dataset, self.train = dataset, train
         self.crop = opts.crop_size
         self.mode = "L" if opts.in_chans == 1 else "RGB"
@@ -143,28 +150,26 @@ class FastJpegSample:
 
     # ------------------------------------------------------------------ one sample
     def _load(self, index: int) -> Tuple[torch.Tensor, int]:
-        samples = self.dataset.samples
-        for _ in range(min(len(samples), 100)):
-            path, label = samples[index]
+        ds = self.dataset
+        for _ in range(min(len(ds), 100)):
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = ds.read_bytes(index)
                 with Image.open(io.BytesIO(data)) as im:
                     img = self._box_resize(data, im, self._train_box(im)) if self.train \
                         else self._eval_image(data, im)
-                return img, label
+                return img, ds.targets[index]
             except _READ_ERRORS as e:
-                index = self.dataset.unreadable(index, e)
-        raise DataError(f"no readable image found near {samples[index][0]}")
+                index = ds.unreadable(index, e)
+        raise DataError(f"no readable image found near {ds.where(index)}")
 
-    def __call__(self, index: int):
-        img, label = self._load(index)
-        if not self.train:
-            return img, label
-        if self.hflip and torch.rand(1).item() < 0.5:
-            img = img.flip(-1)
-        if self.photometric is not None:
-            img = self.photometric(img)
+    # ------------------------------------------------------------------ draws after the crop
+    # In this order, from the keyed RNG; the GPU-decode sample (gpu_decode.py) makes the same
+    # draws through these methods, so its flips, jitter and params are this path's.
+    def _draw_flip(self) -> bool:
+        return bool(self.hflip and torch.rand(1).item() < 0.5)
+
+    def _draw_params(self, img: torch.Tensor) -> torch.Tensor:
+        """Lighting alphas and erase box; ``img`` is only asked its (C, H, W) shape."""
         params = torch.zeros(NUM_PARAMS)
         if self.eraser is not None and torch.rand(1).item() < self.random_erase:
             p = self.eraser.make_params([img])  # torchvision's box sampler
@@ -172,7 +177,17 @@ class FastJpegSample:
                 params[3:] = torch.tensor([p["i"], p["j"], p["h"], p["w"]], dtype=torch.float32)
         if self.lighting > 0:
             params[:3] = torch.randn(3) * self.lighting
-        return img, label, params
+        return params
+
+    def __call__(self, index: int):
+        img, label = self._load(index)
+        if not self.train:
+            return img, label
+        if self._draw_flip():
+            img = img.flip(-1)
+        if self.photometric is not None:
+            img = self.photometric(img)
+        return img, label, self._draw_params(img)
 
 
 def fast_collate(batch: Sequence[Tuple]) -> Tuple[torch.Tensor, ...]:

@@ -28,8 +28,10 @@ from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .cache import CachePlan, cache_normalizer, cached_split, pass_collated, plan_cache
-from .datasets import ImageFolderSplit, build_dataset
+from .datasets import build_dataset
 from .errors import DataError, worker_died
+from .gpu_decode import (DecodeBatchTransform, EncodedJpegSample, check_encoded, encoded_collate,
+                         resolve_decode)
 from .jpeg import FastJpegSample, fast_collate, identity_batch_transform, make_device_transform
 from .options import DataOptions, validate_options
 from .reproducible import SeededDataset, TransformedSample
@@ -61,8 +63,11 @@ class ImageLoader(DataLoader):
 
     def prepare_batch(self, batch: Sequence[Any], device: Optional[Any] = None,
                       non_blocking: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Move every tensor of ``batch`` to ``device``, then apply ``batch_transform``."""
-
+        """Move every tensor of ``batch`` to ``device``, then apply ``batch_transform``; a
+        transform with ``from_host`` (DATA.DECODE gpu) takes the host batch and moves it."""
+        from_host = getattr(self.batch_transform, "from_host", None)
+        if from_host is not None:
+            return from_host(batch, device, non_blocking)
         moved = [convert_tensor(t, device=device, non_blocking=non_blocking) for t in batch]
         return self.batch_transform(moved)
 
@@ -134,27 +139,45 @@ def _pin_memory(opts: DataOptions) -> bool:
     return idist.device().type == "cuda"
 
 
+def _decode_opts(opts: DataOptions, log: bool = False) -> DataOptions:
+    """``opts`` with DATA.DECODE auto resolved for this process's device (logged with ``log``)."""
+    if opts.decode != "auto":
+        if log and opts.decode == "gpu":
+            logger.info("JPEG decoding: gpu (as set)")
+        return opts
+    resolved, why = resolve_decode(opts, idist.device())
+    if log:
+        logger.info("JPEG decoding: %s (%s)", resolved.decode, why)
+    return resolved
+
+
 def _sample_fn(dataset: Dataset, opts: DataOptions, train: bool) -> Callable[[int], Any]:
+    if opts.decode == "gpu":
+        check_encoded(dataset, opts, "DATA.DECODE gpu")
+        return EncodedJpegSample(dataset, opts, train)
     if opts.fast_jpeg:
-        if not isinstance(dataset, ImageFolderSplit):
-            raise DataError(f"data.fast_jpeg needs an image-folder dataset (imagefolder/imagenet), "
-                            f"not data.dataset={opts.dataset}")
+        check_encoded(dataset, opts, "data.fast_jpeg")
         return FastJpegSample(dataset, opts, train)
     transform = build_train_transform(opts) if train else build_eval_transform(opts)
     return TransformedSample(dataset, transform)
 
 
-def _loader_kwargs(opts: DataOptions) -> dict:
+def _loader_kwargs(opts: DataOptions, train: bool) -> dict:
     workers = opts.workers
+    collate, transform = None, make_device_transform(opts)
+    if opts.fast_jpeg:
+        collate = fast_collate
+    if opts.decode == "gpu":
+        collate, transform = encoded_collate, DecodeBatchTransform(opts, train, transform)
     return dict(num_workers=workers, persistent_workers=bool(opts.persistent_workers and workers > 0),
-                pin_memory=_pin_memory(opts), collate_fn=fast_collate if opts.fast_jpeg else None,
-                batch_transform=make_device_transform(opts))
+                pin_memory=_pin_memory(opts), collate_fn=collate, batch_transform=transform)
 
 
 def _loader_data(dataset: Dataset, opts: DataOptions, train: bool, seed: int,
                  plan: Optional[CachePlan]) -> Tuple[Dataset, dict]:
     """The loader's dataset and its keyword arguments: cached (``plan.use``) or per sample."""
-    kwargs = _loader_kwargs(opts)
+    opts = _decode_opts(opts)
+    kwargs = _loader_kwargs(opts, train)
     plan = plan if plan is not None else plan_cache(opts, [len(dataset)])
     if plan.use:
         kwargs.update(collate_fn=pass_collated, batch_transform=cache_normalizer(opts))
@@ -226,6 +249,7 @@ def create_loaders(opts: DataOptions, batch_size: int, test_batch_size: int,
         seed: the seed of the shuffle order and of the per-sample augmentation draws.
     """
     validate_options(opts)
+    opts = _decode_opts(opts, log=True)
     world, rank = _world()
     for name, value in (("batch_size", batch_size), ("test_batch_size", test_batch_size)):
         if not isinstance(value, int) or value < 1:
@@ -257,6 +281,7 @@ def create_eval_loader(opts: DataOptions, test_batch_size: int,
     the folder's own class directories are used.
     """
     validate_options(opts)
+    opts = _decode_opts(opts, log=True)
     world, rank = _world()
     if not isinstance(test_batch_size, int) or test_batch_size < 1 or test_batch_size % world:
         raise DataError(f"test_batch_size={test_batch_size!r} must be a positive global batch "

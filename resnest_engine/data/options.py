@@ -10,7 +10,7 @@ from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
 __all__ = ["DataOptions", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "LARGE_CROP",
-           "validate_options"]
+           "validate_options", "decode_conflict"]
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 #: DATA keys that are not the loaders' (the loss and the batch mixing read them).
 NOT_LOADER_KEYS = ("DATA.LABEL_SMOOTHING", "DATA.MIXUP", "DATA.CUTMIX", "DATA.MIXUP_PROB",
@@ -86,6 +86,21 @@ def validate_options(opts: DataOptions) -> None:
     _check(not (opts.fast_jpeg and opts.small_image),
            "data.fast_jpeg does not support data.small_image (32x32 data is not decode-bound); "
            "turn one of them off")
+    conflict = decode_conflict(opts)
+    _check(opts.decode != "gpu" or conflict is None,
+           f"DATA.DECODE gpu cannot run {conflict} on the device with the CPU path's per-sample "
+           f"draws; set DATA.DECODE: cpu or turn {conflict} off")
+
+
+def decode_conflict(opts: DataOptions) -> Optional[str]:
+    """The first key that DATA.DECODE gpu cannot reproduce on the device (None: none).
+    The policies draw ops whose geometry and fill depend on the image; the small-image preset
+    pads 32x32 images that are not decode-bound."""
+    for key, on in (("DATA.RAND_AUG", opts.rand_aug is not None), ("DATA.AUTO_AUG", opts.auto_aug),
+                    ("DATA.TRIVIAL_AUG", opts.trivial_aug), ("DATA.SMALL_IMAGE", opts.small_image)):
+        if on:
+            return key
+    return None
 
 
 def channel_stats(opts: DataOptions) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

@@ -76,6 +76,10 @@ class _CudaPrefetchIterator:
         # The side stream must not copy into memory the current stream may still use.
         self._stream.wait_stream(torch.cuda.current_stream(p.device))
         with torch.cuda.stream(self._stream):
+            from_host = getattr(p.batch_transform, "from_host", None)
+            if from_host is not None:  # DATA.DECODE gpu: decodes from host bytes on the device
+                self._next = from_host([_pinned(t) for t in batch], p.device, non_blocking=True)
+                return
             moved = [convert_tensor(_pinned(t), device=p.device, non_blocking=True)
                      for t in batch]
             self._next = p.batch_transform(moved)

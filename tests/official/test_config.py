@@ -230,7 +230,9 @@ def test_every_shipped_recipe_resolves_as_before(tmp_path):
                 # remote shard sets' local cache (unused by local data)
                 "DATA.CACHE_DIR": None, "DATA.SHARD_CACHE_GB": 100.0,
                 # the train order of shards/Parquet; auto is global (the old order) for local data
-                "DATA.SHUFFLE": "auto", "DATA.SHUFFLE_WINDOW": 4}
+                "DATA.SHUFFLE": "auto", "DATA.SHUFFLE_WINDOW": 4,
+                # issue 27: JPEGs decoded in the workers unless a recipe asks for the device
+                "DATA.DECODE": "cpu"}
     for path in recipes:
         text = pathlib.Path(path).read_text()
         assert "\nFORMAT: resnest-engine/1" in text, path

@@ -10,10 +10,10 @@ import numpy as np
 
 
 def write_digits(root: Path, train_per_class: int, val_per_class: int,
-                 names: Optional[Sequence[str]] = None) -> None:
-    """The first images of each digit, 8x8 upscaled to 32x32 grey PNGs, as
-    ROOT/train/<name>/*.png and ROOT/val/<name>/*.png (deterministic); ``names[d]`` names digit
-    d's folder (default: the digit)."""
+                 names: Optional[Sequence[str]] = None, ext: str = ".png") -> None:
+    """The first images of each digit, 8x8 upscaled to 32x32 grey PNGs (``ext`` ".jpg": JPEGs,
+    quality 95), as ROOT/train/<name>/*.png and ROOT/val/<name>/*.png (deterministic);
+    ``names[d]`` names digit d's folder (default: the digit)."""
     from PIL import Image
     from sklearn.datasets import load_digits
     digits = load_digits()
@@ -26,9 +26,10 @@ def write_digits(root: Path, train_per_class: int, val_per_class: int,
         split = "train" if n < train_per_class else "val"
         pixels = np.round(image * (255.0 / 16.0)).astype(np.uint8)
         folder = names[int(label)] if names is not None else str(label)
-        path = root / split / folder / f"{n:03d}.png"
+        path = root / split / folder / f"{n:03d}{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels, "L").resize((32, 32), Image.NEAREST).save(path)
+        Image.fromarray(pixels, "L").resize((32, 32), Image.NEAREST).save(
+            path, **({"quality": 95} if ext in (".jpg", ".jpeg") else {}))
 
 
 class Tmpfs:
