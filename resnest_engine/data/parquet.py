@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -205,6 +206,10 @@ class ParquetSplit(EncodedImageSplit):
     or the cached copy when there is one) and the image bytes are read from the cached files.
     """
 
+    #: Row groups whose image column each process keeps (least recently used dropped first):
+    #: twice DATA.SHUFFLE_WINDOW's default, so the window order reads a row group about once.
+    KEEP_ROW_GROUPS = 8
+
     def __init__(self, files: Sequence[str], image_column: str = "image",
                  label_column: str = "label", in_chans: int = 3,
                  classes: Optional[Sequence[str]] = None, skip_corrupt: bool = False,
@@ -366,12 +371,12 @@ class ParquetSplit(EncodedImageSplit):
         self._pid = os.getpid()
         self._readers: dict = {}
         self._handles: dict = {}  # remote files: the cached file objects the readers read
-        self._cached: Tuple[int, Any] = (-1, None)
+        self._groups: "OrderedDict[int, Any]" = OrderedDict()  # row group -> image column, LRU
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("_readers", "_handles", "_cached", "_lock"):
+        for key in ("_readers", "_handles", "_groups", "_lock"):
             state.pop(key, None)
         return state
 
@@ -394,7 +399,7 @@ class ParquetSplit(EncodedImageSplit):
     def _close_all(self) -> None:
         readers, self._readers = self._readers, {}
         handles, self._handles = self._handles, {}
-        self._cached = (-1, None)
+        self._groups = OrderedDict()
         for pf in readers.values():
             self._close_one(pf)
         for handle in handles.values():
@@ -412,9 +417,12 @@ class ParquetSplit(EncodedImageSplit):
         return self.files[f], int(self._group_index[group]), index - int(self._group_start[first])
 
     def _row_group(self, group: int) -> Any:
-        """The image column (the binary array) of global row group ``group``, cached."""
-        cached_group, values = self._cached
-        if cached_group == group:
+        """The image column (the binary array) of global row group ``group``; the last
+        ``KEEP_ROW_GROUPS`` read are kept, so the window order (samples of a few row groups
+        mixed) reads each row group about once per window instead of once per sample."""
+        values = self._groups.get(group)
+        if values is not None:
+            self._groups.move_to_end(group)
             return values
         f, g = int(self._group_file[group]), int(self._group_index[group])
         pf = self._readers.get(f)
@@ -428,7 +436,9 @@ class ParquetSplit(EncodedImageSplit):
         values = table.column(0).combine_chunks()
         if struct:
             values = values.field("bytes")
-        self._cached = (group, values)
+        self._groups[group] = values
+        while len(self._groups) > self.KEEP_ROW_GROUPS:
+            self._groups.popitem(last=False)
         return values
 
     def read_bytes(self, index: int) -> bytes:

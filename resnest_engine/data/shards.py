@@ -304,13 +304,19 @@ class ShardSplit(EncodedImageSplit):
                 n = len(self.shards)
                 cache.want([(shard + k) % n for k in range(1, cache.ahead + 1)])
             if not cache.cached(shard) or len(self._fds) >= self.MAX_OPEN:
-                self.close()  # a fetch may have to evict: hold no shard of our own open
+                self._close_files()  # a fetch may have to evict: hold no shard of our own open
             fd = cache.open(shard)
         self._fds[shard] = fd  # last = most recently used
         return fd
 
     def close(self) -> None:
-        """Close this process's shard files (they reopen on the next read)."""
+        """Close this process's shard files (they reopen on the next read) and stop fetching
+        ahead for it (a later read starts again)."""
+        self._close_files()
+        if self.cache is not None:
+            self.cache.stop()
+
+    def _close_files(self) -> None:
         fds, self._fds = self._fds, {}
         if self._pid == os.getpid():
             for fd in fds.values():

@@ -157,9 +157,9 @@ def test_no_open_file_is_pickled(src, tmp_path):
     out = folder_to_parquet(src, tmp_path / "pq")
     ds = build_dataset(DataOptions(dataset="parquet", root=out), "train")
     first = np.asarray(ds[0][0])
-    assert ds._readers and ds._cached[0] == 0
+    assert ds._readers and list(ds._groups) == [0]
     copy = pickle.loads(pickle.dumps(ds))
-    assert copy._readers == {} and copy._cached == (-1, None)
+    assert copy._readers == {} and not copy._groups
     assert np.array_equal(np.asarray(copy[0][0]), first)
     ds.close()
     assert ds._readers == {} and np.array_equal(np.asarray(ds[0][0]), first)
@@ -196,3 +196,18 @@ def test_an_fsspec_filesystem_opens_the_files(src, tmp_path):
     assert ds.classes == local.classes and ds.targets == local.targets
     for i in range(len(ds)):
         assert ds.read_bytes(i) == local.read_bytes(i)
+
+
+def test_the_window_order_reads_each_row_group_about_once(src, tmp_path):
+    # row groups of 4; the window order mixes 4 row groups: with the last 8 row groups kept,
+    # each is read once per epoch, where keeping one would read one per sample
+    out = folder_to_parquet(src, tmp_path / "pq", layout="split", files_per_split=1,
+                            row_group_size=4)
+    ds = ParquetSplit(split_files(str(out), "train"))
+    from resnest_engine.data.samplers import WindowSampler
+    reads = []
+    original = ds._read
+    ds._read = lambda fn, path, column: (reads.append(path), original(fn, path, column))[1]
+    for key in WindowSampler(ds.block_sizes(), 4, num_replicas=1, rank=0, seed=0):
+        ds.read_bytes(key.index)
+    assert len(reads) == len(ds.block_sizes()) and len(ds.block_sizes()) > 1

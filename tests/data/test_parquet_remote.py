@@ -97,9 +97,10 @@ def test_workers_read_an_s3_split_as_the_local_files(src, tmp_path, s3):
     url = s3.upload(tmp_path / "pq", "bucket", "set")
     batches = {}
     for name, root in (("local", out), ("s3", url)):
+        # one order for both (a URL root's default is the window order)
         opts = DataOptions(dataset="parquet", root=root, crop_size=32, small_image=True,
                            color_jitter=0, pca_lighting=0, workers=2, cache=False,
-                           cache_dir=str(tmp_path / "cache"))
+                           cache_dir=str(tmp_path / "cache"), shuffle="global")
         train, val, n = create_loaders(opts, batch_size=3, test_batch_size=2, seed=7)
         train.sampler.set_epoch(1)
         batches[name] = [tuple(train.prepare_batch(b)) for b in train] + \
