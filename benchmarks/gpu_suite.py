@@ -32,7 +32,9 @@ models interleaved per trial, median reported; each part records ``timed_steps``
    JPEG path with ``DATA.PREFETCH: auto``, decoded in the workers (``jpeg.decode.cpu``) and on
    the device (``jpeg.decode.gpu``: ``DATA.DECODE: gpu``, nvjpeg; its ``vs_device_resident``
    is the issue's "JPEG folder >= 0.9x synthetic" goal, and ``decoder_max_abs_diff_levels``
-   nvjpeg's largest difference from libjpeg-turbo); peak GPU memory.
+   nvjpeg's largest difference from libjpeg-turbo); peak GPU memory; (c) on CUDA, the
+   synthetic run again with its free iterations under ``torch.cuda.set_sync_debug_mode("error")``
+   (``sync_debug``: passed, or failed with the call that synced).
 
 Without CUDA (or with ``--smoke``) the same code runs at tiny sizes (resnest14 at 32 px,
 batches 2 and 4, 2 timed steps, 8 JPEGs, 6-step recipes, ``torch.compile`` with the cheap
@@ -402,19 +404,56 @@ class DeviceResident:
         return batch[0], batch[1]
 
 
+class SyncCheck:
+    """``torch.cuda.set_sync_debug_mode("error")`` over the recipe's free iterations: from
+    ITERATION_STARTED of an iteration that is neither a log (``LOG_EVERY``) nor a NaN-check
+    (``NAN_CHECK_EVERY``) iteration nor an epoch's last, to the next GET_BATCH_STARTED or epoch
+    end, so the step and every ITERATION_COMPLETED handler run under it; any call that waits
+    for the device raises. Counts the free iterations run under it."""
+
+    def __init__(self, log_every: int, check_every: int) -> None:
+        self.every = (max(1, log_every), max(1, check_every))
+        self.free_iterations = 0
+
+    def attach(self, trainer) -> None:
+        from ignite.engine import Events
+        trainer.add_event_handler(Events.ITERATION_STARTED, self._started)
+        for event in (Events.GET_BATCH_STARTED, Events.EPOCH_COMPLETED, Events.COMPLETED,
+                      Events.EXCEPTION_RAISED):
+            trainer.add_event_handler(event, self._default)
+
+    def _started(self, engine) -> None:
+        it, length = engine.state.iteration, engine.state.epoch_length
+        free = all(it % e for e in self.every) and it % length
+        if free:
+            self.free_iterations += 1
+        torch.cuda.set_sync_debug_mode("error" if free else "default")
+
+    @staticmethod
+    def _default(_engine=None, *_args) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def run_recipe(recipe: dict, device: torch.device, warm_windows: int,
-               device_resident: bool = False) -> dict:
+               device_resident: bool = False, sync_check: Optional[SyncCheck] = None) -> dict:
     """One ``resnest-train`` run of ``recipe`` in this process (so that peak GPU memory is
-    readable): its log's steady-state img/s, wall time and peak GPU memory."""
+    readable): its log's steady-state img/s, wall time and peak GPU memory. ``sync_check``
+    (CUDA): attached to the run's trainer."""
     import yaml
     from resnest_engine import cli
     from resnest_engine.workflows import train as train_mod
 
     real_create = train_mod.create_loaders
+    real_build_trainer = train_mod.build_trainer
 
     def resident_loaders(*args, **kwargs):
         tr, va, n = real_create(*args, **kwargs)
         return DeviceResident(tr, device), va, n
+
+    def checked_trainer(*args, **kwargs):
+        trainer = real_build_trainer(*args, **kwargs)
+        sync_check.attach(trainer)
+        return trainer
 
     with tempfile.TemporaryDirectory(prefix="resnest_gpu_suite_recipe_") as tmp:
         cfg_file = Path(tmp) / "recipe.yaml"
@@ -430,11 +469,16 @@ def run_recipe(recipe: dict, device: torch.device, warm_windows: int,
         out, err = io.StringIO(), io.StringIO()
         if device_resident:
             train_mod.create_loaders = resident_loaders
+        if sync_check is not None:
+            train_mod.build_trainer = checked_trainer
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 rc = cli.main(["--config-file", str(cfg_file), "--outdir", str(outdir)])
         finally:
             train_mod.create_loaders = real_create
+            train_mod.build_trainer = real_build_trainer
+            if sync_check is not None:
+                SyncCheck._default()
         wall = time.perf_counter() - t0
         torch.set_num_threads(threads)  # the run may set its own
         log_file = outdir / "log.txt"
@@ -505,10 +549,22 @@ def part_recipe(ctx: dict) -> dict:
         "LOGGING": {"LOG_EVERY": every, "TENSORBOARD": False, "PROGRESS_BAR": "off"},
     }
     synthetic = run_recipe(recipe, device, warm, device_resident=True)
+    # The free iterations under set_sync_debug_mode("error") (CUDA only: on the CPU nothing
+    # waits, which tests/workflows/test_host_sync.py checks by counting the reads instead).
+    if device.type == "cuda":
+        check = SyncCheck(every, recipe["TRAINING"].get("NAN_CHECK_EVERY", 50))
+        try:
+            run_recipe(recipe, device, warm, device_resident=True, sync_check=check)
+            sync_debug = dict(status="passed", mode="error", free_iterations=check.free_iterations)
+        except Exception as e:  # a sync on a free iteration: recorded with where it happened
+            sync_debug = dict(status="failed", mode="error", free_iterations=check.free_iterations,
+                              reason=f"{type(e).__name__}: {str(e)[-400:]}")
+    else:
+        sync_debug = dict(status="skipped", reason="no CUDA device: nothing waits on the CPU")
     bare = (((ctx.get("train_by_batch") or {}).get(str(batch)) or {})
             .get(f"ours:{model}", {}).get("img_s"))
     out = dict(model=model, img_size=size, batch=batch, steps=steps, amp=amp,
-               dataset="synthetic, already on the device", **synthetic,
+               dataset="synthetic, already on the device", **synthetic, sync_debug=sync_debug,
                bare_step_img_s=bare,
                vs_bare_step=synthetic["img_per_s"] / bare if bare and synthetic["img_per_s"] else None)
     # (b) JPEG files -> fast JPEG path (uint8 through the workers, normalised on the device),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("train", "infer", "jpeg_pipeline", "train_compiled", "recipe")
@@ -70,6 +71,7 @@ def test_gpu_suite_smoke(tmp_path):
     assert recipe["steady_img_s"] > 0 and recipe["epoch_img_s"] > 0
     assert recipe["img_per_s"] == recipe["steady_img_s"]
     assert recipe["peak_gpu_mem_gib"] is None and recipe["peak_gpu_mem_note"]
+    assert recipe["sync_debug"]["status"] == "skipped"  # CUDA only
     # the recipe over the bare step of part train: same model, batch and precision
     bare = train["by_batch"][str(recipe["batch"])]["ours:resnest14"]["img_s"]
     assert recipe["bare_step_img_s"] == bare and recipe["amp"] == "bf16"
@@ -99,3 +101,24 @@ def test_parse_train_log():
     parsed = gpu_suite.parse_train_log(log)
     assert parsed == dict(batch_lines=3, epoch_lines=1, steady_img_s=400.0, epoch_img_s=250.0,
                           epoch_time_s=12.5)
+
+
+def test_sync_check_covers_exactly_the_free_iterations(monkeypatch):
+    # The GPU run's sync check: "error" from ITERATION_STARTED of a free iteration (not a log,
+    # NaN-check or epoch-end iteration) through its ITERATION_COMPLETED handlers, "default" from
+    # the next batch fetch and at epoch ends. Recorded here through the mode setter.
+    from ignite.engine import Engine, Events
+
+    from benchmarks.gpu_suite import SyncCheck
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    trainer = Engine(lambda e, b: None)
+    check = SyncCheck(log_every=3, check_every=5)
+    check.attach(trainer)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                              lambda e: seen.append((e.state.iteration, modes[-1])))
+    trainer.run(range(7), max_epochs=2)
+    free = [it for it in range(1, 15) if it % 3 and it % 5 and it % 7]
+    assert [it for it, mode in seen if mode == "error"] == free
+    assert check.free_iterations == len(free) == 6 and modes[-1] == "default"
