@@ -37,12 +37,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import math
 import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +58,10 @@ from benchmarks.record import write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("folder", "shards", "shards_s3", "parquet")
+#: The train order of each case (DATA.SHUFFLE): the folder's order for the local folder and
+#: shards; the streaming order for the remote shards (a URL's default) and for Parquet, whose
+#: reader decodes a row group at a time.
+ORDERS = {"folder": "global", "shards": "global", "shards_s3": "window", "parquet": "window"}
 #: Sizes (width, height) of the generated JPEGs: ImageNet's most common shapes.
 SIZES = ((500, 375), (500, 375), (500, 333), (375, 500), (500, 400), (333, 500))
 #: The most bytes of image data per Parquet file (``datasets``' ``push_to_hub`` shards at 500 MB).
@@ -180,16 +184,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: The running S3 server's pid (its CPU seconds are recorded per S3 epoch).
+SERVER: Dict[str, int] = {}
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def s3_server() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 and this process's environment pointing at it (the
-    DataLoader workers inherit it); yields the endpoint."""
-    from moto.server import ThreadedMotoServer
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    """moto's standalone S3 server (``python -m moto.server``) on 127.0.0.1, in a process of its
+    own as a real server would be (in a thread of this process it would compete with the loop
+    being timed for the GIL), and this process's environment pointing at it (the DataLoader
+    workers inherit it); yields the endpoint."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                server.kill()
+                raise RuntimeError("moto's S3 server did not start") from None
+            time.sleep(0.2)
+    SERVER["pid"] = server.pid
     env = dict(S3_ENV, AWS_ENDPOINT_URL=endpoint)
     saved = {k: os.environ.get(k) for k in list(env) + ["AWS_PROFILE"]}
     os.environ.update(env)
@@ -202,7 +230,8 @@ def s3_server() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def upload(folder: Path, endpoint: str, bucket: str, prefix: str) -> Tuple[str, float]:
@@ -220,14 +249,15 @@ def upload(folder: Path, endpoint: str, bucket: str, prefix: str) -> Tuple[str, 
 
 # --------------------------------------------------------------------------- the measurement
 def loader_of(recipe: str, dataset: str, root: str, crop: int, workers: int, batch: int,
-              cache_dir: Optional[str] = None):
-    """The train loader ``create_loaders`` builds from the recipe's DATA keys (val loader
-    closed: only the train loader is timed)."""
+              cache_dir: Optional[str] = None, order: str = "global"):
+    """The train loader ``create_loaders`` builds from the recipe's DATA keys in ``order``
+    (``DATA.SHUFFLE``; val loader closed: only the train loader is timed)."""
     from resnest_engine.config.loading import load_config
     from resnest_engine.data import close_loader, create_loaders
     from resnest_engine.workflows.from_config import data_options
     overrides = [f"DATA.DATASET={dataset}", f"DATA.ROOT={root}", f"DATA.CROP_SIZE={crop}",
-                 f"DATA.WORKERS={workers}", "DATA.CACHE=false", "DATA.FAST_JPEG=false"]
+                 f"DATA.WORKERS={workers}", "DATA.CACHE=false", "DATA.FAST_JPEG=false",
+                 f"DATA.SHUFFLE={order}"]
     if cache_dir is not None:
         overrides.append(f"DATA.CACHE_DIR={cache_dir}")
     opts = data_options(load_config(recipe, overrides))
@@ -259,15 +289,18 @@ def run_case(name: str, roots: Dict[str, str], args, scratch: Path, round_: int)
         cache_dir = str(scratch / f"s3-cache-{round_}")
     t = time.perf_counter()
     loader = loader_of(args.recipe, dataset, roots[name], args.crop, args.workers, args.batch,
-                       cache_dir)
+                       cache_dir, ORDERS[name])
     setup = time.perf_counter() - t
+    server_before = process_cpu_s(SERVER["pid"]) if cache_dir is not None else 0.0
     try:
         img_s, images, seconds = time_epoch(loader)
     finally:
         close_loader(loader)
-    if cache_dir is not None:
+    out = {"img_per_s": img_s, "images": images, "seconds": seconds, "setup_s": setup}
+    if cache_dir is not None:  # what serving the shards cost the shared cores
+        out["server_cpu_s"] = process_cpu_s(SERVER["pid"]) - server_before
         shutil.rmtree(cache_dir, ignore_errors=True)
-    return {"img_per_s": img_s, "images": images, "seconds": seconds, "setup_s": setup}
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -279,8 +312,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds of the 4 cases, one epoch each (default 3)")
-    p.add_argument("--shard-size", type=int, default=1000,
-                   help="resnest-shards --shard-size (default 1000, the command's default)")
+    p.add_argument("--shard-size", type=int, default=100,
+                   help="resnest-shards --shard-size (default 100: 25 shards of the 2,500 "
+                        "images, so that a window of 4 shards is a small part of the set, as "
+                        "4 of ImageNet's 1,281 shards of 1,000 are)")
     p.add_argument("--parquet-row-group", type=int, default=HUB_ROW_GROUP,
                    help=f"Parquet rows per row group (default {HUB_ROW_GROUP}, as the Hub's)")
     p.add_argument("--recipe", default=str(REPO / "recipes" / "imagenet_resnest50.yaml"),
@@ -341,10 +376,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     cases = []
     for name in CASES:
         runs = rounds[name]
-        cases.append({"name": name, "img_per_s": statistics.median(r["img_per_s"] for r in runs),
+        cases.append({"name": name, "order": ORDERS[name],
+                      "img_per_s": statistics.median(r["img_per_s"] for r in runs),
                       "rounds_img_per_s": [r["img_per_s"] for r in runs],
                       "images_per_epoch": runs[0]["images"],
-                      "setup_s": statistics.median(r["setup_s"] for r in runs)})
+                      "setup_s": statistics.median(r["setup_s"] for r in runs),
+                      **({"server_cpu_s": statistics.median(r["server_cpu_s"] for r in runs)}
+                         if "server_cpu_s" in runs[0] else {})})
     speed = {c["name"]: c["img_per_s"] for c in cases}
     ratios = {"shards_vs_folder": speed["shards"] / speed["folder"],
               "shards_s3_vs_shards": speed["shards_s3"] / speed["shards"],
@@ -372,8 +410,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 f"quality 90, mean {images['mean_kb']:.0f} KB) at {args.crop}, the train "
                 f"transform of {numbers['recipe']}, batch {args.batch}, {args.workers} workers: "
                 f"an image folder, local tar shards (--shard-size {args.shard_size}), the shards "
-                f"on a loopback S3 server (moto, cold cache, prefetch) and Hub-layout Parquet "
-                f"(row groups of {args.parquet_row_group}); one epoch from a fresh loader per "
+                f"on a loopback S3 server (moto, cold cache, prefetch; DATA.SHUFFLE window, the "
+                f"default for a URL) and Hub-layout Parquet (row groups of "
+                f"{args.parquet_row_group}; DATA.SHUFFLE window); one epoch from a fresh loader per "
                 f"case, median of {args.rounds} interleaved rounds")
     if args.smoke:
         measured = "SMOKE RUN, not a measurement: " + measured

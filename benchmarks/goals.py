@@ -154,18 +154,15 @@ GOALS = (
          "augment at 224 (the resnest50 ImageNet recipe's train transform), 2 workers, "
          "ImageNet-sized JPEGs", "local tar shards vs the image folder", ("data_at_scale",),
          "data-at-scale", "shards / folder, median img/s", ">=", 1.0,
-         lambda r: _case_ratio(r, "data_at_scale", "shards", "folder"), ratio, readme=False,
-         awaiting=True),
+         lambda r: _case_ratio(r, "data_at_scale", "shards", "folder"), ratio, readme=True),
     Goal("the same shards on a loopback S3 server, through the local shard cache from cold, "
          "with prefetch, vs on local disk", "tar shards on S3 vs local", ("data_at_scale",),
          "data-at-scale", "shards_s3 / shards, median img/s", ">=", 0.9,
-         lambda r: _case_ratio(r, "data_at_scale", "shards_s3", "shards"), ratio, readme=False,
-         awaiting=True),
+         lambda r: _case_ratio(r, "data_at_scale", "shards_s3", "shards"), ratio, readme=True),
     Goal("the same images as Parquet in the Hugging Face Hub's layout vs local tar shards",
          "Hub Parquet vs local tar shards", ("data_at_scale",), "data-at-scale",
          "parquet / shards, median img/s", ">=", 0.9,
-         lambda r: _case_ratio(r, "data_at_scale", "parquet", "shards"), ratio, readme=False,
-         awaiting=True),
+         lambda r: _case_ratio(r, "data_at_scale", "parquet", "shards"), ratio, readme=True),
     Goal("runs SIGKILLed at random moments and resumed (`--resume auto`) end bitwise identical to "
          "an uninterrupted run", "resume after random SIGKILLs is bitwise identical",
          ("stress_resume", "stress_resume-seed1"), "resume-stress-test",

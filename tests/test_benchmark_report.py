@@ -139,14 +139,14 @@ def data_at_scale_file(folder, shards, shards_s3, parquet):
 
 
 def test_data_at_scale_goals_and_table():
-    """Each goal is a ratio of two cases' img/s; the rows say "not measured yet" without the
+    """Each goal is a ratio of two cases' img/s; the rows say "no results file" without the
     file (and link to no file that is not there)."""
     results = report.load_results(REPO / "benchmarks" / "results")
     results.pop("data_at_scale", None)
     goals = [g for g in GOALS if g.files == ("data_at_scale",)]
     assert len(goals) == 3
     for g in goals:
-        assert report.goal_cells(g, results) == ("not measured yet", "-")
+        assert report.goal_cells(g, results) == ("no results file", "-")
     rows = [line for line in report.render_goals(results).splitlines() if "data_at_scale" in line]
     assert len(rows) == 3 and all("](../benchmarks/results/data_at_scale.json)" not in r
                                   for r in rows)

@@ -1,7 +1,7 @@
 """``srun resnest-train`` (issue 12, item 2): each SLURM task is one process, ignite's ``idist``
 takes the ranks and the rendezvous from SLURM's variables, rank 0 alone writes the run, and
 ``--resume auto`` continues it after a requeue. Run here as two tasks on loopback with the
-variables ``srun`` would set."""
+variables ``srun`` would set, training on tar shards in the window order."""
 import json
 import shutil
 import socket
@@ -83,8 +83,17 @@ def _cut_back_to_epoch_1(full, target):
 
 @pytest.mark.slow
 def test_two_slurm_tasks_match_spawn_and_resume_after_requeue(tmp_path):
+    # The data: a tar shard set (4 train shards of 12) in the window order, so SLURM's tasks and
+    # the spawned workers each read their contiguous part of the shards (and of the val shard)
+    from resnest_engine.workflows.shards import write_shards
+    from tests.support.data import make_folder
+    src = make_folder(tmp_path / "data" / "src",
+                      {"train": {c: 12 for c in "abcd"}, "val": {c: 4 for c in "abcd"}})
+    write_shards(src, str(tmp_path / "data" / "set"), shard_size=12, progress=False)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(CONFIG))
+    cfg.write_text(yaml.safe_dump(merge(CONFIG, {"DATA": {
+        **CONFIG["DATA"], "DATASET": "shards", "ROOT": str(tmp_path / "data" / "set"),
+        "SHUFFLE": "window", "SHUFFLE_WINDOW": 2}})))
     out = tmp_path / "slurm"
     results = _srun("--config-file", cfg, "--outdir", out)
     for code, stdout, err in results:
@@ -100,7 +109,8 @@ def test_two_slurm_tasks_match_spawn_and_resume_after_requeue(tmp_path):
     # One run directory, written by rank 0 alone; no lock left behind.
     log = (out / "log.txt").read_text()
     assert log.count(START_LINE) == 1 and "(world size 2)" in log
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "slurm", "spawn"]
+    assert "Train order: window" in log
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "data", "slurm", "spawn"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         p.name for p in (tmp_path / "spawn").iterdir())
 
