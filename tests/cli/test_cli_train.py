@@ -153,8 +153,17 @@ def test_resume_keeps_the_saved_config_and_takes_harmless_overrides(finished, lo
 
 @pytest.fixture(scope="module")
 def launch_config(tmp_path_factory):
-    return _config(tmp_path_factory.mktemp("launch") / "tiny.yaml",
-                   {"TRAINING": {"EPOCHS": 1}, "OPTIMIZER": {"WARMUP_EPOCHS": 0}})
+    """One epoch on a tar shard set (4 train shards of 12) in the window order: every launcher's
+    processes read their contiguous part of the shards."""
+    from resnest_engine.workflows.shards import write_shards
+    from tests.support.data import make_folder
+    d = tmp_path_factory.mktemp("launch")
+    src = make_folder(d / "src", {"train": {c: 12 for c in "abcd"}, "val": {c: 4 for c in "abcd"}})
+    write_shards(src, str(d / "set"), shard_size=12, progress=False)
+    data = {**TINY["DATA"], "DATASET": "shards", "ROOT": str(d / "set"), "SHUFFLE": "window",
+            "SHUFFLE_WINDOW": 2}
+    return _config(d / "tiny.yaml", {"DATA": data, "TRAINING": {**TINY["TRAINING"], "EPOCHS": 1},
+                                     "OPTIMIZER": {**TINY["OPTIMIZER"], "WARMUP_EPOCHS": 0}})
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +175,7 @@ def spawned(launch_config, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1]
+    assert "Train order: window" in (out / "log.txt").read_text()
     return history
 
 
