@@ -14,7 +14,7 @@ from resnest_engine.data.loaders import close_loader, create_loaders
 from resnest_engine.data.parquet import MANIFEST_NAME
 from tests.support.data import make_folder
 from tests.support.parquet import folder_to_parquet
-from tests.support.remote import HttpServer, S3Server, set_env
+from tests.support.remote import HttpServer
 
 
 @pytest.fixture
@@ -23,14 +23,6 @@ def src(tmp_path):
                                           "val": {"cat": 2, "dog": 2}})
     make_folder(tmp_path / "src", {"train": {"cat": 1, "emu": 1}}, ext=".jpg")
     return root
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    server = S3Server()
-    set_env(monkeypatch, server.env)
-    yield server
-    server.stop()
 
 
 def _parquet(root, split, tmp_path, **extra):

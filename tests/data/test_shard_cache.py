@@ -15,7 +15,7 @@ from resnest_engine.workflows.shards import write_shards
 from tests.support.data import make_folder
 from tests.support.fault_injection import fill_disk
 from tests.support.real_files import Tmpfs
-from tests.support.remote import HttpServer, S3Server, set_env
+from tests.support.remote import HttpServer
 
 
 @pytest.fixture
@@ -31,14 +31,6 @@ def shard_set(tmp_path):
 @pytest.fixture
 def quick_retries(monkeypatch):
     monkeypatch.setattr(shard_cache, "BACKOFF_S", 0.01)
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    server = S3Server()
-    set_env(monkeypatch, server.env)
-    yield server
-    server.stop()
 
 
 def _dataset(root, split, tmp_path, **extra):
@@ -146,7 +138,10 @@ def test_a_corrupt_served_shard_is_fetched_again_then_one_line(shard_set, tmp_pa
 
 
 @pytest.mark.slow  # botocore's and s3fs' own retries of a refused connection take ~30 s
-def test_a_server_gone_mid_run_is_retried_then_one_line(shard_set, tmp_path, s3, quick_retries):
+def test_a_server_gone_mid_run_is_retried_then_one_line(shard_set, tmp_path, s3, quick_retries,
+                                                        monkeypatch):
+    # botocore's own retries (standard variable) off: ours are the ones under test
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     url = s3.upload(shard_set, "bucket", "shards")
     remote = _dataset(url, "train", tmp_path)
     remote.cache.ahead = 0  # no fetching ahead: shard 1 is fetched when it is read
