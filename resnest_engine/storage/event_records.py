@@ -16,15 +16,22 @@ import struct
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Tuple, Union
 
-from tensorboardX.proto import event_pb2
-from tensorboardX.record_writer import masked_crc32c
 
 __all__ = ["read_scalars"]
 
 Points = List[Tuple[int, float]]
 
 
+def _tensorboardx():
+    # Imported when records are read, not with the package: tensorboardX's writer imports boto3
+    # and google-cloud-storage (about 0.2 s), which every resnest-train start would pay.
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import masked_crc32c
+    return event_pb2, masked_crc32c
+
+
 def _records(path: Path) -> Iterator[bytes]:
+    _, masked_crc32c = _tensorboardx()
     data = path.read_bytes()
     pos = 0
     while pos + 12 <= len(data):
@@ -43,6 +50,7 @@ def _records(path: Path) -> Iterator[bytes]:
 
 
 def _first_wall_time(path: Path) -> float:
+    event_pb2, _ = _tensorboardx()
     for body in _records(path):
         event = event_pb2.Event()
         event.ParseFromString(body)
@@ -55,6 +63,7 @@ def read_scalars(log_dir: Union[str, Path], tags: Iterable[str]) -> Dict[str, Po
     files under ``log_dir`` (a missing directory gives ``{}``). Later files replace the points of
     earlier ones from their purge step on; a step written twice keeps its last value."""
     wanted = set(tags)
+    event_pb2, _ = _tensorboardx()
     files = sorted(Path(log_dir).glob("events.out.tfevents.*")) if Path(log_dir).is_dir() else []
     files.sort(key=_first_wall_time)
     points: Dict[str, Dict[int, float]] = {}
