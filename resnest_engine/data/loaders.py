@@ -19,6 +19,7 @@ set before each epoch's DataLoader iterator is created, including after a mid-ep
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
@@ -42,7 +43,8 @@ from .transforms import build_eval_transform, build_train_transform
 logger = logging.getLogger("resnest_engine")
 
 __all__ = ["ImageLoader", "create_loaders", "create_eval_loader", "make_train_loader", "make_eval_loader",
-           "SamplerEpochs", "find_epoch_sampler", "close_loader", "train_order"]
+           "SamplerEpochs", "find_epoch_sampler", "close_loader", "train_order",
+           "pin_data_choices"]
 
 
 class ImageLoader(DataLoader):
@@ -55,10 +57,11 @@ class ImageLoader(DataLoader):
 
     def __init__(self, *args: Any, batch_transform: Optional[Callable] = None,
                  classes: Optional[Sequence[str]] = None, data_fingerprint: Optional[str] = None,
-                 **kwargs: Any) -> None:
+                 data_choices: Optional[dict] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.classes = list(classes) if classes is not None else None
         self.data_fingerprint = data_fingerprint
+        self.data_choices = data_choices
         self.batch_transform = batch_transform if batch_transform is not None else identity_batch_transform
 
     def prepare_batch(self, batch: Sequence[Any], device: Optional[Any] = None,
@@ -218,9 +221,34 @@ def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, see
     if follow is not None:  # e.g. remote shards: fetched in the order this sampler reads them
         follow(sampler)
     data, kwargs = _loader_data(dataset, opts, True, seed, cache)
+    order = "window" if isinstance(sampler, WindowSampler) else "global"
+    choices = dict(shuffle=order, shuffle_window=opts.shuffle_window if order == "window" else None,
+                   decode=_decode_opts(opts).decode)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
                        classes=getattr(dataset, "classes", None),
-                       data_fingerprint=getattr(dataset, "fingerprint", None), **kwargs)
+                       data_fingerprint=getattr(dataset, "fingerprint", None),
+                       data_choices=choices, **kwargs)
+
+
+def pin_data_choices(opts: DataOptions, saved: Optional[dict]) -> DataOptions:
+    """``opts`` with the ``auto`` keys that a resumed run resolved (``saved``: its loader's
+    ``data_choices``, from the checkpoint) set to those values: ``DATA.SHUFFLE: auto`` picks
+    the order from the root's kind and ``DATA.DECODE: auto`` from this machine's device, and a
+    run resumed from a local copy of its S3 data, or on a node without nvjpeg, must go on with
+    the order and decoding it started with. Logged when it changes what auto would pick."""
+    if not saved:
+        return opts
+    pinned = {}
+    if opts.shuffle == "auto" and saved.get("shuffle") in ("global", "window"):
+        pinned["shuffle"] = saved["shuffle"]
+        if saved["shuffle"] == "window" and saved.get("shuffle_window"):
+            pinned["shuffle_window"] = int(saved["shuffle_window"])
+    if opts.decode == "auto" and saved.get("decode") in ("cpu", "gpu"):
+        pinned["decode"] = saved["decode"]
+    if pinned:
+        logger.info("Resumed run's data choices kept for the auto keys: %s",
+                    ", ".join(f"DATA.{k.upper()}={v}" for k, v in pinned.items()))
+    return replace(opts, **pinned)
 
 
 def make_eval_loader(dataset: Dataset, opts: DataOptions, local_batch: int,

@@ -148,16 +148,18 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, epoch_leng
 
 def checkpoint_meta(cfg: Config, model: nn.Module, grad_accum: Optional[int] = None,
                     class_names: Optional[Sequence[str]] = None,
-                    data_fingerprint: Optional[str] = None) -> Dict[str, Any]:
+                    data_fingerprint: Optional[str] = None,
+                    data_choices: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What every checkpoint of the run records beside the states: the model and its
-    arguments, the resolved config, the world size, threads and accumulation, the class names
-    and the train split's content fingerprint (shards, Parquet; else None)."""
+    arguments, the resolved config, the world size, threads and accumulation, the class names,
+    the train split's content fingerprint (shards, Parquet; else None) and what the data's
+    auto keys resolved to (train order, window, decoding)."""
     return {"model": cfg.MODEL.NAME, "model_args": dict(model.model_args),
             "num_classes": model.num_classes, "config": config_to_dict(cfg),
             "world_size": idist.get_world_size(), "threads": torch.get_num_threads(),
             "grad_accum": grad_accum or cfg.TRAINING.GRAD_ACCUM,
             "class_names": list(class_names) if class_names is not None else None,
-            "data_fingerprint": data_fingerprint}
+            "data_fingerprint": data_fingerprint, "data_choices": data_choices}
 
 
 def build_handlers(cfg: Config, trainer: Engine, model: nn.Module, optimizer: torch.optim.Optimizer,

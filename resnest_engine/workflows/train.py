@@ -19,6 +19,7 @@ from ignite.utils import manual_seed
 from ..config import Config, config_warnings, dump_config, effective_lr
 from ..data import SamplerEpochs, close_loader, create_loaders
 from ..data.errors import DataError, worker_died
+from ..data.loaders import pin_data_choices
 from ..data.prefetch import DevicePrefetcher, resolve_prefetch
 from ..engine import create_evaluator
 from ..engine.precision import amp_warning, resolve_amp, resolve_channels_last
@@ -101,8 +102,11 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
         logger.info("Thread count restored to %d from the checkpoint", source.threads)
 
     # Data
+    opts = data_options(cfg)
+    if source is not None:  # the auto keys as the resumed run resolved them
+        opts = pin_data_choices(opts, source.meta.get("data_choices"))
     train_loader, val_loader, num_classes = create_loaders(
-        data_options(cfg), t.BATCH_SIZE, t.TEST_BATCH_SIZE, cfg.SEED)
+        opts, t.BATCH_SIZE, t.TEST_BATCH_SIZE, cfg.SEED)
     if cfg.MODEL.NUM_CLASSES and cfg.MODEL.NUM_CLASSES != num_classes:
         raise DataError(f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {cfg.DATA.DATASET} has "
                         f"{num_classes} classes")
@@ -144,7 +148,8 @@ def train(cfg: Config, outdir: Path, resume: Optional[Path] = None,
     evaluator = create_evaluator(raw_model, device=device, amp=amp, channels_last=channels_last,
                                  prepare_batch=getattr(val_loader, "prepare_batch", None))
     epoch_length = len(train_loader)
-    meta = checkpoint_meta(cfg, raw_model, grad_accum, class_names, fingerprint)
+    meta = checkpoint_meta(cfg, raw_model, grad_accum, class_names, fingerprint,
+                           getattr(train_loader, "data_choices", None))
     handlers = build_handlers(cfg, trainer, model, optimizer, evaluator, val_loader, epoch_length,
                               str(outdir), meta,
                               mlflow_run_id=source.meta.get(MLFLOW_RUN_ID) if source else None)

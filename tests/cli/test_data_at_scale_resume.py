@@ -70,7 +70,7 @@ def _same_result(a, b):
         json.loads((b / "metrics.json").read_text())
 
 
-def _kill_and_resume(tmp_path, cfg, env, *wrong_resume):
+def _kill_and_resume(tmp_path, cfg, env, *wrong_resume, resume_with=()):
     ref = run_main("--config-file", cfg, "--outdir", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "run"
@@ -83,21 +83,27 @@ def _kill_and_resume(tmp_path, cfg, env, *wrong_resume):
         assert_user_error(r, "was trained on another data set",
                           "resume with the shards or Parquet files it was trained on")
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
-    resumed = run_main("--config-file", cfg, "--outdir", out, "--resume", "auto")
+    resumed = run_main("--config-file", cfg, "--outdir", out, "--resume", "auto", *resume_with)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resumed from" in (out / "log.txt").read_text()
     _same_result(tmp_path / "ref", out)
     return (out / "log.txt").read_text()
 
 
-def test_sigkill_and_resume_on_s3_shards_is_bitwise(tmp_path, sets, monkeypatch):
+def test_sigkill_on_s3_shards_and_resume_from_a_local_copy_is_bitwise(tmp_path, sets,
+                                                                      monkeypatch):
     d, server, urls = sets
     set_env(monkeypatch, server.env)
     # auto: the window order (a URL root); each run fetches into its own cold cache
     cfg = _config(tmp_path, DATASET="shards", ROOT=urls["shards"],
                   CACHE_DIR=str(tmp_path / "cache"))
-    log = _kill_and_resume(tmp_path, cfg, server.env, f"DATA.ROOT={urls['other']}")
+    # resumed from a local copy of the same set: same fingerprint, and the order the run
+    # started with (auto alone would pick the global order for a local root)
+    log = _kill_and_resume(tmp_path, cfg, server.env, f"DATA.ROOT={urls['other']}",
+                           resume_with=[f"DATA.ROOT={d / 'shards'}"])
     assert log.count("Train order: window") == 3  # the run, the refused resume, the resume
+    assert "data choices kept for the auto keys: DATA.SHUFFLE=window, DATA.SHUFFLE_WINDOW=4" \
+        in log
 
 
 def test_sigkill_and_resume_on_parquet_is_bitwise(tmp_path, sets):
