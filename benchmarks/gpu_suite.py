@@ -418,9 +418,14 @@ class SyncCheck:
     def attach(self, trainer) -> None:
         from ignite.engine import Events
         trainer.add_event_handler(Events.ITERATION_STARTED, self._started)
-        for event in (Events.GET_BATCH_STARTED, Events.EPOCH_COMPLETED, Events.COMPLETED,
-                      Events.EXCEPTION_RAISED):
+        for event in (Events.GET_BATCH_STARTED, Events.EPOCH_COMPLETED, Events.COMPLETED):
             trainer.add_event_handler(event, self._default)
+        # The first exception handler: the mode back to default before anything else runs, and
+        # the exception raised on (an ignite engine with EXCEPTION_RAISED handlers swallows it
+        # unless one raises).
+        trainer.add_event_handler(Events.EXCEPTION_RAISED, self._reraise)
+        handlers = trainer._event_handlers[Events.EXCEPTION_RAISED]
+        handlers.insert(0, handlers.pop())
 
     def _started(self, engine) -> None:
         it, length = engine.state.iteration, engine.state.epoch_length
@@ -432,6 +437,11 @@ class SyncCheck:
     @staticmethod
     def _default(_engine=None, *_args) -> None:
         torch.cuda.set_sync_debug_mode("default")
+
+    @staticmethod
+    def _reraise(_engine, exc: BaseException) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+        raise exc
 
 
 def run_recipe(recipe: dict, device: torch.device, warm_windows: int,
@@ -551,7 +561,10 @@ def part_recipe(ctx: dict) -> dict:
     synthetic = run_recipe(recipe, device, warm, device_resident=True)
     # The free iterations under set_sync_debug_mode("error") (CUDA only: on the CPU nothing
     # waits, which tests/workflows/test_host_sync.py checks by counting the reads instead).
-    if device.type == "cuda":
+    if device.type == "cuda" and ctx["part_left"]() < 2 * synthetic["wall_s"] + 15:
+        sync_debug = dict(status="skipped",
+                          reason=f"time budget: {ctx['part_left']():.0f} s left")
+    elif device.type == "cuda":
         check = SyncCheck(every, recipe["TRAINING"].get("NAN_CHECK_EVERY", 50))
         try:
             run_recipe(recipe, device, warm, device_resident=True, sync_check=check)

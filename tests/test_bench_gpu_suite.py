@@ -122,3 +122,10 @@ def test_sync_check_covers_exactly_the_free_iterations(monkeypatch):
     free = [it for it in range(1, 15) if it % 3 and it % 5 and it % 7]
     assert [it for it, mode in seen if mode == "error"] == free
     assert check.free_iterations == len(free) == 6 and modes[-1] == "default"
+
+    # a failing step (a sync under "error") ends the run with its own exception, mode reset
+    failing = Engine(lambda e, b: (_ for _ in ()).throw(RuntimeError("synced")))
+    SyncCheck(log_every=3, check_every=5).attach(failing)
+    with pytest.raises(RuntimeError, match="synced"):
+        failing.run(range(7), max_epochs=1)
+    assert modes[-1] == "default"

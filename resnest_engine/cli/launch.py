@@ -143,9 +143,10 @@ def _die_with(pid: int) -> None:
     which outlives a killed launcher for a while; a thread waits on the launcher itself."""
     def watch() -> None:
         try:
-            fd = os.pidfd_open(pid)
-            select.select([fd], [], [])
-        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
+            poller = select.poll()
+            poller.register(os.pidfd_open(pid), select.POLLIN)
+            poller.poll()  # readable once the process has ended
+        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll the pid
             while True:
                 try:
                     os.kill(pid, 0)
@@ -160,12 +161,18 @@ def _die_with(pid: int) -> None:
 
 
 def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
-            preamble: Sequence[str] = (), launcher_pid: Optional[int] = None) -> None:
+            preamble: Sequence[str] = (), launcher_pid: Optional[int] = None,
+            environ: Optional[dict] = None) -> None:
     """Body of every process; ends with ``sys.exit(code)`` so the launcher sees the status.
-    ``launcher_pid``: the process that started this one (the worker dies with it)."""
+    ``launcher_pid``: the process that started this one (the worker dies with it);
+    ``environ``: the launcher's environment at the launch (a fork server's children inherit the
+    server's, which is the one of the launcher's first launch)."""
     _set_parent_death_signal()
     if launcher_pid is not None:
         _die_with(launcher_pid)
+    if environ is not None and environ != dict(os.environ):
+        os.environ.clear()
+        os.environ.update(environ)
     # ignite's engines log every exception before re-raising it; the CLI reports errors itself.
     logging.getLogger("ignite.engine").setLevel(logging.CRITICAL)
     code = ExitCode.FAILED
@@ -260,7 +267,7 @@ def launch_training(a: argparse.Namespace, cfg, outdir: Path, resume: Optional[P
                             node_rank=a.node_rank, master_addr=a.master_addr,
                             master_port=a.master_port, timeout=timeout,
                             start_method=worker_start_method()) as parallel:
-            parallel.run(_worker, *args, os.getpid())
+            parallel.run(_worker, *args, os.getpid(), dict(os.environ))
     except ProcessExitedException as e:
         return e.exit_code if e.exit_code and e.exit_code > 0 else ExitCode.FAILED
     return ExitCode.OK

@@ -206,9 +206,13 @@ class ParquetSplit(EncodedImageSplit):
     or the cached copy when there is one) and the image bytes are read from the cached files.
     """
 
-    #: Row groups whose image column each process keeps (least recently used dropped first):
-    #: twice DATA.SHUFFLE_WINDOW's default, so the window order reads a row group about once.
+    #: Row groups whose image column each process keeps (least recently used dropped first),
+    #: at least: twice DATA.SHUFFLE_WINDOW's default, so the window order reads a row group about
+    #: once. The loader raises ``keep_row_groups`` to twice a larger window.
     KEEP_ROW_GROUPS = 8
+    #: ... and at most this many bytes of them per process (one row group is always kept): a
+    #: file written with pyarrow's default row groups (up to 1 Mi rows) can have GB-sized ones.
+    KEEP_BYTES = 1 << 30
 
     def __init__(self, files: Sequence[str], image_column: str = "image",
                  label_column: str = "label", in_chans: int = 3,
@@ -229,8 +233,15 @@ class ParquetSplit(EncodedImageSplit):
         group_file, group_index, group_rows, self._bytes_field = [], [], [], {}
         labels, names, shape = [], None, []
         for f, path in enumerate(self.files):
-            cached = cache is not None and cache.cached(f)
-            pf = self._open(cache.local(f) if cached else path, path)
+            pf = None
+            if cache is not None and cache.cached(f):
+                try:  # the cached copy's footer, unless another process evicts it meanwhile
+                    pf = self._open(cache.local(f), path)
+                except DataError:
+                    if cache.cached(f):
+                        raise
+            if pf is None:
+                pf = self._open(path, path)
             try:
                 schema = pf.schema_arrow
                 self._bytes_field[f] = self._check_image_type(schema, path)
@@ -308,7 +319,7 @@ class ParquetSplit(EncodedImageSplit):
         while this process has it open."""
         cache = self.cache
         if not cache.cached(f):
-            self._close_all()  # a fetch may have to evict: hold no file of our own open
+            self._close_files()  # a fetch may have to evict: hold no file of our own open
             cache.want([(f + k) % len(self.files) for k in range(1, cache.ahead + 1)])
         handle = os.fdopen(cache.open(f), "rb")
         self._handles[f] = handle
@@ -397,9 +408,13 @@ class ParquetSplit(EncodedImageSplit):
             self.cache.stop()  # no fetching ahead for a split that is closed or collected
 
     def _close_all(self) -> None:
+        self._close_files()
+        self._groups = OrderedDict()
+
+    def _close_files(self) -> None:
+        """Close the open files; the row groups already read stay (they are in memory)."""
         readers, self._readers = self._readers, {}
         handles, self._handles = self._handles, {}
-        self._groups = OrderedDict()
         for pf in readers.values():
             self._close_one(pf)
         for handle in handles.values():
@@ -437,7 +452,9 @@ class ParquetSplit(EncodedImageSplit):
         if struct:
             values = values.field("bytes")
         self._groups[group] = values
-        while len(self._groups) > self.KEEP_ROW_GROUPS:
+        keep = max(self.KEEP_ROW_GROUPS, int(getattr(self, "keep_row_groups", 0)))
+        while len(self._groups) > 1 and (len(self._groups) > keep or sum(
+                v.nbytes for v in self._groups.values()) > self.KEEP_BYTES):
             self._groups.popitem(last=False)
         return values
 
@@ -461,6 +478,12 @@ class ParquetSplit(EncodedImageSplit):
 
     def block_sizes(self) -> List[int]:
         return np.diff(self._group_start).tolist()
+
+    def block_groups(self) -> List[int]:
+        """The file of each row group: the window order permutes files, then the row groups
+        within each file, so a process reads a few files at a time (remote files are fetched
+        whole)."""
+        return self._group_file.tolist()
 
     @property
     def fingerprint(self) -> str:

@@ -110,14 +110,20 @@ class WindowSampler(TrainSampler):
     epoch): the blocks are permuted; the samples of each run of ``window`` consecutive blocks of
     that permutation are permuted together; the resulting sequence (the same for every world
     size) is truncated to a multiple of W and rank r takes its r-th contiguous part. A rank thus
-    reads about ``len / mean block size + window`` blocks per epoch, a few at a time. Repeated
+    reads about ``len / mean block size + window`` blocks per epoch, a few at a time.
+    ``block_groups`` (the file of each Parquet row group) keeps a group's blocks together: the
+    groups are permuted, then the blocks within each, then the windows are cut. Repeated
     augmentation repeats indices in the sequence as ``TrainSampler`` does (the copies then land
     mostly in one batch)."""
 
     def __init__(self, block_sizes: Sequence[int], window: int, *,
                  num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0,
-                 shuffle: bool = True, aug_repeats: int = 0) -> None:
+                 shuffle: bool = True, aug_repeats: int = 0,
+                 block_groups: Optional[Sequence[int]] = None) -> None:
         sizes = [int(b) for b in block_sizes]
+        if block_groups is not None and len(block_groups) != len(sizes):
+            raise DataError(f"{len(block_groups)} block groups for {len(sizes)} blocks")
+        self.block_groups = [int(g) for g in block_groups] if block_groups is not None else None
         if any(b < 0 for b in sizes) or window < 1:
             raise DataError(f"invalid blocks {sizes[:4]}... or window {window} for the window order")
         super().__init__(sum(sizes), num_replicas=num_replicas, rank=rank, seed=seed,
@@ -132,12 +138,27 @@ class WindowSampler(TrainSampler):
         if not self.shuffle:
             return list(range(self.num_samples))
         g = self._generator()
-        blocks = torch.randperm(len(self.block_sizes), generator=g).tolist()
+        blocks = self._block_sequence(g)
         out: List[int] = []
         for w in range(0, len(blocks), self.window):
             pool = torch.cat([torch.arange(self._starts[b], self._starts[b + 1])
                               for b in blocks[w:w + self.window]])
             out.extend(pool[torch.randperm(len(pool), generator=g)].tolist())
+        return out
+
+    def _block_sequence(self, g: torch.Generator) -> List[int]:
+        """The blocks permuted; with ``block_groups`` (e.g. the file of each Parquet row group),
+        the groups permuted and the blocks permuted within each group."""
+        if self.block_groups is None:
+            return torch.randperm(len(self.block_sizes), generator=g).tolist()
+        members: dict = {}
+        for block, group in enumerate(self.block_groups):
+            members.setdefault(group, []).append(block)
+        groups = list(members)
+        out: List[int] = []
+        for k in torch.randperm(len(groups), generator=g).tolist():
+            blocks = members[groups[k]]
+            out.extend(blocks[i] for i in torch.randperm(len(blocks), generator=g).tolist())
         return out
 
     def _mine(self, seq: List[int]) -> List[int]:

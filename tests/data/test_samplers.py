@@ -172,6 +172,30 @@ def test_window_keeps_each_rank_on_a_few_blocks_at_a_time():
     assert min(spread) >= len(BLOCKS) - 1
 
 
+def test_window_with_block_groups_reads_a_few_files_at_a_time():
+    # Parquet: 12 files of 10 row groups of 10 rows; 4 processes. The row groups of a file stay
+    # together, so each process reads about a quarter of the files (plus the borders), where
+    # permuting row groups alone would have every process read nearly every file.
+    sizes, groups = [10] * 120, [b // 10 for b in range(120)]
+    file_of = {i: (i // 10) // 10 for i in range(1200)}
+    for world in (1, 4):
+        grouped = [WindowSampler(sizes, 4, num_replicas=world, rank=r, seed=3, block_groups=groups)
+                   for r in range(world)]
+        files = [len({file_of[k.index] for k in s}) for s in grouped]
+        assert sum(files) <= 12 + 2 * (world - 1), files
+        seen = sorted(k.index for s in grouped for k in s)
+        assert seen == sorted(set(seen)) and len(seen) == 1200 // world * world
+    flat = [len({file_of[k.index] for k in WindowSampler(sizes, 4, num_replicas=4, rank=r,
+                                                          seed=3)}) for r in range(4)]
+    assert min(flat) >= 10  # without the groups
+    # the sequence still does not depend on the world size
+    one = [k.index for k in WindowSampler(sizes, 4, num_replicas=1, rank=0, seed=3,
+                                          block_groups=groups)]
+    four = [k.index for r in range(4) for k in WindowSampler(sizes, 4, num_replicas=4, rank=r,
+                                                             seed=3, block_groups=groups)]
+    assert four == one
+
+
 def test_window_order_is_seeded_by_seed_and_epoch():
     a, b, c = _sampler("window", 2, 1, seed=1), _sampler("window", 2, 1, seed=1), \
         _sampler("window", 2, 1, seed=2)
