@@ -320,7 +320,7 @@ class ParquetSplit(EncodedImageSplit):
         cache = self.cache
         if not cache.cached(f):
             self._close_files()  # a fetch may have to evict: hold no file of our own open
-            cache.want([(f + k) % len(self.files) for k in range(1, cache.ahead + 1)])
+            self._want_in_index_order(f, len(self.files))
         handle = os.fdopen(cache.open(f), "rb")
         self._handles[f] = handle
         _, pq = _pa()
@@ -387,7 +387,7 @@ class ParquetSplit(EncodedImageSplit):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("_readers", "_handles", "_groups", "_lock"):
+        for key in ("_readers", "_handles", "_groups", "_lock", "_orders"):
             state.pop(key, None)
         return state
 
@@ -478,6 +478,9 @@ class ParquetSplit(EncodedImageSplit):
 
     def block_sizes(self) -> List[int]:
         return np.diff(self._group_start).tolist()
+
+    def fetch_units(self) -> np.ndarray:
+        return np.repeat(self._group_file, np.diff(self._group_start))
 
     def block_groups(self) -> List[int]:
         """The file of each row group: the window order permutes files, then the row groups

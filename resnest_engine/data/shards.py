@@ -20,7 +20,6 @@ them when the loader tells the split its sampler (:meth:`ShardSplit.follow`), el
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -142,8 +141,6 @@ class ShardSplit(EncodedImageSplit):
 
     #: Remote sets: open shard files kept per process (least recently used closed first).
     MAX_OPEN = 64
-    #: Remote sets: how many samples of the sampler's order are looked ahead to fetch shards.
-    LOOKAHEAD = 2048
 
     def __init__(self, root: str, split: str, in_chans: int = 3,
                  classes: Optional[Sequence[str]] = None, skip_corrupt: bool = False,
@@ -207,49 +204,10 @@ class ShardSplit(EncodedImageSplit):
         if remote:
             where = os.path.join(cache_dir or default_cache_dir(root), split)
             self.cache = ShardCache(self.split_dir, index.get("shards") or [], where, cache_bytes)
-        self._sampler: Any = None
-        self._orders: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
-        self._hinted = False
         self._lock = threading.Lock()
 
-    def follow(self, sampler: Any) -> None:
-        """Fetch remote shards in the order ``sampler`` (a ``TrainSampler``, whose order is a
-        pure function of its seed and epoch) will ask for them; the loader's ``SeededDataset``
-        tells the split which ``(epoch, index)`` is being read (:meth:`reading`)."""
-        if self.cache is not None:
-            self._sampler = copy.copy(sampler)
-            self._orders = {}
-
-    def _order(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
-        """``(position of each index in this rank's epoch order, shard of each position)``."""
-        got = self._orders.get(epoch)
-        if got is None:
-            sampler = copy.copy(self._sampler)
-            sampler.set_epoch(epoch)
-            indices = np.fromiter((k[1] for k in sampler), dtype=np.int64)
-            position = np.full(len(self), -1, dtype=np.int64)
-            position[indices] = np.arange(len(indices))
-            got = self._orders[epoch] = (position, self._shard[indices])
-            for old in [e for e in self._orders if e < epoch - 1]:
-                del self._orders[old]
-        return got
-
-    def reading(self, epoch: int, index: int) -> None:
-        """Sample ``index`` of epoch ``epoch`` is about to be read: fetch the shards the sampler
-        needs next (remote sets; a no-op otherwise)."""
-        if self.cache is None or self._sampler is None:
-            return
-        position, shards = self._order(epoch)
-        p = int(position[index])
-        if p < 0:
-            return
-        window = shards[p:p + self.LOOKAHEAD]
-        if p + self.LOOKAHEAD > len(shards):  # the next epoch's first shards follow
-            _, following = self._order(epoch + 1)
-            window = np.concatenate([window, following[:p + self.LOOKAHEAD - len(shards)]])
-        _, first = np.unique(window, return_index=True)
-        self._hinted = True
-        self.cache.want(window[np.sort(first)].tolist())
+    def fetch_units(self) -> np.ndarray:
+        return self._shard
 
     @staticmethod
     def _check_size(path: str, expected: int, members: Sequence[Sequence[Any]]) -> None:
@@ -300,9 +258,7 @@ class ShardSplit(EncodedImageSplit):
         cache = self.cache
         fd = self._fds.pop(shard, None)
         if fd is None:
-            if not self._hinted:  # no sampler order (eval, the decode-once cache): index order
-                n = len(self.shards)
-                cache.want([(shard + k) % n for k in range(1, cache.ahead + 1)])
+            self._want_in_index_order(shard, len(self.shards))
             if not cache.cached(shard) or len(self._fds) >= self.MAX_OPEN:
                 self._close_files()  # a fetch may have to evict: hold no shard of our own open
             fd = cache.open(shard)

@@ -153,3 +153,29 @@ def test_an_http_root_lists_its_files_in_files_txt(src, tmp_path):
             _parquet(http.url, "train", tmp_path / "elsewhere")
     finally:
         http.stop()
+
+
+def test_remote_files_are_fetched_in_the_window_orders_file_order(src, tmp_path, s3):
+    # 5 files of 2 row groups: the window order permutes the files; the fetch-ahead thread asks
+    # for them in the order this rank will read them, not in file-name order
+    import time
+
+    from resnest_engine.data.samplers import WindowSampler
+    out = folder_to_parquet(src, tmp_path / "pq", files_per_split=5, row_group_size=1)
+    url = s3.upload(tmp_path / "pq", "bucket", "order")
+    ds = _parquet(url, "train", tmp_path)
+    sampler = WindowSampler(ds.block_sizes(), 2, num_replicas=1, rank=0, seed=1,
+                            block_groups=ds.block_groups())
+    files = ds.fetch_units()
+    order = [k.index for k in sampler]
+    expected = list(dict.fromkeys(int(files[i]) for i in order))
+    assert expected != sorted(expected)  # the window order is not the file order
+    ds.follow(sampler)
+    ds.reading(0, order[0])
+    ahead = expected[:ds.cache.ahead]  # the thread fetches this many ahead
+    assert len(ahead) >= 3
+    deadline = time.time() + 30
+    while not all(ds.cache.cached(f) for f in ahead) and time.time() < deadline:
+        time.sleep(0.05)
+    assert list(ds.cache.fetches) == ahead
+    ds.close()
