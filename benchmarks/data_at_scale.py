@@ -310,8 +310,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
     p.add_argument("--crop", type=int, default=224, help="train crop side (default 224)")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds of the 4 cases, one epoch each (default 3)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds of the 4 cases, one epoch each (default 5: the "
+                        "folder and shard cases differ by less than a 3-round median moves)")
     p.add_argument("--shard-size", type=int, default=100,
                    help="resnest-shards --shard-size (default 100: 25 shards of the 2,500 "
                         "images, so that a window of 4 shards is a small part of the set, as "
