@@ -46,7 +46,11 @@ def test_training_from_s3_is_bitwise_training_on_the_folder(tmp_path, monkeypatc
                                        weights_only=True)
     finally:
         server.stop()
-    assert len(list((tmp_path / "small" / "train").glob("*.tar"))) == 1
+    # Evicted and fetched again: the 4 train shards never all in the cache. One may stand over
+    # the budget when the reader holds it open while the fetch-ahead thread brings the next
+    # (a shard in use is never evicted, docs/data.md), so 1 or 2 are left.
+    assert 1 <= len(list((tmp_path / "small" / "train").glob("*.tar"))) <= 2
+    assert len(json.loads((shards / "train" / "index.json").read_text())["shards"]) == 4
     for name in ("s3", "s3-small"):
         assert weights["folder"].keys() == weights[name].keys()
         for key, value in weights["folder"].items():
