@@ -218,9 +218,9 @@ class DecodeBatchTransform:
             images.append(img.permute(1, 2, 0))
         # (N, C, H, W) in NHWC memory, as fast_collate stacks the CPU path's batches
         images = torch.stack(images).permute(0, 3, 1, 2)
-        params = geometry[:, PARAMS].to(torch.float32)
-        if device.type != "cpu":
-            params = params.to(device, non_blocking=non_blocking)
+        # The whole (pinned) geometry goes over and is sliced there: a host-side slice and cast
+        # would be a pageable copy, which waits for the stream's earlier work.
+        params = geometry.to(device, non_blocking=non_blocking)[:, PARAMS].to(torch.float32)
         labels = labels.to(device, non_blocking=non_blocking)
         return self.normalize((images, labels, params))
 

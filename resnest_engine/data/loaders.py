@@ -213,8 +213,6 @@ def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, see
             dataset.block_sizes(), opts.shuffle_window, num_replicas=num_replicas, rank=rank,
             seed=seed, aug_repeats=opts.aug_repeats,
             block_groups=groups() if callable(groups) else None)
-        if hasattr(dataset, "KEEP_ROW_GROUPS"):  # Parquet: keep two windows of row groups
-            dataset.keep_row_groups = 2 * opts.shuffle_window
     else:
         sampler = TrainSampler(len(dataset), num_replicas=num_replicas, rank=rank, seed=seed,
                                aug_repeats=opts.aug_repeats)

@@ -208,11 +208,12 @@ class ParquetSplit(EncodedImageSplit):
 
     #: Row groups whose image column each process keeps (least recently used dropped first),
     #: at least: twice DATA.SHUFFLE_WINDOW's default, so the window order reads a row group about
-    #: once. The loader raises ``keep_row_groups`` to twice a larger window.
+    #: once. Following a sampler with a larger window raises it to two windows (:meth:`follow`).
     KEEP_ROW_GROUPS = 8
     #: ... and at most this many bytes of them per process (one row group is always kept): a
     #: file written with pyarrow's default row groups (up to 1 Mi rows) can have GB-sized ones.
     KEEP_BYTES = 1 << 30
+    keep_row_groups = 0
 
     def __init__(self, files: Sequence[str], image_column: str = "image",
                  label_column: str = "label", in_chans: int = 3,
@@ -452,7 +453,7 @@ class ParquetSplit(EncodedImageSplit):
         if struct:
             values = values.field("bytes")
         self._groups[group] = values
-        keep = max(self.KEEP_ROW_GROUPS, int(getattr(self, "keep_row_groups", 0)))
+        keep = max(self.KEEP_ROW_GROUPS, self.keep_row_groups)
         while len(self._groups) > 1 and (len(self._groups) > keep or sum(
                 v.nbytes for v in self._groups.values()) > self.KEEP_BYTES):
             self._groups.popitem(last=False)
@@ -478,6 +479,12 @@ class ParquetSplit(EncodedImageSplit):
 
     def block_sizes(self) -> List[int]:
         return np.diff(self._group_start).tolist()
+
+    def follow(self, sampler: Any) -> None:
+        """As :meth:`EncodedImageSplit.follow`; also keeps two of the sampler's windows of row
+        groups (``WindowSampler.window``) when that is more than ``KEEP_ROW_GROUPS``."""
+        super().follow(sampler)
+        self.keep_row_groups = 2 * int(getattr(sampler, "window", 0))
 
     def fetch_units(self) -> np.ndarray:
         return np.repeat(self._group_file, np.diff(self._group_start))

@@ -211,3 +211,6 @@ def test_the_window_order_reads_each_row_group_about_once(src, tmp_path):
     for key in WindowSampler(ds.block_sizes(), 4, num_replicas=1, rank=0, seed=0):
         ds.read_bytes(key.index)
     assert len(reads) == len(ds.block_sizes()) and len(ds.block_sizes()) > 1
+    # a loader's sampler with a larger window: two of its windows are kept
+    ds.follow(WindowSampler(ds.block_sizes(), 16, num_replicas=1, rank=0, seed=0))
+    assert ds.keep_row_groups == 32
