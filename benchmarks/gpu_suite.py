@@ -257,7 +257,7 @@ def part_train(ctx: dict) -> dict:
             r["mfu"] = mfu(r.get("img_s"), flops[name], peak)
         by_batch[str(batch)] = rows
     ctx["train_by_batch"] = by_batch
-    ours, twin, calib = (f"ours:{cfg['ours']}", f"timm:{cfg['timm']}", f"timm:{cfg['calib']}")
+    ours, calib = f"ours:{cfg['ours']}", f"timm:{cfg['calib']}"
     measured = {b: rows for b, rows in by_batch.items() if rows[ours].get("img_s")}
     best = max(measured, key=lambda b: measured[b][ours]["img_s"]) if measured else None
     row = measured[best][ours] if best else {}

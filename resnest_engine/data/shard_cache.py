@@ -261,7 +261,6 @@ class ShardCache:
         """One transfer of ``shard`` into the cache: its ``(SHA-256, size)``; renamed into place
         when right."""
         fs, root = self._filesystem()
-        url = self.shard_url(shard)
         rpath = f"{root.rstrip('/')}/{self.names[shard]}"
         final = self.local(shard)
         tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.tmp"

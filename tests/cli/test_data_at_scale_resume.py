@@ -3,16 +3,15 @@
 the uninterrupted run ends; a 2-process run reads the shards from S3 and resumes on 1 process;
 a resume against another data set is refused in one line."""
 import json
-import shutil
 import signal
 
 import pytest
-import torch
 import yaml
 
 from resnest_engine.workflows.shards import write_shards
 from tests.cli.test_elastic_resume import stopped_at
-from tests.support.cli import assert_user_error, cli_env, run_cli, run_main
+from tests.support.cli import (assert_same_result, assert_user_error, cli_env, run_cli,
+                               run_main)
 from tests.support.parquet import folder_to_parquet
 from tests.support.real_files import write_digits
 from tests.support.remote import S3Server, set_env
@@ -61,15 +60,6 @@ def _config(tmp_path, **data):
     return path
 
 
-def _same_result(a, b):
-    wa = torch.load(a / "model_weights.pt", weights_only=True)
-    wb = torch.load(b / "model_weights.pt", weights_only=True)
-    assert wa.keys() == wb.keys()
-    assert not [k for k in wa if not torch.equal(wa[k], wb[k])], "weights differ"
-    assert json.loads((a / "metrics.json").read_text()) == \
-        json.loads((b / "metrics.json").read_text())
-
-
 def _kill_and_resume(tmp_path, cfg, env, *wrong_resume, resume_with=()):
     ref = run_main("--config-file", cfg, "--outdir", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr
@@ -86,7 +76,7 @@ def _kill_and_resume(tmp_path, cfg, env, *wrong_resume, resume_with=()):
     resumed = run_main("--config-file", cfg, "--outdir", out, "--resume", "auto", *resume_with)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resumed from" in (out / "log.txt").read_text()
-    _same_result(tmp_path / "ref", out)
+    assert_same_result(tmp_path / "ref", out)
     return (out / "log.txt").read_text()
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_cli, run_main
+from tests.support.cli import TINY, cli_env, merge, run_main
 
 pytestmark = pytest.mark.slow  # every test here runs resnest-train processes
 

@@ -1,13 +1,10 @@
 """A run SIGKILLed at any moment and resumed with --resume auto ends bitwise where it would have."""
-import json
 import signal
 
 import pytest
-import torch
-
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_cli, run_main
+from tests.support.cli import TINY, assert_same_result, cli_env, merge, run_cli, run_main
 
 pytestmark = pytest.mark.slow  # every test here runs and kills resnest-train processes
 
@@ -27,15 +24,6 @@ def reference(tmp_path_factory, request):
     r = run_main("--config-file", cfg, "--outdir", d / "run")
     assert r.returncode == 0, r.stderr
     return cfg, d / "run"
-
-
-def _same_result(a, b):
-    wa = torch.load(a / "model_weights.pt", weights_only=True)
-    wb = torch.load(b / "model_weights.pt", weights_only=True)
-    assert wa.keys() == wb.keys()
-    diff = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not diff, f"weights differ: {diff[:5]}"
-    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
 
 
 @pytest.mark.parametrize("env, killed_run", [
@@ -58,7 +46,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, env, kille
     assert "Resumed from" in log
     assert log.count("Data cache: train split decoded once") == 2 - len(killed_run), log
     assert not list((out / "checkpoints").glob(".*.tmp-*")), "a stray temp file was left"
-    _same_result(ref, out)
+    assert_same_result(ref, out)
 
 
 def test_resume_auto_falls_back_when_the_newest_point_is_corrupt(tmp_path, reference):
@@ -73,7 +61,7 @@ def test_resume_auto_falls_back_when_the_newest_point_is_corrupt(tmp_path, refer
     assert r.returncode == 0, r.stderr
     assert f"skipping {newest}" in r.stderr
     assert f"Resumed from {previous}" in (out / "log.txt").read_text()
-    _same_result(ref, out)
+    assert_same_result(ref, out)
 
 
 def test_sigkill_and_resume_with_device_prefetch_on_is_bitwise_identical(tmp_path, reference):
@@ -89,4 +77,4 @@ def test_sigkill_and_resume_with_device_prefetch_on_is_bitwise_identical(tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     log = (out / "log.txt").read_text()
     assert "Resumed from" in log and log.count("Device prefetch: on (as set") == 2, log
-    _same_result(ref, out)
+    assert_same_result(ref, out)

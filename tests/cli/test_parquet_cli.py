@@ -2,15 +2,13 @@
 a run on Parquet written (in the Hub's layout, with pyarrow) from a folder is bitwise the run on
 the folder."""
 import pytest
-import torch
 
-from tests.support.cli import assert_user_error, run_main
+from tests.support.cli import (DIGITS_ONE_EPOCH, REPO, assert_same_weights, assert_user_error,
+                               run_main, train_digits_one_epoch)
 from tests.support.parquet import folder_to_parquet
 from tests.support.real_files import write_digits
 
-COMMON = ["--config-file", "recipes/digits.yaml", "TRAINING.EPOCHS=1",
-          "OPTIMIZER.WARMUP_EPOCHS=0", "TRAINING.BATCH_SIZE=32", "TRAINING.TEST_BATCH_SIZE=50",
-          "TRAINING.VAL_EVERY=1", "TRAINING.CKPT_EVERY=1", "LOGGING.TENSORBOARD=false"]
+COMMON = ["--config-file", REPO / "recipes" / "digits.yaml", *DIGITS_ONE_EPOCH]
 
 
 def test_a_root_without_parquet_files_is_one_line(tmp_path):
@@ -47,14 +45,8 @@ def test_training_on_parquet_is_bitwise_training_on_the_folder(tmp_path):
             # Parquet through DataLoader workers and the per-sample path, the folder cached
             "parquet": ["DATA.DATASET=parquet", f"DATA.ROOT={out}", "DATA.WORKERS=2",
                         "DATA.CACHE=false"]}
-    weights = {}
-    for name, extra in runs.items():
-        r = run_main(*COMMON[:2], "--outdir", tmp_path / f"run-{name}", *COMMON[2:], *extra)
-        assert r.returncode == 0, r.stderr
-        weights[name] = torch.load(tmp_path / f"run-{name}" / "model_weights.pt",
-                                   weights_only=True)
+    weights = {name: train_digits_one_epoch(tmp_path / f"run-{name}", *extra)
+               for name, extra in runs.items()}
     assert "Data cache: train split decoded once, 200 images" in \
         (tmp_path / "run-folder" / "log.txt").read_text()
-    assert weights["folder"].keys() == weights["parquet"].keys()
-    for key, value in weights["folder"].items():
-        assert torch.equal(value, weights["parquet"][key]), key
+    assert_same_weights(weights["folder"], weights["parquet"])

@@ -3,10 +3,9 @@ the shards were written from, also with a cache budget under two shards (issue 2
 import json
 
 import pytest
-import torch
 
 from resnest_engine.cli.shards import main
-from tests.support.cli import run_main
+from tests.support.cli import assert_same_weights, train_digits_one_epoch
 from tests.support.real_files import write_digits
 from tests.support.remote import S3Server, set_env
 
@@ -23,10 +22,6 @@ def test_training_from_s3_is_bitwise_training_on_the_folder(tmp_path, monkeypatc
         url = server.upload(shards, "bucket", "shards")
         largest = max(s["bytes"] for s in
                       json.loads((shards / "train" / "index.json").read_text())["shards"])
-        common = ["--config-file", "recipes/digits.yaml", "TRAINING.EPOCHS=1",
-                  "OPTIMIZER.WARMUP_EPOCHS=0", "TRAINING.BATCH_SIZE=32",
-                  "TRAINING.TEST_BATCH_SIZE=50", "TRAINING.VAL_EVERY=1", "TRAINING.CKPT_EVERY=1",
-                  "LOGGING.TENSORBOARD=false"]
         runs = {"folder": ["DATA.DATASET=imagefolder", f"DATA.ROOT={src}"],
                 # through DataLoader workers, each fetching ahead into the shared cache
                 # DATA.SHUFFLE=global: the folder's order (a URL root's default is window)
@@ -38,12 +33,8 @@ def test_training_from_s3_is_bitwise_training_on_the_folder(tmp_path, monkeypatc
                              "DATA.SHUFFLE=global",
                              "DATA.CACHE=false", f"DATA.CACHE_DIR={tmp_path / 'small'}",
                              f"DATA.SHARD_CACHE_GB={1.5 * largest / 1e9}"]}
-        weights = {}
-        for name, extra in runs.items():
-            r = run_main(*common[:2], "--outdir", tmp_path / f"run-{name}", *common[2:], *extra)
-            assert r.returncode == 0, r.stderr
-            weights[name] = torch.load(tmp_path / f"run-{name}" / "model_weights.pt",
-                                       weights_only=True)
+        weights = {name: train_digits_one_epoch(tmp_path / f"run-{name}", *extra)
+                   for name, extra in runs.items()}
     finally:
         server.stop()
     # Evicted and fetched again: the 4 train shards never all in the cache. One may stand over
@@ -52,6 +43,4 @@ def test_training_from_s3_is_bitwise_training_on_the_folder(tmp_path, monkeypatc
     assert 1 <= len(list((tmp_path / "small" / "train").glob("*.tar"))) <= 2
     assert len(json.loads((shards / "train" / "index.json").read_text())["shards"]) == 4
     for name in ("s3", "s3-small"):
-        assert weights["folder"].keys() == weights[name].keys()
-        for key, value in weights["folder"].items():
-            assert torch.equal(value, weights[name][key]), (name, key)
+        assert_same_weights(weights["folder"], weights[name])

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_cli, run_main
+from tests.support.cli import TINY, cli_env, merge, run_main
 from resnest_engine.storage.run_lock import (LOCK_NAME, RunDirLock, RunDirLockedError, has_run_content,
                                      read_holder)
 

@@ -7,10 +7,9 @@ import sys
 import time
 
 import pytest
-import torch
 
 from resnest_engine.cli.shards import main
-from tests.support.cli import cli_env, run_main
+from tests.support.cli import assert_same_weights, cli_env, train_digits_one_epoch
 from tests.support.real_files import write_digits
 
 
@@ -57,21 +56,12 @@ def test_training_on_shards_is_bitwise_training_on_the_folder(tmp_path):
     write_digits(src, 20, 5)  # 200 train, 50 val: real scans, 32x32 grey PNGs
     shards = tmp_path / "set"
     assert main([str(src), str(shards), "--shard-size", "64", "--no-progress"]) == 0
-    common = ["--config-file", "recipes/digits.yaml", "TRAINING.EPOCHS=1",
-              "OPTIMIZER.WARMUP_EPOCHS=0", "TRAINING.BATCH_SIZE=32",
-              "TRAINING.TEST_BATCH_SIZE=50", "TRAINING.VAL_EVERY=1", "TRAINING.CKPT_EVERY=1",
-              "LOGGING.TENSORBOARD=false"]
     runs = {"folder": ["DATA.DATASET=imagefolder", f"DATA.ROOT={src}"],
             # the shards through DataLoader workers and the per-sample path, the folder cached
             "shards": ["DATA.DATASET=shards", f"DATA.ROOT={shards}", "DATA.WORKERS=2",
                        "DATA.CACHE=false"]}
-    weights = {}
-    for name, extra in runs.items():
-        r = run_main(*common[:2], "--outdir", tmp_path / f"run-{name}", *common[2:], *extra)
-        assert r.returncode == 0, r.stderr
-        weights[name] = torch.load(tmp_path / f"run-{name}" / "model_weights.pt", weights_only=True)
+    weights = {name: train_digits_one_epoch(tmp_path / f"run-{name}", *extra)
+               for name, extra in runs.items()}
     assert "Data cache: train split decoded once, 200 images" in \
         (tmp_path / "run-folder" / "log.txt").read_text()
-    assert weights["folder"].keys() == weights["shards"].keys()
-    for key, value in weights["folder"].items():
-        assert torch.equal(value, weights["shards"][key]), key
+    assert_same_weights(weights["folder"], weights["shards"])

@@ -161,7 +161,7 @@ def test_remote_files_are_fetched_in_the_window_orders_file_order(src, tmp_path,
     import time
 
     from resnest_engine.data.samplers import WindowSampler
-    out = folder_to_parquet(src, tmp_path / "pq", files_per_split=5, row_group_size=1)
+    folder_to_parquet(src, tmp_path / "pq", files_per_split=5, row_group_size=1)
     url = s3.upload(tmp_path / "pq", "bucket", "order")
     ds = _parquet(url, "train", tmp_path)
     sampler = WindowSampler(ds.block_sizes(), 2, num_replicas=1, rank=0, seed=1,

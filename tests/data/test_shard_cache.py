@@ -10,7 +10,7 @@ import pytest
 
 from resnest_engine.data import DataError, DataOptions, build_dataset
 from resnest_engine.data import shard_cache
-from resnest_engine.data.shard_cache import ShardCache, is_url
+from resnest_engine.data.shard_cache import is_url
 from resnest_engine.workflows.shards import write_shards
 from tests.support.data import make_folder
 from tests.support.fault_injection import fill_disk

@@ -147,3 +147,38 @@ def assert_user_error(r, *needles):
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+#: Overrides of recipes/digits.yaml for one short epoch: the "same weights as the folder" runs.
+DIGITS_ONE_EPOCH = ["TRAINING.EPOCHS=1", "OPTIMIZER.WARMUP_EPOCHS=0", "TRAINING.BATCH_SIZE=32",
+                    "TRAINING.TEST_BATCH_SIZE=50", "TRAINING.VAL_EVERY=1",
+                    "TRAINING.CKPT_EVERY=1", "LOGGING.TENSORBOARD=false"]
+
+
+def train_digits_one_epoch(outdir, *overrides):
+    """recipes/digits.yaml with :data:`DIGITS_ONE_EPOCH` and ``overrides``, in this process,
+    into ``outdir``; returns the final weights."""
+    import torch
+    r = run_main("--config-file", REPO / "recipes" / "digits.yaml", "--outdir", outdir,
+                 *DIGITS_ONE_EPOCH, *overrides)
+    assert r.returncode == 0, r.stderr
+    return torch.load(Path(outdir) / "model_weights.pt", weights_only=True)
+
+
+def assert_same_weights(a, b):
+    """Two state dicts hold the same tensors under the same names, bitwise."""
+    import torch
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"weights differ: {differ[:5]}"
+
+
+def assert_same_result(a, b):
+    """Run directories ``a`` and ``b`` end with bitwise the same weights and metrics.json."""
+    import json
+
+    import torch
+    assert_same_weights(torch.load(Path(a) / "model_weights.pt", weights_only=True),
+                        torch.load(Path(b) / "model_weights.pt", weights_only=True))
+    assert json.loads((Path(a) / "metrics.json").read_text()) == \
+        json.loads((Path(b) / "metrics.json").read_text())
