@@ -7,12 +7,10 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from resnest_engine.data import DataError, DataOptions, build_dataset
-from resnest_engine.data.loaders import close_loader, create_loaders
 from resnest_engine.data.parquet import MANIFEST_NAME
-from tests.support.data import make_folder
+from tests.support.data import assert_same_batches, loader_batches, make_folder
 from tests.support.parquet import folder_to_parquet
 from tests.support.remote import HttpServer
 
@@ -93,15 +91,8 @@ def test_workers_read_an_s3_split_as_the_local_files(src, tmp_path, s3):
         opts = DataOptions(dataset="parquet", root=root, crop_size=32, small_image=True,
                            color_jitter=0, pca_lighting=0, workers=2, cache=False,
                            cache_dir=str(tmp_path / "cache"), shuffle="global")
-        train, val, n = create_loaders(opts, batch_size=3, test_batch_size=2, seed=7)
-        train.sampler.set_epoch(1)
-        batches[name] = [tuple(train.prepare_batch(b)) for b in train] + \
-                        [tuple(val.prepare_batch(b)) for b in val]
-        close_loader(train)
-        close_loader(val)
-    assert len(batches["local"]) == len(batches["s3"]) > 0
-    for (xa, ya), (xb, yb) in zip(batches["local"], batches["s3"]):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        batches[name], n = loader_batches(opts)
+    assert_same_batches(batches["local"], batches["s3"])
 
 
 def test_s3_errors_are_one_line_naming_the_url(src, tmp_path, s3):

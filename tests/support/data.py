@@ -31,3 +31,26 @@ def make_folder(root, layout, size=(40, 30), ext=".png"):
                 write_image(os.path.join(root, split, name, f"{k:03d}{ext}"), size, seed)
                 seed += 1
     return str(root)
+
+
+def loader_batches(opts, epoch=1):
+    """``(batches, num_classes)``: every batch of train epoch ``epoch`` and then of validation,
+    through ``create_loaders(opts, 3, 2, seed=7)`` and the loaders' ``prepare_batch`` (loaders
+    closed afterwards)."""
+    from resnest_engine.data.loaders import close_loader, create_loaders
+    train, val, n = create_loaders(opts, batch_size=3, test_batch_size=2, seed=7)
+    try:
+        train.sampler.set_epoch(epoch)
+        return ([tuple(train.prepare_batch(b)) for b in train]
+                + [tuple(val.prepare_batch(b)) for b in val]), n
+    finally:
+        close_loader(train)
+        close_loader(val)
+
+
+def assert_same_batches(a, b):
+    """Two lists of ``(images, labels)`` batches, bitwise equal (and not empty)."""
+    import torch
+    assert len(a) == len(b) > 0
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
