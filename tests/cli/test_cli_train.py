@@ -5,8 +5,6 @@ process (the same code after the interpreter starts, without its 4 CPU-seconds o
 the launchers (spawn, torchrun, two nodes) against each other, in processes."""
 import json
 import shutil
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +13,7 @@ import yaml
 
 from resnest_engine.models import get_model
 
-from tests.support.cli import TINY, cli_env, free_port, merge, run_cli, run_main
+from tests.support.cli import TINY, free_port, merge, popen_cli, run_cli, run_main
 
 pytestmark = pytest.mark.slow  # resnest-train runs, in processes and in this one
 
@@ -181,10 +179,8 @@ def spawned(launch_config, tmp_path_factory):
 
 def test_torchrun_matches_spawn(launch_config, spawned, tmp_path):
     out = tmp_path / "torchrun"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                        "--master-port", str(free_port()), "-m", "resnest_engine.cli",
-                        "--config-file", str(launch_config), "--outdir", str(out)],
-                       capture_output=True, text=True, timeout=240, env=cli_env())
+    r = run_cli("--nproc-per-node", "2", "--master-port", free_port(), "-m", "resnest_engine.cli",
+                "--config-file", launch_config, "--outdir", out, module="torch.distributed.run")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "metrics.json").read_text())["history"] == spawned
 
@@ -194,9 +190,7 @@ def test_two_nodes_match_spawn(launch_config, spawned, tmp_path):
     common = ["--config-file", str(launch_config), "--outdir", str(out), "--nnodes", "2",
               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
               str(free_port())]
-    procs = [subprocess.Popen([sys.executable, "-m", "resnest_engine.cli", *common,
-                               "--node-rank", str(rank)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=cli_env()) for rank in (0, 1)]
+    procs = [popen_cli(*common, "--node-rank", rank) for rank in (0, 1)]
     try:
         for p in procs:
             _, err = p.communicate(timeout=240)

@@ -4,13 +4,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_main
+from tests.support.cli import TINY, cli_env, merge, popen_cli, run_cli, run_main
 
 pytestmark = pytest.mark.slow  # every test here runs resnest-train processes
 
@@ -25,12 +24,6 @@ def _cfg(tmp_path, extra=None):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(merge(TINY, extra)))
     return path
-
-
-def _popen(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "resnest_engine.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or cli_env())
 
 
 def _wait_for(path, text, proc, timeout=180):
@@ -55,7 +48,7 @@ def test_sigterm_writes_resume_point_and_says_how_to_resume(tmp_path, nproc):
     cfg = _cfg(tmp_path, SLOW)
     out = tmp_path / "run"
     extra = ["--nproc-per-node", 2, "--master-port", _port()] if nproc == 2 else []
-    proc = _popen("--config-file", cfg, "--outdir", out, *extra)
+    proc = popen_cli("--config-file", cfg, "--outdir", out, *extra)
     _wait_for(out / "log.txt", "Batch: 2|", proc)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
@@ -65,7 +58,7 @@ def test_sigterm_writes_resume_point_and_says_how_to_resume(tmp_path, nproc):
     assert points, "no resume point written"
     # The resumed run picks up from that point (stopped again by SIGTERM to keep the test short).
     n_before = len((out / "log.txt").read_text().splitlines())
-    proc = _popen("--config-file", cfg, "--outdir", out, "--resume", "auto", *extra)
+    proc = popen_cli("--config-file", cfg, "--outdir", out, "--resume", "auto", *extra)
     _wait_for(out / "log.txt", "Resumed from", proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
@@ -89,23 +82,22 @@ def test_dead_ddp_process_does_not_hang_the_others(tmp_path, launcher):
     cfg = _cfg(tmp_path, {"TRAINING": {"EPOCHS": 3, "DIST_TIMEOUT": 30, "CKPT_EVERY_ITERS": 1}})
     out = tmp_path / "run"
     env = {**cli_env(), "RESNEST_ENGINE_KILL_AT_ITER": "4", "RESNEST_ENGINE_KILL_RANK": "1"}
-    port = _port()
-    if launcher == "spawn":
-        cmd = [sys.executable, "-m", "resnest_engine.cli", "--nproc-per-node", "2",
-               "--master-port", str(port)]
+    if launcher == "spawn":  # MASTER_PORT: a free port from cli_env()
+        module, launch = "resnest_engine.cli", ["--nproc-per-node", "2"]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", str(port), "-m", "resnest_engine.cli"]
+        module = "torch.distributed.run"
+        launch = ["--nproc-per-node", "2", "--master-port", str(_port()), "-m",
+                  "resnest_engine.cli"]
     t0 = time.time()
-    r = subprocess.run(cmd + ["--config-file", str(cfg), "--outdir", str(out)], capture_output=True,
-                       text=True, env=env, timeout=200)
+    r = run_cli(*launch, "--config-file", cfg, "--outdir", out, env=env, timeout=200,
+                module=module)
     assert r.returncode != 0
     assert time.time() - t0 < 120, "the surviving process waited too long"
     # The run continues from its last checkpoint.
-    resume_cmd = list(cmd)
-    resume_cmd[resume_cmd.index("--master-port") + 1] = str(_port())
-    r = subprocess.run(resume_cmd + ["--config-file", str(cfg), "--outdir", str(out), "--resume", "auto"],
-                       capture_output=True, text=True, env=cli_env(), timeout=200)
+    if launcher == "torchrun":
+        launch[launch.index("--master-port") + 1] = str(_port())
+    r = run_cli(*launch, "--config-file", cfg, "--outdir", out, "--resume", "auto", timeout=200,
+                module=module)
     assert r.returncode == 0, r.stderr
     assert (out / "model_weights.pt").exists()
 
@@ -113,7 +105,7 @@ def test_dead_ddp_process_does_not_hang_the_others(tmp_path, launcher):
 def test_workers_die_with_the_launcher(tmp_path):
     cfg = _cfg(tmp_path, SLOW)
     out = tmp_path / "run"
-    proc = _popen("--config-file", cfg, "--outdir", out, "--nproc-per-node", 2, "--master-port", _port())
+    proc = popen_cli("--config-file", cfg, "--outdir", out, "--nproc-per-node", 2, "--master-port", _port())
     _wait_for(out / "log.txt", "Batch: 1|", proc)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert children

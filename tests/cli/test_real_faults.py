@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_cli, run_main
+from tests.support.cli import TINY, cli_env, merge, popen_cli, run_cli, run_main
 from tests.support.real_files import Tmpfs, flip_tensor_bit
 from tests.support.fault_injection import FILL_DISK_AT_ITER_ENV, FILL_DISK_BEFORE_ENV, FILLER, fill_disk
 
@@ -155,9 +155,7 @@ def _workers(pid):
 def test_a_killed_dataloader_worker_is_one_line_and_resumes_bitwise(tmp_path, reference):
     run = tmp_path / "run"
     cfg = _cfg(tmp_path, {"DATA": {"WORKERS": 2}})
-    proc = subprocess.Popen([os.sys.executable, "-m", "resnest_engine.cli", "--config-file",
-                             str(cfg), "--outdir", str(run)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env())
+    proc = popen_cli("--config-file", cfg, "--outdir", run)
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "resume-e001-i0000002.pt").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

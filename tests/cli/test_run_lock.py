@@ -4,13 +4,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_main
+from tests.support.cli import TINY, cli_env, merge, popen_cli, run_main
 from resnest_engine.storage.run_lock import (LOCK_NAME, RunDirLock, RunDirLockedError, has_run_content,
                                      read_holder)
 
@@ -24,12 +23,6 @@ def _config(tmp_path, cfg=TINY):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _popen(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "resnest_engine.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or cli_env())
 
 
 def _assert_in_use(r, holder_pid, out):
@@ -55,7 +48,7 @@ def _assert_one_run(out, epochs=2):
 def _stopped_live_run(tmp_path, out):
     """A run that holds ``out`` and has written its first resume point, stopped (SIGSTOP) so
     that the racing start meets it however slowly that start comes up."""
-    live = _popen("--config-file", _config(tmp_path), "--outdir", out)
+    live = popen_cli("--config-file", _config(tmp_path), "--outdir", out)
     deadline = time.monotonic() + 120
     while not list((out / "checkpoints").glob("resume-*.pt")):
         assert live.poll() is None, live.communicate()
@@ -76,7 +69,7 @@ def _finish(live):
 @pytest.mark.slow  # resnest-train processes
 def test_two_simultaneous_starts_one_wins(tmp_path):
     cfg, out = _config(tmp_path, RACE), tmp_path / "new" / "run"
-    procs = [_popen("--config-file", cfg, "--outdir", out) for _ in range(2)]
+    procs = [popen_cli("--config-file", cfg, "--outdir", out) for _ in range(2)]
     ended = {}
     deadline = time.monotonic() + 240
     while len(ended) < 2 and time.monotonic() < deadline:
@@ -131,7 +124,7 @@ def test_a_sigkilled_run_never_blocks_the_next_start(tmp_path):
     # A DataLoader worker too: a forked child must not keep the dead run's lock alive.
     cfg = _config(tmp_path, merge(TINY, {"DATA": {"WORKERS": 1}, "TRAINING": {"EPOCHS": 2}}))
     env = dict(cli_env(), RESNEST_ENGINE_KILL_AT_ITER="4")  # 3 iterations an epoch
-    killed = _popen("--config-file", cfg, "--outdir", out, env=env)
+    killed = popen_cli("--config-file", cfg, "--outdir", out, env=env)
     killed.communicate(timeout=240)
     assert killed.returncode == -signal.SIGKILL
     assert read_holder(out)["pid"] == killed.pid  # the record stays; the OS lock does not

@@ -2,14 +2,12 @@
 folder is bitwise the run on the folder."""
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from resnest_engine.cli.shards import main
-from tests.support.cli import assert_same_weights, cli_env, train_digits_one_epoch
+from tests.support.cli import assert_same_weights, popen_cli, run_cli, train_digits_one_epoch
 from tests.support.real_files import write_digits
 
 
@@ -28,21 +26,19 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
 def test_a_killed_conversion_continues_and_gives_the_same_files(tmp_path):
     src = tmp_path / "digits"
     write_digits(src, 20, 4)  # 200 + 40 PNGs
-    cmd = [sys.executable, "-m", "resnest_engine.cli.shards", str(src)]
+    shards = "resnest_engine.cli.shards"
     clean = tmp_path / "clean"
-    assert subprocess.run(cmd + [str(clean), "--shard-size", "2", "--no-progress"],
-                          env=cli_env(), timeout=300).returncode == 0
+    r = run_cli(src, clean, "--shard-size", "2", "--no-progress", module=shards, timeout=300)
+    assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
-    proc = subprocess.Popen(cmd + [str(out), "--shard-size", "2", "--no-progress"],
-                            env=cli_env(), stdout=subprocess.PIPE)
+    proc = popen_cli(src, out, "--shard-size", "2", "--no-progress", module=shards)
     deadline = time.monotonic() + 120
     while len(list((out / "train").glob("shard-*.tar"))) < 10 and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "val" / "index.json").exists(), "finished before it was killed"
-    r = subprocess.run(cmd + [str(out), "--shard-size", "2", "--no-progress"], env=cli_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = run_cli(src, out, "--shard-size", "2", "--no-progress", module=shards, timeout=300)
     assert r.returncode == 0, r.stderr
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(clean) for p in clean.rglob("*") if p.is_file())

@@ -5,13 +5,11 @@ variables ``srun`` would set, training on tar shards in the window order."""
 import json
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.support.cli import TINY, assert_user_error, cli_env, merge, run_cli, run_main
+from tests.support.cli import TINY, assert_user_error, cli_env, merge, popen_cli, run_cli, run_main
 
 CONFIG = merge(TINY, {"TRAINING": {"EPOCHS": 2}})
 START_LINE = "resnest-train arguments"
@@ -50,9 +48,7 @@ def _srun(*args, ntasks=2, extra_env=None, timeout=240):
         env = dict(base, SLURM_JOB_ID=job, SLURM_PROCID=str(task), SLURM_LOCALID=str(task),
                    SLURM_NTASKS=str(ntasks), SLURM_JOB_NODELIST="localhost",
                    SLURM_JOB_NUM_NODES="1", SLURM_TASKS_PER_NODE=str(ntasks), **(extra_env or {}))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "resnest_engine.cli", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        procs.append(popen_cli(*args, env=env))
     results = []
     try:
         for p in procs:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import zygote
+
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = {
@@ -53,11 +55,17 @@ def cli_env():
     return env
 
 
-def run_cli(*args, cwd=None, timeout=240, env=None):
-    """Run ``resnest-train`` (as ``python -m resnest_engine.cli``) and capture its output."""
-    return subprocess.run([sys.executable, "-m", "resnest_engine.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env=env or cli_env())
+def run_cli(*args, cwd=None, timeout=240, env=None, module="resnest_engine.cli"):
+    """Run ``resnest-train`` (as ``python -m resnest_engine.cli``; another command with
+    ``module``) and capture its output. The process is a fork of the tests' fork server
+    (tests/support/zygote.py), which imported the engine once."""
+    return zygote.run_module(module, *args, cwd=cwd, timeout=timeout, env=env or cli_env())
+
+
+def popen_cli(*args, env=None, cwd=None, module="resnest_engine.cli"):
+    """``resnest-train ARGS`` started with stdout/stderr pipes (a ``Popen``-like object): for
+    tests that signal or watch a running command."""
+    return zygote.popen_module(module, *args, env=env or cli_env(), cwd=cwd)
 
 
 def run_main(*args):

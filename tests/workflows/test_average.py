@@ -3,14 +3,12 @@
 import contextlib
 import io
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, run_main
+from tests.support.cli import TINY, cli_env, merge, run_cli, run_main
 
 from resnest_engine.workflows.average import average_checkpoints, average_state_dicts  # noqa: E402
 from resnest_engine.cli.average import main  # noqa: E402
@@ -99,8 +97,7 @@ def test_cli_averages_the_best_checkpoints_and_evaluates(tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in ckpts.iterdir()}
     weights_mtime = (run / "model_weights.pt").stat().st_mtime_ns
 
-    r = subprocess.run([sys.executable, "-m", "resnest_engine.cli.average", str(run), "--best", "2"],
-                       capture_output=True, text=True, env=env, timeout=240)
+    r = run_cli(run, "--best", "2", module="resnest_engine.cli.average", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.splitlines()
     ckpt_lines = [ln for ln in lines if re.match(r"best-e\d{3}-top1=[\d.]+\.pt +top1 [\d.]+$", ln)]
@@ -219,7 +216,6 @@ def test_average_checkpoints_from_python_writes_the_elementwise_mean(tmp_path):
 @pytest.mark.slow  # starts a process
 def test_the_former_module_command_still_runs():
     """``python -m resnest_engine.average`` (the spelling before the command moved to cli/)."""
-    r = subprocess.run([sys.executable, "-m", "resnest_engine.average", "--help"],
-                       capture_output=True, text=True, env=cli_env(), timeout=120)
+    r = run_cli("--help", module="resnest_engine.average", timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: resnest-average ")

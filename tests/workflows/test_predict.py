@@ -5,17 +5,15 @@ import contextlib
 import csv
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from resnest_engine.cli.predict import main as predict_main
+from tests.support.cli import run_cli
 from tests.support.real_files import write_digits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,16 +22,8 @@ TOP1_LINE = re.compile(r"^Validation: Top1: ([0-9.]+) \| Top5: ([0-9.]+)$", re.M
 pytestmark = pytest.mark.slow
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def _python(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=_env())
+    return run_cli(*args, module=module, timeout=timeout)
 
 
 def predict(*args):

@@ -1,0 +1,46 @@
+"""The tests' fork server (tests/support/zygote.py) gives a command what a fresh interpreter
+would: its arguments, working directory, environment, pipes, exit status and a signal's status."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.support import zygote
+from tests.support.cli import cli_env
+
+PROBE = "tests.support.zygote_probe"
+
+
+def test_a_forked_command_sees_its_own_arguments_cwd_environment_and_status(tmp_path):
+    env = dict(cli_env(), ZYGOTE_PROBE="one")
+    first = zygote.run_module(PROBE, 0, 3, env=env, cwd=tmp_path, timeout=60)
+    second = zygote.run_module(PROBE, 0, 0, env=dict(env, ZYGOTE_PROBE="two"), cwd=tmp_path,
+                               timeout=60)
+    assert (first.returncode, second.returncode) == (3, 0)
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert a["argv"] == ["0", "3"] and a["cwd"] == str(tmp_path) and a["probe"] == "one"
+    assert b["probe"] == "two" and a["pid"] != b["pid"]
+    assert a["main"] == PROBE  # run as ``python -m`` runs it
+    assert a["draw"] != b["draw"]  # NumPy's global RNG seeded from the OS in each, not inherited
+    assert first.stderr == "to stderr\n"
+
+
+def test_a_signal_gives_the_negative_signal_number_and_a_timeout_kills():
+    proc = zygote.popen_module(PROBE, 60, 0, env=cli_env())
+    assert json.loads(proc.stdout.readline())["pid"] == proc.pid  # the real pid: signals work
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with pytest.raises(subprocess.TimeoutExpired):
+        zygote.run_module(PROBE, 60, 0, env=cli_env(), timeout=1)
+
+
+@pytest.mark.skipif(os.environ.get(zygote.FRESH_ENV) == "1", reason="every command runs fresh")
+def test_a_load_time_variable_means_a_fresh_interpreter():
+    r = zygote.run_module(PROBE, 0, 0, env=dict(cli_env(), OMP_NUM_THREADS="2"), timeout=60)
+    assert r.returncode == 0 and isinstance(r, subprocess.CompletedProcess)
+    assert not zygote._forkable(dict(cli_env(), OMP_NUM_THREADS="2"))
+    assert zygote._forkable(dict(cli_env(), SOMETHING_ELSE="x"))
