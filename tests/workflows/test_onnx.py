@@ -25,7 +25,7 @@ from resnest_engine.config import config_from_dict, load_config
 from resnest_engine.data import build_eval_transform
 from resnest_engine.data.options import IMAGENET_MEAN, IMAGENET_STD
 from resnest_engine.errors import InputError
-from resnest_engine.workflows.export import ONNX_EXTRA, OnnxMetadata, export_weights
+from resnest_engine.workflows.export import ONNX_EXTRA, OnnxMetadata
 from resnest_engine.workflows.from_config import data_options
 from resnest_engine.handlers.checkpoint import FORMAT_VERSION, save_weights
 from resnest_engine.models import get_model
@@ -50,11 +50,12 @@ RUN_CONFIG = {
 }
 
 
-def _random_model(name, num_classes, fc_scale=1.0, seed=0):
-    """``name`` with seeded random weights and BN statistics (eval mode exercises them), the
-    classifier scaled by ``fc_scale`` (up: the classes' probabilities far apart, no near ties)."""
+def _random_model(name, num_classes, fc_scale=1.0, seed=0, **overrides):
+    """``name`` (``overrides``: ``get_model``'s) with seeded random weights and BN statistics
+    (eval mode exercises them), the classifier scaled by ``fc_scale`` (up: the classes'
+    probabilities far apart, no near ties)."""
     torch.manual_seed(seed)
-    model = get_model(name, num_classes=num_classes)
+    model = get_model(name, num_classes=num_classes, **overrides)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -239,8 +240,8 @@ def _assert_runtime_matches_eager(session, model, size, label=""):
         if label:
             print(f"{label} batch {batch}: max abs diff {diff:.3g} (max |logit| "
                   f"{np.abs(expected).max():.3g})")
-        # ORT's kernels vs torch's: measured <= 3e-6 (<= 14 eps32 * max|logit|, max|logit|
-        # 0.36-3.5 for these seeded models); 1e-4 is ~240 eps32 * max|logit|
+        # ORT's kernels vs torch's: measured <= 3e-6 (<= 6 eps32 * max|logit|, max|logit|
+        # 2.7-4.8 for these seeded models); 1e-4 is >= 170 eps32 * max|logit|
         assert logits.shape == expected.shape and diff <= 1e-4
         assert (logits.argmax(1) == expected.argmax(1)).all()
 
@@ -256,14 +257,16 @@ def test_resnest14_runtime_matches_eager(exported):
 @pytest.mark.parametrize("name", ["resnest50_fast_4s2x40d", "resnet50_splat"])
 def test_onnx_runtime_matches_eager(name, tmp_path):
     """Beside resnest14's radix 2: radix 4 with cardinality 2 (the fast variant's radix-major
-    reordering) and radix 1 (the splat variant's sigmoid gate); 64 px, batch 1 and 3. The
-    cheapest of each kind (every _fast variant is a 50-layer network)."""
-    model = _random_model(name, 5)
-    weights = tmp_path / "w.pt"
-    save_weights(model.state_dict(), weights)
+    reordering, avd first) and radix 1 (the splat variant's sigmoid gate); 64 px, batch 1 and 3.
+    The variants' own blocks, one per stage (``layers=[1, 1, 1, 1]``): the 50-layer networks
+    repeat the same blocks and cost 3x the export time. ``export_weights`` itself is tested on
+    resnest14 above; this is the exporter's coverage of the blocks."""
+    from resnest_engine.workflows.export import _onnx_bytes
+    model = _random_model(name, 5, fc_scale=RUN_FC_SCALE, layers=[1, 1, 1, 1])
     cfg = config_from_dict({"MODEL": {"NAME": name},
                             "DATA": {"DATASET": "synthetic", "IMAGE_SIZE": 64, "CROP_SIZE": 64}})
-    out = export_weights(cfg, weights, tmp_path / f"{name}.onnx")
+    out = tmp_path / f"{name}.onnx"
+    out.write_bytes(_onnx_bytes(cfg, model, [str(i) for i in range(5)]))
     assert "PythonOp" not in _op_types(onnx.load(str(out)))
     _assert_runtime_matches_eager(_ort(out), model, 64, f"{name} 64px")
 
