@@ -39,8 +39,11 @@ def test_a_signal_gives_the_negative_signal_number_and_a_timeout_kills():
 
 
 @pytest.mark.skipif(os.environ.get(zygote.FRESH_ENV) == "1", reason="every command runs fresh")
-def test_a_load_time_variable_means_a_fresh_interpreter():
-    r = zygote.run_module(PROBE, 0, 0, env=dict(cli_env(), OMP_NUM_THREADS="2"), timeout=60)
-    assert r.returncode == 0 and isinstance(r, subprocess.CompletedProcess)
-    assert not zygote._forkable(dict(cli_env(), OMP_NUM_THREADS="2"))
-    assert zygote._forkable(dict(cli_env(), SOMETHING_ELSE="x"))
+def test_a_load_time_variable_means_a_fresh_interpreter_and_only_for_that_command():
+    fresh = zygote.popen_module(PROBE, 0, 0, env=dict(cli_env(), OMP_NUM_THREADS="2"))
+    assert isinstance(fresh, subprocess.Popen)
+    assert fresh.communicate(timeout=60)[0] and fresh.returncode == 0
+    # the server's environment is cli_env()'s whatever came first: the next command is forked
+    forked = zygote.popen_module(PROBE, 0, 0, env=dict(cli_env(), SOMETHING_ELSE="x"))
+    assert isinstance(forked, zygote.ZygoteProcess)
+    assert forked.communicate(timeout=60)[0] and forked.returncode == 0

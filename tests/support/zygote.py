@@ -276,11 +276,20 @@ def _stop_server():
         shutil.rmtree(_socket_dir, ignore_errors=True)
 
 
+def _base_env():
+    """The server's environment: a CLI test's (``cli_env``), whatever the first request was.
+    Without fault-injection variables: the server must not install faults (its children would
+    inherit them); a child that asks for one installs it (sitecustomize)."""
+    from tests.support.cli import cli_env
+    return {k: v for k, v in cli_env().items() if not k.startswith("RESNEST_ENGINE_")}
+
+
 def _forkable(env) -> bool:
+    """Whether a command with environment ``env`` can be a fork of the server."""
     if os.environ.get(FRESH_ENV) == "1" or not hasattr(socket, "send_fds") or \
-            not hasattr(os, "fork") or _server is None:
+            not hasattr(os, "fork"):
         return False
-    base = _server.base_env
+    base = _server.base_env if _server is not None else _base_env()
     changed = {k for k in set(env) | set(base) if env.get(k) != base.get(k)}
     return not any(k.startswith(_LOAD_TIME_PREFIXES) for k in changed)
 
@@ -305,13 +314,11 @@ def popen_module(module, *args, env, cwd=None, stdout=PIPE, stderr=PIPE, text=Tr
     args = [str(a) for a in args]
     cwd = str(cwd or os.getcwd())
     cmd = [sys.executable, "-m", module, *args]
-    if os.environ.get(FRESH_ENV) != "1":
+    if _forkable(env):
         with _lock:
             if _server is None or _server.poll() is not None:
-                # Without fault-injection variables: the server must not install the faults
-                # (its children would inherit them); a child installs its own (sitecustomize).
-                _start_server({k: v for k, v in env.items() if not k.startswith("RESNEST_ENGINE_")})
-    if not _forkable(env):
+                _start_server(_base_env())
+    if not _forkable(env) or _server is None:
         return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=text, env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL)
     ends = [_open_end(subprocess.DEVNULL, "r"), _open_end(stdout, "w"), _open_end(stderr, "w")]
