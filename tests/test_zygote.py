@@ -47,3 +47,14 @@ def test_a_load_time_variable_means_a_fresh_interpreter_and_only_for_that_comman
     forked = zygote.popen_module(PROBE, 0, 0, env=dict(cli_env(), SOMETHING_ELSE="x"))
     assert isinstance(forked, zygote.ZygoteProcess)
     assert forked.communicate(timeout=60)[0] and forked.returncode == 0
+
+
+@pytest.mark.skipif(os.environ.get(zygote.FRESH_ENV) == "1", reason="every command runs fresh")
+def test_the_server_follows_a_load_time_variable_set_in_this_process(monkeypatch):
+    """An in-process torch.compile sets TORCH_WARM_POOL and KMP_DUPLICATE_LIB_OK here: later
+    commands (cli_env() copies this environment) are still forks, of a server restarted with it."""
+    zygote.popen_module(PROBE, 0, 0, env=cli_env()).communicate(timeout=60)
+    monkeypatch.setenv("TORCH_WARM_POOL", "0")
+    proc = zygote.popen_module(PROBE, 0, 0, env=cli_env())
+    assert isinstance(proc, zygote.ZygoteProcess)
+    assert proc.communicate(timeout=60)[0] and proc.returncode == 0

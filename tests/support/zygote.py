@@ -241,6 +241,7 @@ class ZygoteProcess:
 
 _server = None
 _socket_dir = None
+_stop_registered = False
 _lock = threading.Lock()
 #: CPU seconds of the forked commands that ended in this process (the CPU log of tests/conftest.py:
 #: they are not this process's children, so ``RUSAGE_CHILDREN`` does not see them).
@@ -253,7 +254,10 @@ def _record_cpu(seconds):
 
 
 def _start_server(env):
-    global _server, _socket_dir
+    global _server, _socket_dir, _stop_registered
+    if not _stop_registered:
+        atexit.register(_stop_server)
+        _stop_registered = True
     _socket_dir = tempfile.mkdtemp(prefix="resnest-zygote-")
     path = os.path.join(_socket_dir, "sock")
     _server = subprocess.Popen([sys.executable, "-m", "tests.support.zygote", path],
@@ -263,25 +267,31 @@ def _start_server(env):
         raise RuntimeError(f"the test fork server did not start (status {_server.wait()})")
     _server.base_env = dict(env)
     _server.path = path
-    atexit.register(_stop_server)
 
 
 def _stop_server():
     import shutil
+    global _server, _socket_dir
     if _server is not None and _server.poll() is None:
         _server.terminate()
         with _suppress():
             _server.wait(10)
     if _socket_dir:
         shutil.rmtree(_socket_dir, ignore_errors=True)
+    _server = _socket_dir = None
 
 
 def _base_env():
-    """The server's environment: a CLI test's (``cli_env``), whatever the first request was.
+    """The server's environment: a CLI test's (``cli_env``) as it is now, whatever the request.
     Without fault-injection variables: the server must not install faults (its children would
     inherit them); a child that asks for one installs it (sitecustomize)."""
     from tests.support.cli import cli_env
     return {k: v for k, v in cli_env().items() if not k.startswith("RESNEST_ENGINE_")}
+
+
+def _load_time_changes(a, b):
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and k.startswith(_LOAD_TIME_PREFIXES))
 
 
 def _forkable(env) -> bool:
@@ -289,9 +299,7 @@ def _forkable(env) -> bool:
     if os.environ.get(FRESH_ENV) == "1" or not hasattr(socket, "send_fds") or \
             not hasattr(os, "fork"):
         return False
-    base = _server.base_env if _server is not None else _base_env()
-    changed = {k for k in set(env) | set(base) if env.get(k) != base.get(k)}
-    return not any(k.startswith(_LOAD_TIME_PREFIXES) for k in changed)
+    return not _load_time_changes(env, _base_env())
 
 
 def _open_end(spec, mode):
@@ -314,11 +322,17 @@ def popen_module(module, *args, env, cwd=None, stdout=PIPE, stderr=PIPE, text=Tr
     args = [str(a) for a in args]
     cwd = str(cwd or os.getcwd())
     cmd = [sys.executable, "-m", module, *args]
-    if _forkable(env):
+    forkable = _forkable(env)
+    if forkable:
         with _lock:
-            if _server is None or _server.poll() is not None:
-                _start_server(_base_env())
-    if not _forkable(env) or _server is None:
+            base = _base_env()
+            # (Re)started with today's cli_env(): an in-process compile sets TORCH_WARM_POOL and
+            # KMP_DUPLICATE_LIB_OK in this process's environment, and so in every later request.
+            if _server is None or _server.poll() is not None or \
+                    _load_time_changes(_server.base_env, base):
+                _stop_server()
+                _start_server(base)
+    if not forkable:
         return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=text, env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL)
     ends = [_open_end(subprocess.DEVNULL, "r"), _open_end(stdout, "w"), _open_end(stderr, "w")]
