@@ -43,7 +43,7 @@ _LOAD_TIME_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMEXPR_",
 _PRELOAD = ("resnest_engine.cli", "resnest_engine.cli.train", "resnest_engine.workflows.train",
             "resnest_engine.workflows.evaluate", "resnest_engine.workflows.predict",
             "resnest_engine.workflows.average", "resnest_engine.workflows.shards",
-            "ignite.contrib.handlers", "yaml", "numpy")
+            "yaml", "numpy")
 
 
 # ---------------------------------------------------------------------------------------------
