@@ -21,6 +21,7 @@ import torch
 from torch.multiprocessing import ProcessExitedException
 
 from ..config import config_from_dict, config_to_dict
+from ..handlers.interrupt import defer_signals
 from .exit_codes import ExitCode, exit_status
 from ..workflows.train import Outcome, train
 from .args import _check_dist_flags, resolve_official_flags
@@ -170,6 +171,7 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
     _set_parent_death_signal()
     if launcher_pid is not None:
         _die_with(launcher_pid)
+        defer_signals()  # a pre-emption passed on during start-up: stop at step 1, not die
     if environ is not None and environ != dict(os.environ):
         os.environ.clear()
         os.environ.update(environ)

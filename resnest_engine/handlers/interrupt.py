@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Callable, Optional
 
@@ -14,6 +15,31 @@ logger = logging.getLogger("resnest_engine")
 __all__ = ["GracefulInterrupt"]
 
 
+# A SIGTERM/SIGINT that arrived after defer_signals() and before GracefulInterrupt.attach.
+_pending: Optional[int] = None
+
+
+def defer_signals() -> None:
+    """Hold SIGTERM/SIGINT until a :class:`GracefulInterrupt` is attached, which then stops at
+    its next check with a resume point, as for a signal during training. For the
+    start-up of a launched worker: the launcher passes a pre-emption on as soon as the worker
+    exists, and a worker still loading its data or checkpoint would otherwise die of it (the
+    launch then ends as a failure, not as an interrupted run). A second signal before the attach
+    ends the process as the first would have without this. Main thread only."""
+    global _pending
+    _pending = None
+
+    def hold(signum, _frame):
+        global _pending
+        if _pending is not None:  # asked twice: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        _pending = signum
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, hold)
+
+
 class GracefulInterrupt:
     """On SIGTERM/SIGINT: finish the current step, call ``on_interrupt(trainer)`` (e.g.
     ``handlers.write_resume_point``), log, and terminate the run. ``signal`` is the signal
@@ -22,7 +48,8 @@ class GracefulInterrupt:
     Under DDP the flag is all-reduced every ``every`` steps so that every rank stops at the same
     step (a rank that got no signal of its own records SIGTERM); alone, the flag is read each
     step. ``attach`` installs the signal handlers (main thread only) and places the check on
-    ``ITERATION_COMPLETED``; place it after the other handlers of that event.
+    ``ITERATION_COMPLETED``; place it after the other handlers of that event. A signal held by
+    :func:`defer_signals` before the attach counts as arrived.
     """
 
     def __init__(self, on_interrupt: Optional[Callable[[Engine], None]] = None, every: int = 1) -> None:
@@ -52,6 +79,9 @@ class GracefulInterrupt:
         engine.terminate()
 
     def attach(self, trainer: Engine) -> None:
+        global _pending
+        if _pending is not None:  # held since defer_signals(): acted on at the first check
+            self.signal, _pending = _pending, None
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 signal.signal(sig, self._on_signal)

@@ -61,8 +61,8 @@ def test_sigterm_writes_resume_point_and_says_how_to_resume(tmp_path, nproc):
     proc = popen_cli("--config-file", cfg, "--outdir", out, "--resume", "auto", *extra)
     _wait_for(out / "log.txt", "Resumed from", proc)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 4
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 4, (stdout, stderr)
     assert len((out / "log.txt").read_text().splitlines()) > n_before
 
 

@@ -41,3 +41,47 @@ def test_no_signal_runs_to_the_end(tiny_model, loader):
         for s, h in previous.items():
             signal.signal(s, h)
     assert interrupt.signal is None and trainer.state.iteration == 4
+
+
+def test_a_signal_before_the_attach_is_held_and_stops_at_the_first_check(tiny_model, loader):
+    """defer_signals (a launched worker's start-up): a SIGTERM that arrives while the run is
+    still being built is not fatal; the run stops at its first check with a resume point."""
+    from resnest_engine.handlers.interrupt import defer_signals
+    model = tiny_model()
+    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+    saved = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        defer_signals()
+        os.kill(os.getpid(), signal.SIGTERM)  # before the run is set up: held, not fatal
+        interrupt = GracefulInterrupt(lambda e: saved.append(e.state.iteration))
+        interrupt.attach(trainer)
+        trainer.run(loader(n=20, batch_size=4), max_epochs=2)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    assert interrupt.signal == signal.SIGTERM
+    assert trainer.state.iteration == 1 and saved == [1]
+    # held once: a later GracefulInterrupt starts clean
+    again = GracefulInterrupt()
+    try:
+        again.attach(create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                                    F.cross_entropy))
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    assert again.signal is None
+
+
+def test_a_second_signal_before_the_attach_ends_the_process():
+    from resnest_engine.handlers.interrupt import defer_signals
+    pid = os.fork()
+    if pid == 0:  # the child: only signals and os._exit, nothing of the parent's threads
+        try:
+            defer_signals()
+            os.kill(os.getpid(), signal.SIGTERM)  # held
+            os.kill(os.getpid(), signal.SIGTERM)  # ends it, as without defer_signals
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGTERM
