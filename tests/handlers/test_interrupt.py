@@ -6,70 +6,63 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
+import pytest
+
 from resnest_engine.engine import create_trainer
 from resnest_engine.handlers import GracefulInterrupt
 
 
-def test_sigterm_stops_after_the_step_and_saves_once(tiny_model, loader):
-    model = tiny_model()
-    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+@pytest.fixture
+def signals_restored():
+    """SIGTERM/SIGINT handlers put back after the test (attach and defer_signals set them)."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, h in previous.items():
+        signal.signal(s, h)
+
+
+def _trainer(model):
+    return create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+
+
+def test_sigterm_stops_after_the_step_and_saves_once(tiny_model, loader, signals_restored):
+    trainer = _trainer(tiny_model())
     saved = []
     interrupt = GracefulInterrupt(lambda e: saved.append(e.state.iteration))
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        # Delivered during iteration 3 (before the check of that step runs).
-        trainer.add_event_handler(Events.ITERATION_STARTED(once=3),
-                                  lambda _: os.kill(os.getpid(), signal.SIGTERM))
-        interrupt.attach(trainer)
-        trainer.run(loader(n=20, batch_size=4), max_epochs=2)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    # Delivered during iteration 3 (before the check of that step runs).
+    trainer.add_event_handler(Events.ITERATION_STARTED(once=3),
+                              lambda _: os.kill(os.getpid(), signal.SIGTERM))
+    interrupt.attach(trainer)
+    trainer.run(loader(n=20, batch_size=4), max_epochs=2)
     assert interrupt.signal == signal.SIGTERM
     assert trainer.state.iteration == 3 and saved == [3]
 
 
-def test_no_signal_runs_to_the_end(tiny_model, loader):
-    model = tiny_model()
-    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+def test_no_signal_runs_to_the_end(tiny_model, loader, signals_restored):
+    trainer = _trainer(tiny_model())
     interrupt = GracefulInterrupt(lambda e: (_ for _ in ()).throw(AssertionError("called")))
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        interrupt.attach(trainer)
-        trainer.run(loader(n=8, batch_size=4), max_epochs=2)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    interrupt.attach(trainer)
+    trainer.run(loader(n=8, batch_size=4), max_epochs=2)
     assert interrupt.signal is None and trainer.state.iteration == 4
 
 
-def test_a_signal_before_the_attach_is_held_and_stops_at_the_first_check(tiny_model, loader):
+def test_a_signal_before_the_attach_is_held_and_stops_at_the_first_check(tiny_model, loader,
+                                                                         signals_restored):
     """defer_signals (a launched worker's start-up): a SIGTERM that arrives while the run is
     still being built is not fatal; the run stops at its first check with a resume point."""
     from resnest_engine.handlers.interrupt import defer_signals
     model = tiny_model()
-    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+    trainer = _trainer(model)
     saved = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        defer_signals()
-        os.kill(os.getpid(), signal.SIGTERM)  # before the run is set up: held, not fatal
-        interrupt = GracefulInterrupt(lambda e: saved.append(e.state.iteration))
-        interrupt.attach(trainer)
-        trainer.run(loader(n=20, batch_size=4), max_epochs=2)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    defer_signals()
+    os.kill(os.getpid(), signal.SIGTERM)  # before the run is set up: held, not fatal
+    interrupt = GracefulInterrupt(lambda e: saved.append(e.state.iteration))
+    interrupt.attach(trainer)
+    trainer.run(loader(n=20, batch_size=4), max_epochs=2)
     assert interrupt.signal == signal.SIGTERM
     assert trainer.state.iteration == 1 and saved == [1]
-    # held once: a later GracefulInterrupt starts clean
-    again = GracefulInterrupt()
-    try:
-        again.attach(create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                                    F.cross_entropy))
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    again = GracefulInterrupt()  # held once: a later GracefulInterrupt starts clean
+    again.attach(_trainer(model))
     assert again.signal is None
 
 
