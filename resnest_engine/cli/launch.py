@@ -171,7 +171,7 @@ def _worker(local_rank: int, cfg_dict: dict, outdir: str, resume: Optional[str],
     _set_parent_death_signal()
     if launcher_pid is not None:
         _die_with(launcher_pid)
-        defer_signals()  # a pre-emption passed on during start-up: stop at step 1, not die
+        defer_signals()  # a pre-emption passed on during start-up: a resume point, not death
     if environ is not None and environ != dict(os.environ):
         os.environ.clear()
         os.environ.update(environ)

@@ -207,7 +207,8 @@ def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, see
     """The train loader of one process over an untransformed ``dataset``, in the order of
     ``DATA.SHUFFLE`` (:func:`train_order`). ``cache``: the ``plan_cache`` decision (None:
     planned for this split alone)."""
-    if train_order(dataset, opts) == "window":
+    order = train_order(dataset, opts)
+    if order == "window":
         groups = getattr(dataset, "block_groups", None)
         sampler: TrainSampler = WindowSampler(
             dataset.block_sizes(), opts.shuffle_window, num_replicas=num_replicas, rank=rank,
@@ -223,7 +224,6 @@ def make_train_loader(dataset: Dataset, opts: DataOptions, local_batch: int, see
     if follow is not None:  # e.g. remote shards: fetched in the order this sampler reads them
         follow(sampler)
     data, kwargs = _loader_data(dataset, opts, True, seed, cache)
-    order = "window" if isinstance(sampler, WindowSampler) else "global"
     choices = dict(shuffle=order, shuffle_window=opts.shuffle_window if order == "window" else None,
                    decode=_decode_opts(opts).decode)
     return ImageLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
