@@ -2,22 +2,15 @@
 DataLoader worker and a flipped bit: test_real_faults.py, with the real mechanisms.)"""
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 import yaml
 
-from tests.support.cli import TINY, cli_env, merge, popen_cli, run_cli, run_main
+from tests.support.cli import TINY, cli_env, free_port, merge, popen_cli, run_cli, run_main
 
 pytestmark = pytest.mark.slow  # every test here runs resnest-train processes
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cfg(tmp_path, extra=None):
@@ -47,7 +40,7 @@ SLOW = {"TRAINING": {"EPOCHS": 50, "CKPT_EVERY": 0, "NAN_CHECK_EVERY": 1},
 def test_sigterm_writes_resume_point_and_says_how_to_resume(tmp_path, nproc):
     cfg = _cfg(tmp_path, SLOW)
     out = tmp_path / "run"
-    extra = ["--nproc-per-node", 2, "--master-port", _port()] if nproc == 2 else []
+    extra = ["--nproc-per-node", 2, "--master-port", free_port()] if nproc == 2 else []
     proc = popen_cli("--config-file", cfg, "--outdir", out, *extra)
     _wait_for(out / "log.txt", "Batch: 2|", proc)
     proc.send_signal(signal.SIGTERM)
@@ -86,7 +79,7 @@ def test_dead_ddp_process_does_not_hang_the_others(tmp_path, launcher):
         module, launch = "resnest_engine.cli", ["--nproc-per-node", "2"]
     else:
         module = "torch.distributed.run"
-        launch = ["--nproc-per-node", "2", "--master-port", str(_port()), "-m",
+        launch = ["--nproc-per-node", "2", "--master-port", str(free_port()), "-m",
                   "resnest_engine.cli"]
     t0 = time.time()
     r = run_cli(*launch, "--config-file", cfg, "--outdir", out, env=env, timeout=200,
@@ -104,7 +97,7 @@ def test_dead_ddp_process_does_not_hang_the_others(tmp_path, launcher):
 def test_workers_die_with_the_launcher(tmp_path):
     cfg = _cfg(tmp_path, SLOW)
     out = tmp_path / "run"
-    proc = popen_cli("--config-file", cfg, "--outdir", out, "--nproc-per-node", 2, "--master-port", _port())
+    proc = popen_cli("--config-file", cfg, "--outdir", out, "--nproc-per-node", 2, "--master-port", free_port())
     _wait_for(out / "log.txt", "Batch: 1|", proc)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert children

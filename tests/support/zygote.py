@@ -22,6 +22,7 @@ request when ``RESNEST_TEST_FRESH_PROCESSES=1`` (the whole suite as fresh proces
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import selectors
@@ -90,18 +91,10 @@ def _serve(path: str):
             conn = children.pop(pid, None)
             if conn is not None:
                 cpu = usage.ru_utime + usage.ru_stime
-                with _suppress():
+                with contextlib.suppress(OSError):
                     conn.sendall(f"{os.waitstatus_to_exitcode(status)} {cpu:.3f}\n".encode())
                 conn.close()
     return None
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], OSError)
 
 
 def _run_request(request) -> int:
@@ -143,7 +136,7 @@ def _run_request(request) -> int:
 def _server_main(path: str) -> None:
     import importlib
     # Die with the test process that started us (Linux), as a fresh child would not outlive it.
-    with _suppress():
+    with contextlib.suppress(OSError):
         import ctypes
         ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGTERM))
     for name in _PRELOAD:
@@ -196,7 +189,7 @@ class ZygoteProcess:
 
     def send_signal(self, sig):
         if self.returncode is None:
-            with _suppress():
+            with contextlib.suppress(OSError):
                 os.kill(self.pid, sig)
 
     def terminate(self):
@@ -227,16 +220,6 @@ class ZygoteProcess:
             if getattr(self, name) is not None:
                 getattr(self, name).close()
         return out["stdout"], out["stderr"]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for s in (self.stdout, self.stderr):
-            if s is not None:
-                s.close()
-        if self.returncode is None:
-            self.wait()
 
 
 _server = None
@@ -274,7 +257,7 @@ def _stop_server():
     global _server, _socket_dir
     if _server is not None and _server.poll() is None:
         _server.terminate()
-        with _suppress():
+        with contextlib.suppress(OSError):
             _server.wait(10)
     if _socket_dir:
         shutil.rmtree(_socket_dir, ignore_errors=True)
@@ -294,51 +277,36 @@ def _load_time_changes(a, b):
                   if a.get(k) != b.get(k) and k.startswith(_LOAD_TIME_PREFIXES))
 
 
-def _forkable(env) -> bool:
-    """Whether a command with environment ``env`` can be a fork of the server."""
+def _forkable(env, base) -> bool:
+    """Whether a command with environment ``env`` can be a fork of a server started with
+    ``base``."""
     if os.environ.get(FRESH_ENV) == "1" or not hasattr(socket, "send_fds") or \
             not hasattr(os, "fork"):
         return False
-    return not _load_time_changes(env, _base_env())
+    return not _load_time_changes(env, base)
 
 
-def _open_end(spec, mode):
-    """The child's end of one standard stream and the parent's end (or None)."""
-    if spec is None:
-        return os.dup(sys.__stdout__.fileno() if "w" in mode else sys.__stdin__.fileno()), None
-    if spec == subprocess.DEVNULL:
-        return os.open(os.devnull, os.O_RDWR), None
-    if spec == PIPE:
-        r, w = os.pipe()
-        return (w, r) if "w" in mode else (r, w)
-    if spec == subprocess.STDOUT:
-        return None, None
-    return os.dup(spec if isinstance(spec, int) else spec.fileno()), None
-
-
-def popen_module(module, *args, env, cwd=None, stdout=PIPE, stderr=PIPE, text=True):
-    """``subprocess.Popen([python, "-m", module, *args], ...)``, forked from the test fork server
-    when the environment allows (see the module docstring), else a fresh interpreter."""
+def popen_module(module, *args, env, cwd=None):
+    """``subprocess.Popen([python, "-m", module, *args], stdout=PIPE, stderr=PIPE, text=True)``,
+    forked from the test fork server when the environment allows (see the module docstring),
+    else a fresh interpreter."""
     args = [str(a) for a in args]
     cwd = str(cwd or os.getcwd())
     cmd = [sys.executable, "-m", module, *args]
-    forkable = _forkable(env)
-    if forkable:
-        with _lock:
-            base = _base_env()
-            # (Re)started with today's cli_env(): an in-process compile sets TORCH_WARM_POOL and
-            # KMP_DUPLICATE_LIB_OK in this process's environment, and so in every later request.
-            if _server is None or _server.poll() is not None or \
-                    _load_time_changes(_server.base_env, base):
-                _stop_server()
-                _start_server(base)
-    if not forkable:
-        return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=text, env=env, cwd=cwd,
+    base = _base_env()
+    if not _forkable(env, base):
+        return subprocess.Popen(cmd, stdout=PIPE, stderr=PIPE, text=True, env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL)
-    ends = [_open_end(subprocess.DEVNULL, "r"), _open_end(stdout, "w"), _open_end(stderr, "w")]
-    if stderr == subprocess.STDOUT:
-        ends[2] = (os.dup(ends[1][0]), None)
-    child_fds = [e[0] for e in ends]
+    with _lock:
+        # (Re)started with today's cli_env(): an in-process compile sets TORCH_WARM_POOL and
+        # KMP_DUPLICATE_LIB_OK in this process's environment, and so in every later request.
+        if _server is None or _server.poll() is not None or \
+                _load_time_changes(_server.base_env, base):
+            _stop_server()
+            _start_server(base)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    child_fds = [os.open(os.devnull, os.O_RDONLY), out_w, err_w]  # the child's 0, 1, 2
     try:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(_server.path)
@@ -353,19 +321,14 @@ def popen_module(module, *args, env, cwd=None, stdout=PIPE, stderr=PIPE, text=Tr
     finally:
         for fd in child_fds:
             os.close(fd)
-    streams = []
-    for fd in (ends[1][1], ends[2][1]):
-        streams.append(None if fd is None else
-                       os.fdopen(fd, "r" if text else "rb", **({"encoding": "utf-8",
-                                                                 "errors": "replace"}
-                                                                if text else {})))
-    return ZygoteProcess(conn, int(line), streams[0], streams[1], cmd)
+    streams = [os.fdopen(fd, "r", encoding="utf-8", errors="replace") for fd in (out_r, err_r)]
+    return ZygoteProcess(conn, int(line), *streams, cmd)
 
 
-def run_module(module, *args, env, cwd=None, timeout=None, text=True):
-    """``subprocess.run([python, "-m", module, *args], capture_output=True, ...)`` through
+def run_module(module, *args, env, cwd=None, timeout=None):
+    """``subprocess.run([python, "-m", module, *args], capture_output=True, text=True)`` through
     :func:`popen_module`; a timeout kills the child and raises ``TimeoutExpired``."""
-    proc = popen_module(module, *args, env=env, cwd=cwd, text=text)
+    proc = popen_module(module, *args, env=env, cwd=cwd)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

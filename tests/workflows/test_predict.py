@@ -22,10 +22,6 @@ TOP1_LINE = re.compile(r"^Validation: Top1: ([0-9.]+) \| Top5: ([0-9.]+)$", re.M
 pytestmark = pytest.mark.slow
 
 
-def _python(module, *args, timeout=300):
-    return run_cli(*args, module=module, timeout=timeout)
-
-
 def predict(*args):
     """``resnest_engine.cli.predict.main`` in this process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
@@ -56,7 +52,7 @@ def run(tmp_path_factory):
     cfg_file = base / "digits_folder.yaml"
     cfg_file.write_text("FORMAT: resnest-engine/1\n" + yaml.safe_dump(
         {k: v for k, v in cfg.items() if k != "FORMAT"}, sort_keys=False))
-    r = _python("resnest_engine.cli", "--config-file", cfg_file, "--outdir", out, timeout=600)
+    r = run_cli("--config-file", cfg_file, "--outdir", out, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "model_weights.pt").is_file()
     return out, data
@@ -97,7 +93,7 @@ def test_run_stores_its_class_names(run):
 
 def test_top1_on_val_folder_equals_eval_only(run, tmp_path):
     out, data = run
-    r = _python("resnest_engine.cli", "--eval-only", "--outdir", out,
+    r = run_cli("--eval-only", "--outdir", out,
                 "--config-file", out / "config.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
     printed = TOP1_LINE.search(r.stdout)
@@ -160,7 +156,8 @@ def test_topk_is_clamped_to_the_classes(run, tmp_path):
 def test_stdout_table_from_the_module_command(run):
     """``python -m resnest_engine.cli.predict``: one line per image, ``path  label (p) ...``."""
     out, data = run
-    r = _python("resnest_engine.cli.predict", "--weights", out, data / "val" / "1", "--topk", 2)
+    r = run_cli("--weights", out, data / "val" / "1", "--topk", 2,
+                module="resnest_engine.cli.predict")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 10
@@ -176,7 +173,7 @@ def test_console_script_is_registered():
 
 def test_the_former_module_command_still_runs():
     """``python -m resnest_engine.predict`` (the spelling before the command moved to cli/)."""
-    r = _python("resnest_engine.predict", "--help", timeout=120)
+    r = run_cli("--help", module="resnest_engine.predict", timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: resnest-predict ")
 
