@@ -17,13 +17,15 @@ def test_readme_shows_the_compose_example_verbatim():
         "README.md must show tests/examples/compose_run.py verbatim as one ```python block")
 
 
-@pytest.mark.slow  # trains the digits for 3 epochs in-process
+@pytest.mark.slow  # trains the digits for 2 epochs in-process
 def test_compose_example_trains(capsys):
     # the example's setup_logger() logs to this test's captured stdout, closed afterwards: the
     # logger is put back so later tests in this process do not log into a closed stream
     with process_state_restored():
         ns = runpy.run_path(str(EXAMPLE), run_name="__main__")
     top1 = ns["handlers"].validation.results["raw"]["top1"]
-    assert top1 > 80.0, top1
+    # 97.2% here with seed 0 (96.9% and 97.5% with seeds 1 and 2): the bound checks that it
+    # learns, with room for another CPU's rounding, not the exact number
+    assert top1 > 90.0, top1
     from resnest_engine.data.loaders import close_loader
     close_loader(ns["trainer"].state.dataloader)
