@@ -49,12 +49,26 @@ def test_a_load_time_variable_means_a_fresh_interpreter_and_only_for_that_comman
     assert forked.communicate(timeout=60)[0] and forked.returncode == 0
 
 
+@pytest.fixture
+def own_server(monkeypatch):
+    """A server of this test's own that preloads only NumPy (the probe's import), so that its
+    restarts cost no torch import; this worker's server is put back as it was afterwards (it was
+    started with the environment the test restores, so later tests need no restart either)."""
+    monkeypatch.setattr(zygote, "_server", None)
+    monkeypatch.setattr(zygote, "_socket_dir", None)
+    monkeypatch.setattr(zygote, "_PRELOAD", ("numpy",))
+    yield
+    zygote._stop_server()
+
+
 @pytest.mark.skipif(os.environ.get(zygote.FRESH_ENV) == "1", reason="every command runs fresh")
-def test_the_server_follows_a_load_time_variable_set_in_this_process(monkeypatch):
+def test_the_server_follows_a_load_time_variable_set_in_this_process(own_server, monkeypatch):
     """An in-process torch.compile sets TORCH_WARM_POOL and KMP_DUPLICATE_LIB_OK here: later
     commands (cli_env() copies this environment) are still forks, of a server restarted with it."""
     zygote.popen_module(PROBE, 0, 0, env=cli_env()).communicate(timeout=60)
+    first = zygote._server.pid
     monkeypatch.setenv("TORCH_WARM_POOL", "0")
     proc = zygote.popen_module(PROBE, 0, 0, env=cli_env())
+    assert zygote._server.pid != first and zygote._server.base_env["TORCH_WARM_POOL"] == "0"
     assert isinstance(proc, zygote.ZygoteProcess)
     assert proc.communicate(timeout=60)[0] and proc.returncode == 0

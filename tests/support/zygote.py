@@ -133,13 +133,13 @@ def _run_request(request) -> int:
     return 0
 
 
-def _server_main(path: str) -> None:
+def _server_main(path: str, preload) -> None:
     import importlib
     # Die with the test process that started us (Linux), as a fresh child would not outlive it.
     with contextlib.suppress(OSError):
         import ctypes
         ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGTERM))
-    for name in _PRELOAD:
+    for name in preload:
         importlib.import_module(name)
     request = _serve(path)
     if request is not None:
@@ -243,7 +243,7 @@ def _start_server(env):
         _stop_registered = True
     _socket_dir = tempfile.mkdtemp(prefix="resnest-zygote-")
     path = os.path.join(_socket_dir, "sock")
-    _server = subprocess.Popen([sys.executable, "-m", "tests.support.zygote", path],
+    _server = subprocess.Popen([sys.executable, "-m", "tests.support.zygote", path, *_PRELOAD],
                                stdin=subprocess.DEVNULL, stdout=PIPE, env=env,
                                cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     if _server.stdout.readline() != b"ready\n":
@@ -339,4 +339,4 @@ def run_module(module, *args, env, cwd=None, timeout=None):
 
 
 if __name__ == "__main__":
-    _server_main(sys.argv[1])
+    _server_main(sys.argv[1], sys.argv[2:])
