@@ -2,7 +2,8 @@
 NaN checks (``TRAINING.NAN_CHECK_EVERY``, epoch ends, resume points), nothing on the training
 thread reads a tensor to the host.
 
-The digits recipe runs in this process with every standard handler on (progress bar, text log,
+The digits recipe runs in this process, on a folder of 240 real digit scans (24 steps of 10),
+with every standard handler on (progress bar, text log,
 LR schedule, DropBlock ramp, EMA, NaN guard, TensorBoard, MLflow in a file store, resume points
 mid-epoch and at the epoch end, the best checkpoint, validation) and the step's options that
 touch tensors (mixup, gradient clipping). ``Tensor.item``, ``__float__``, ``__bool__``,
@@ -22,6 +23,7 @@ import yaml
 from resnest_engine.config import load_config
 from resnest_engine.workflows import train as train_module
 from tests.support.cli import REPO, process_state_restored
+from tests.support.real_files import write_digits
 
 READS = ("item", "__float__", "__bool__", "__int__", "cpu", "tolist", "numpy")
 EVERY = 10  # LOG_EVERY and NAN_CHECK_EVERY
@@ -67,11 +69,15 @@ def test_no_host_reads_between_log_and_check_iterations(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     pytest.importorskip("sklearn")  # the digits
     recipe = yaml.safe_load((REPO / "recipes" / "digits.yaml").read_text())
-    recipe["DATA"].update(WORKERS=1,  # the loader's own work off the training thread
+    # the recipe's steps, not its data set's size: a tenth of the digits' images, 24 steps
+    write_digits(tmp_path / "digits", 24, 5)
+    recipe["DATA"].update(DATASET="imagefolder", ROOT=str(tmp_path / "digits"),
+                          WORKERS=1,  # the loader's own work off the training thread
                           MIXUP=0.2)  # the batch transform in the step
     recipe["MODEL"]["DROPBLOCK_PROB"] = 0.1  # its ramp on ITERATION_STARTED
-    recipe["TRAINING"].update(EPOCHS=1, EMA_DECAY=0.9, NAN_CHECK_EVERY=EVERY, CKPT_EVERY=1,
-                              CKPT_EVERY_ITERS=CKPT_ITERS, ASYNC_CHECKPOINT=True, CLIP_GRAD=5.0)
+    recipe["TRAINING"].update(EPOCHS=1, BATCH_SIZE=10, TEST_BATCH_SIZE=50, EMA_DECAY=0.9,
+                              NAN_CHECK_EVERY=EVERY, CKPT_EVERY=1, CKPT_EVERY_ITERS=CKPT_ITERS,
+                              ASYNC_CHECKPOINT=True, CLIP_GRAD=5.0)
     recipe["LOGGING"] = dict(LOG_EVERY=EVERY, PROGRESS_BAR="on", TENSORBOARD=True, MLFLOW=True)
     path = tmp_path / "digits.yaml"
     path.write_text(yaml.safe_dump(recipe))
