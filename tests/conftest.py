@@ -43,6 +43,19 @@ def _single_threaded():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _environ_restored():
+    """os.environ as before each test. Libraries set variables in it as they work (torch.export
+    and inductor: TORCHINDUCTOR_CACHE_DIR, TORCH_WARM_POOL, KMP_DUPLICATE_LIB_OK); one left
+    behind would make the next CLI test restart the fork server (tests/support/zygote.py
+    restarts it when a variable read at load time changes), a torch import each time."""
+    before = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(before):
+        del os.environ[name]
+    os.environ.update(before)
+
+
 def pytest_collection_modifyitems(config, items):
     """Slow tests first (stable order otherwise): with `make test`'s work-stealing xdist workers
     the longest tests start early instead of ending the run on one busy worker."""
@@ -53,6 +66,12 @@ def pytest_collection_modifyitems(config, items):
 # and the commands tests/support/zygote.py forked for it, with their DDP workers) appended to
 # FILE, to see where `make test`'s CPU-minutes go (the suite's budget is CPU time: 2 cores share
 # it). Processes nobody waits for (fork-server workers) are missed: a cgroup sees them all.
+# scikit-learn sets these when it is imported (for its own OpenMP); the first import in a test would
+# change the environment the CLI tests' fork server was started with (KMP_* is read at load
+# time), and it would restart, a torch import each time. Set as scikit-learn sets them, first.
+os.environ.setdefault("KMP_DUPLICATE_LIB_OK", "True")
+os.environ.setdefault("KMP_INIT_AT_FORK", "FALSE")
+
 _CPU_LOG = os.environ.get("RESNEST_TEST_CPU_LOG")
 
 

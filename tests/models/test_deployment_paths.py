@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 
 import pytest
@@ -78,17 +77,6 @@ def _split_attention_block_net(resnest14):
                                torch.nn.Flatten(), torch.nn.Linear(512, 10))
 
 
-@pytest.fixture
-def environ_restored():
-    """os.environ as before the test: inductor sets TORCH_WARM_POOL and KMP_DUPLICATE_LIB_OK
-    in it, which the CLI tests' fork server (tests/support/zygote.py) would restart for."""
-    before = dict(os.environ)
-    yield
-    for name in set(os.environ) - set(before):
-        del os.environ[name]
-    os.environ.update(before)
-
-
 # Two halves of "the model trains under torch.compile as in eager": the whole resnest14 through
 # dynamo and AOTAutograd as ONE graph (fullgraph: no graph break anywhere in the model), and
 # inductor's generated CPU kernels on the split-attention bottleneck. Inductor on the whole
@@ -96,7 +84,7 @@ def environ_restored():
 # ours that inductor sees in the model, the rest being the stem's and classifier's standard ops.
 @pytest.mark.slow
 @pytest.mark.parametrize("part, backend", [("model", "aot_eager"), ("split_attention_block", "inductor")])
-def test_compiled_training_step_matches_eager(resnest14, part, backend, environ_restored):
+def test_compiled_training_step_matches_eager(resnest14, part, backend):
     """One SGD step through torch.compile matches eager."""
     if backend == "inductor" and not _have_compiler():
         pytest.skip("torch.compile (inductor) needs a C/C++ compiler for CPU kernels")

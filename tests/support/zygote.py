@@ -229,15 +229,18 @@ _lock = threading.Lock()
 #: CPU seconds of the forked commands that ended in this process (the CPU log of tests/conftest.py:
 #: they are not this process's children, so ``RUSAGE_CHILDREN`` does not see them).
 forked_cpu_seconds = 0.0
+_reported_by_server = 0.0  # the part of it the running server's commands reported
 
 
 def _record_cpu(seconds):
-    global forked_cpu_seconds
+    global forked_cpu_seconds, _reported_by_server
     forked_cpu_seconds += seconds
+    _reported_by_server += seconds
 
 
 def _start_server(env):
-    global _server, _socket_dir, _stop_registered
+    global _server, _socket_dir, _stop_registered, _reported_by_server
+    _reported_by_server = 0.0
     if not _stop_registered:
         atexit.register(_stop_server)
         _stop_registered = True
@@ -259,6 +262,10 @@ def _stop_server():
         _server.terminate()
         with contextlib.suppress(OSError):
             _server.wait(10)
+        # Reaped, the server adds to RUSAGE_CHILDREN its own CPU and that of every command it
+        # waited for, which the commands reported already: counted once, the restart's own cost
+        # (its imports) is what is left for the test that caused it.
+        _record_cpu(-_reported_by_server)
     if _socket_dir:
         shutil.rmtree(_socket_dir, ignore_errors=True)
     _server = _socket_dir = None
