@@ -2,27 +2,23 @@
 Hub Parquet, a loopback S3 server, the four loaders) and writes the results-file shape a real
 run writes, so that the benchmark cannot rot between measurements."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.cli import run_cli
+
 CASES = ["folder", "shards", "shards_s3", "parquet"]
 
 
-@pytest.mark.slow  # a benchmark subprocess with DataLoader workers and an S3 server, about 10 s
+@pytest.mark.slow  # a benchmark process with DataLoader workers and an S3 server, about 10 s
 def test_data_at_scale_smoke(tmp_path):
     pytest.importorskip("moto")
     pytest.importorskip("pyarrow")
     pytest.importorskip("s3fs")
     out = tmp_path / "data_at_scale.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "data_at_scale.py"),
-                           "--smoke", "--json", str(out)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)
+    # python -m benchmarks.data_at_scale, forked from the tests' fork server (no torch import)
+    proc = run_cli("--smoke", "--json", out, cwd=tmp_path, timeout=180,
+                   module="benchmarks.data_at_scale")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert list(result)[:3] == ["benchmark", "measured", "machine"]

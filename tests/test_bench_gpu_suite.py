@@ -1,25 +1,24 @@
 """The GPU benchmark suite's smoke mode (benchmarks/gpu_suite.py --smoke) runs end to end and
 writes the JSON/markdown shape a GPU run writes, so that the suite cannot rot between GPU loans."""
 import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.cli import cli_env, run_cli
+
 PARTS = ("train", "infer", "jpeg_pipeline", "train_compiled", "recipe")
 
 
 @pytest.mark.slow  # a benchmark subprocess, about 20 s
 def test_gpu_suite_smoke(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_suite.py"), "--smoke",
-                           "--out", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = cli_env()  # OMP_NUM_THREADS=1
+    if torch.cuda.is_available():
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU smoke run (a fresh interpreter then)
+    # python -m benchmarks.gpu_suite, else forked from the tests' fork server (no torch import)
+    proc = run_cli("--smoke", "--out", tmp_path, cwd=tmp_path, env=env, timeout=120,
+                   module="benchmarks.gpu_suite")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert result["mode"] == "smoke" and result["smoke_reason"]
