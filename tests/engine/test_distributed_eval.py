@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,50 +9,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from resnest_engine.engine import create_evaluator
+from tests.support.cli import free_port, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 N, BATCH = 37, 8
 
-WORKER = textwrap.dedent("""
-    import json, sys
-    import ignite.distributed as idist
-    import torch
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
-    from resnest_engine.engine import create_evaluator
 
-    def run(local_rank, work):
-        torch.set_num_threads(1)
-        data = torch.load(work + "/data.pt", weights_only=True)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
-        model.load_state_dict(data["model"])
-        rank, world = idist.get_rank(), idist.get_world_size()
-        ds = TensorDataset(data["x"], data["y"])
-        shard = list(range(rank, len(ds), world))  # unpadded: every sample on exactly one rank
-        loader = DataLoader(ds, batch_size=int(data["batch"]), sampler=shard)
-        ev = create_evaluator(model, num_classes=10)
-        ev.run(loader)
-        m = {k: float(v) for k, v in ev.state.metrics.items()}
-        m["local_samples"] = len(shard)
-        with open(f"{work}/rank{rank}.json", "w") as f:
-            json.dump(m, f)
-
-    if __name__ == "__main__":
-        work, port = sys.argv[1], int(sys.argv[2])
-        # fork: the children inherit the imports (spawn would re-import torch in each, ~4 s).
-        with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=port,
-                            start_method="fork") as parallel:
-            parallel.run(run, work)
-""")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow  # two gloo processes in a subprocess
+@pytest.mark.slow  # two gloo processes, forked by a command
 def test_two_gloo_processes_equal_one(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
@@ -70,11 +27,8 @@ def test_two_gloo_processes_equal_one(tmp_path):
     single = {k: float(v) for k, v in ev.state.metrics.items()}
     assert 0 < single["top1"] < 100 and single["top1"] < single["top5"] < 100
 
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(_free_port())],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    # forked from the tests' fork server (OMP_NUM_THREADS=1), no torch import
+    proc = run_cli(tmp_path, free_port(), timeout=120, module="tests.support.gloo_eval_worker")
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["local_samples"] for r in ranks] == [19, 18]
