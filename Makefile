@@ -17,7 +17,8 @@ install: $(STAMP)
 
 # The whole suite (what CI runs) on TEST_WORKERS pytest-xdist workers. --dist worksteal keeps
 # both busy to the end (tests/conftest.py starts the slow tests first); a module-scoped finished
-# run may be built once per worker. 10 min 16-25 s here against 12 min 25 s with --dist loadfile.
+# run may be built once per worker. Its time and CPU, and how they were measured:
+# docs/index.md#tests.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
