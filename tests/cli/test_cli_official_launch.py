@@ -120,10 +120,12 @@ def test_batch_check_uses_the_gpu_count(tmp_path, gpus):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A finished 2-epoch run, one step an epoch, trained in this process (a few seconds)."""
+    """A finished 2-epoch run, one step an epoch, trained in this process (a few seconds), with
+    its best checkpoint (the export falls back to it)."""
     d = tmp_path_factory.mktemp("trained")
     cfg = d / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(merge(TINY, {"DATA": {"SYNTHETIC_SIZE": 16},
+                                               "TRAINING": {"KEEP_BEST": 1},
                                                "OPTIMIZER": {"WARMUP_EPOCHS": 0}})))
     r = run_main("--config-file", cfg, "--outdir", d / "run")
     assert r.returncode == 0, r.stderr
