@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import json
 import os
 import selectors
@@ -141,6 +142,11 @@ def _server_main(path: str, preload) -> None:
         ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGTERM))
     for name in preload:
         importlib.import_module(name)
+    # What the preload made stays out of the garbage collector's sight (gc.freeze, as CPython's
+    # docs advise before fork): a child's collections would otherwise walk, and so copy-on-write,
+    # every page of it. A resnest-train run of the tests' tiny config: 2.9 CPU-s to 2.0.
+    gc.collect()
+    gc.freeze()
     request = _serve(path)
     if request is not None:
         sys.exit(_run_request(request))
