@@ -62,16 +62,17 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+# scikit-learn sets these when it is imported (for its own OpenMP); its first import in a test
+# would change the environment the CLI tests' fork server was started with (KMP_* is read at
+# load time), and the server would restart, a torch import each time. Set as scikit-learn sets
+# them, first.
+os.environ.setdefault("KMP_DUPLICATE_LIB_OK", "True")
+os.environ.setdefault("KMP_INIT_AT_FORK", "FALSE")
+
 # RESNEST_TEST_CPU_LOG=FILE: each test's CPU seconds (this process, the processes it waited for
 # and the commands tests/support/zygote.py forked for it, with their DDP workers) appended to
 # FILE, to see where `make test`'s CPU-minutes go (the suite's budget is CPU time: 2 cores share
 # it). Processes nobody waits for (fork-server workers) are missed: a cgroup sees them all.
-# scikit-learn sets these when it is imported (for its own OpenMP); the first import in a test would
-# change the environment the CLI tests' fork server was started with (KMP_* is read at load
-# time), and it would restart, a torch import each time. Set as scikit-learn sets them, first.
-os.environ.setdefault("KMP_DUPLICATE_LIB_OK", "True")
-os.environ.setdefault("KMP_INIT_AT_FORK", "FALSE")
-
 _CPU_LOG = os.environ.get("RESNEST_TEST_CPU_LOG")
 
 
