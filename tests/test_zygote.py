@@ -56,7 +56,6 @@ def own_server(monkeypatch):
     started with the environment the test restores, so later tests need no restart either)."""
     monkeypatch.setattr(zygote, "_server", None)
     monkeypatch.setattr(zygote, "_socket_dir", None)
-    monkeypatch.setattr(zygote, "_reported_by_server", 0.0)
     monkeypatch.setattr(zygote, "_PRELOAD", ("numpy",))
     yield
     zygote._stop_server()

@@ -235,18 +235,17 @@ _lock = threading.Lock()
 #: CPU seconds of the forked commands that ended in this process (the CPU log of tests/conftest.py:
 #: they are not this process's children, so ``RUSAGE_CHILDREN`` does not see them).
 forked_cpu_seconds = 0.0
-_reported_by_server = 0.0  # the part of it the running server's commands reported
 
 
 def _record_cpu(seconds):
-    global forked_cpu_seconds, _reported_by_server
+    global forked_cpu_seconds
     forked_cpu_seconds += seconds
-    _reported_by_server += seconds
+    if _server is not None:
+        _server.reported_cpu += seconds  # what the running server's commands reported
 
 
 def _start_server(env):
-    global _server, _socket_dir, _stop_registered, _reported_by_server
-    _reported_by_server = 0.0
+    global _server, _socket_dir, _stop_registered
     if not _stop_registered:
         atexit.register(_stop_server)
         _stop_registered = True
@@ -259,6 +258,7 @@ def _start_server(env):
         raise RuntimeError(f"the test fork server did not start (status {_server.wait()})")
     _server.base_env = dict(env)
     _server.path = path
+    _server.reported_cpu = 0.0
 
 
 def _stop_server():
@@ -271,7 +271,7 @@ def _stop_server():
         # Reaped, the server adds to RUSAGE_CHILDREN its own CPU and that of every command it
         # waited for, which the commands reported already: counted once, the restart's own cost
         # (its imports) is what is left for the test that caused it.
-        _record_cpu(-_reported_by_server)
+        _record_cpu(-_server.reported_cpu)
     if _socket_dir:
         shutil.rmtree(_socket_dir, ignore_errors=True)
     _server = _socket_dir = None
