@@ -3,12 +3,12 @@ NaN checks (``TRAINING.NAN_CHECK_EVERY``, epoch ends, resume points), nothing on
 thread reads a tensor to the host.
 
 The digits recipe runs in this process, on a folder of 240 real digit scans (24 steps of 10),
-with every standard handler on (progress bar, text log,
-LR schedule, DropBlock ramp, EMA, NaN guard, TensorBoard, MLflow in a file store, resume points
-mid-epoch and at the epoch end, the best checkpoint, validation) and the step's options that
-touch tensors (mixup, gradient clipping). ``Tensor.item``, ``__float__``, ``__bool__``,
-``__int__``, ``cpu``, ``tolist`` and ``numpy`` are wrapped by counters that count only calls on
-the training thread, keyed by the trainer's iteration at the time. On the CPU every such call is
+with every standard handler on (progress bar, text log, LR schedule, DropBlock ramp, EMA, NaN
+guard, TensorBoard, MLflow in a file store, resume points mid-epoch and at the epoch end, the
+best checkpoint, validation) and the step's options that touch tensors (mixup, gradient
+clipping). ``Tensor.item``, ``__float__``, ``__bool__``, ``__int__``, ``cpu``, ``tolist`` and
+``numpy`` are wrapped by counters that count only calls on the training thread, keyed by the
+trainer's iteration at the time. On the CPU every such call is
 one that would wait for the device on a GPU."""
 import collections
 import os
